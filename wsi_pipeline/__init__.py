@@ -1,0 +1,2 @@
+"""wsi-pipeline."""
+__version__ = "0.1.0"
