@@ -1,0 +1,260 @@
+"""Load a manifest and its workflow preset, merge overrides, validate, resolve paths.
+
+Every error names the file, the field and the fix, so the CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+import wsi_pipeline
+from wsi_pipeline.config.manifest import RunManifest
+from wsi_pipeline.config.workflow import WorkflowPreset
+from wsi_pipeline.errors import WSIPipelineError
+
+#: Where presets are looked up by name when the manifest gives a bare name.
+PACKAGE_WORKFLOWS = Path(wsi_pipeline.__file__).resolve().parent.parent / "workflows"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run: the manifest, its preset (overrides applied) and resolved paths."""
+
+    manifest_path: Path
+    manifest: RunManifest
+    preset_path: Path
+    workflow: WorkflowPreset
+    output_dir: Path
+    store_path: Path
+    cohort_table: Path | None
+    slide_root: Path | None
+    scheduler_address: str | None
+
+    @property
+    def seed(self) -> int:
+        """The run's seed."""
+        return self.manifest.seed
+
+    def resolved(self) -> dict[str, Any]:
+        """Return the full resolved configuration as plain data (for ``run.json``)."""
+        return {
+            "manifest_path": str(self.manifest_path),
+            "manifest": self.manifest.model_dump(mode="json"),
+            "preset_path": str(self.preset_path),
+            "workflow": self.workflow.model_dump(mode="json"),
+            "output_dir": str(self.output_dir),
+            "store_path": str(self.store_path),
+            "cohort_table": None if self.cohort_table is None else str(self.cohort_table),
+            "scheduler_address": self.scheduler_address,
+        }
+
+
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """Read a YAML mapping with an error that names the file.
+
+    Parameters
+    ----------
+    path
+        The YAML file.
+    what
+        What the file is ("manifest", "workflow preset"), for messages.
+
+    Returns
+    -------
+    dict
+        The parsed mapping.
+    """
+    if not path.is_file():
+        raise WSIPipelineError(
+            f"{what} file not found", where=str(path), fix=f"check the path of the {what}"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise WSIPipelineError(
+            f"not valid YAML{line}: {getattr(error, 'problem', error)}",
+            where=str(path),
+            fix="fix the YAML syntax (indentation, colons, quotes)",
+        ) from None
+    if not isinstance(data, dict):
+        raise WSIPipelineError(
+            f"a {what} must be a mapping of keys to values, got {type(data).__name__}",
+            where=str(path),
+            fix=f"see data_manifests/demo.yaml for the layout of a {what}",
+        )
+    return data
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``overrides`` applied recursively (mappings merge, other values replace)."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk ``loc`` through nested pydantic models; return the model that owns the last key."""
+    current: Any = model
+    for key in loc:
+        field = getattr(current, "model_fields", {}).get(key) if isinstance(key, str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if current is None:
+            return None
+    return current
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str) -> str:
+    loc = tuple(error["loc"])
+    field = prefix + ".".join(str(part) for part in loc)
+    if error["type"] == "extra_forbidden":
+        owner = _model_at(model, loc[:-1])
+        allowed = sorted(owner.model_fields) if owner is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"field '{field}': unknown key. {hint}Allowed keys here: {', '.join(allowed)}"
+    if error["type"] == "missing":
+        return f"field '{field}': required but missing"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"field '{field}': {error['msg']}{shown}"
+
+
+def validate_model(
+    model: type[BaseModel], data: dict[str, Any], path: Path, what: str, prefix: str = ""
+) -> Any:
+    """Validate ``data`` against ``model``, turning pydantic's errors into one clear message."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        lines = [_describe(e, model, prefix) for e in error.errors()]
+        raise WSIPipelineError(
+            f"invalid {what}:\n  " + "\n  ".join(lines),
+            where=str(path),
+            fix=f"correct the field(s) named above in {path.name}",
+        ) from None
+
+
+def find_preset(reference: str, manifest_dir: Path) -> Path:
+    """Resolve the manifest's ``workflow`` value to a preset file.
+
+    A value with a ``.yaml``/``.yml`` suffix or a slash is a path (relative to the manifest's
+    folder); a bare name is looked up in ``workflows/`` beside the manifest's folder, then in
+    the ``workflows/`` folder shipped with the package.
+    """
+    if reference.endswith((".yaml", ".yml")) or "/" in reference:
+        path = (manifest_dir / reference).resolve()
+        if not path.is_file():
+            raise WSIPipelineError(
+                f"workflow preset file not found: {path}",
+                where="field 'workflow'",
+                fix="give a preset name from workflows/ or an existing YAML path",
+            )
+        return path
+    folders = [manifest_dir.parent / "workflows", manifest_dir / "workflows", PACKAGE_WORKFLOWS]
+    for folder in folders:
+        candidate = folder / f"{reference}.yaml"
+        if candidate.is_file():
+            return candidate.resolve()
+    known = sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.yaml")})
+    raise WSIPipelineError(
+        f"no workflow preset named '{reference}'",
+        where="field 'workflow'",
+        fix=f"use one of: {', '.join(known) or '(none found)'}, or a path to a preset YAML",
+    )
+
+
+def load_run_config(
+    manifest_path: str | Path,
+    *,
+    output: str | Path | None = None,
+    scheduler: str | None = None,
+) -> RunConfig:
+    """Load, merge and validate a run manifest and its workflow preset.
+
+    Parameters
+    ----------
+    manifest_path
+        The run manifest (YAML).
+    output
+        Overrides the manifest's ``output`` (the CLI's ``--output``).
+    scheduler
+        Overrides the manifest's ``cluster.address`` (the CLI's ``--scheduler``).
+
+    Returns
+    -------
+    RunConfig
+        The validated configuration with absolute paths.
+
+    Raises
+    ------
+    WSIPipelineError
+        On a missing file, invalid YAML, an unknown or invalid field, or a missing cohort table.
+    """
+    manifest_path = Path(manifest_path).resolve()
+    raw = read_yaml(manifest_path, "manifest")
+    manifest: RunManifest = validate_model(RunManifest, raw, manifest_path, "manifest")
+    base = manifest_path.parent
+
+    preset_path = find_preset(manifest.workflow, base)
+    preset_raw = read_yaml(preset_path, "workflow preset")
+    merged = deep_merge(preset_raw, manifest.overrides)
+    # Only errors from the overrides are the manifest's; the rest belong to the preset file.
+    try:
+        workflow = WorkflowPreset.model_validate(merged)
+    except ValidationError:
+        validate_model(WorkflowPreset, preset_raw, preset_path, "workflow preset")
+        workflow = validate_model(
+            WorkflowPreset, merged, manifest_path, "manifest overrides", prefix="overrides."
+        )
+
+    output_dir = Path(output).resolve() if output is not None else (base / manifest.output).resolve()
+    store_path = (base / manifest.store).resolve() if manifest.store else output_dir / "store"
+
+    cohort_table = slide_root = None
+    if manifest.cohort.table is not None:
+        cohort_table = (base / manifest.cohort.table).resolve()
+        if not cohort_table.is_file():
+            raise WSIPipelineError(
+                f"cohort table not found: {cohort_table}",
+                where=f"{manifest_path}: field 'cohort.table'",
+                fix="point cohort.table at an existing CSV (relative paths start from the manifest's folder)",
+            )
+        root = manifest.cohort.slide_root
+        slide_root = (base / root).resolve() if root else cohort_table.parent
+        if not slide_root.is_dir():
+            raise WSIPipelineError(
+                f"slide folder not found: {slide_root}",
+                where=f"{manifest_path}: field 'cohort.slide_root'",
+                fix="point cohort.slide_root at the folder holding the slides",
+            )
+
+    return RunConfig(
+        manifest_path=manifest_path,
+        manifest=manifest,
+        preset_path=preset_path,
+        workflow=workflow,
+        output_dir=output_dir,
+        store_path=store_path,
+        cohort_table=cohort_table,
+        slide_root=slide_root,
+        scheduler_address=scheduler or manifest.cluster.address,
+    )

@@ -1,0 +1,139 @@
+"""The workflow preset: *what* a challenge does (tiling, encoder, model, task, scoring)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class StrictModel(BaseModel):
+    """Base for every configuration model: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_MAGNIFICATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[xX]\s*$")
+
+
+def parse_mpp(value: float | int | str) -> float:
+    """Return µm/px from a number or a magnification alias.
+
+    Parameters
+    ----------
+    value
+        µm/px as a number (``0.5``) or a magnification string (``"20x"``), where, by the
+        usual convention of scanners with 10x objectives at 1 µm/px, ``20x`` is 0.5 µm/px.
+
+    Returns
+    -------
+    float
+        The resolution in µm per pixel.
+    """
+    if isinstance(value, str):
+        match = _MAGNIFICATION.match(value)
+        if match:
+            return 10.0 / float(match.group(1))
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is neither µm/px (e.g. 0.5) nor a magnification (e.g. '20x')"
+            ) from None
+    mpp = float(value)
+    if not 0.01 <= mpp <= 100:
+        raise ValueError(f"{mpp} µm/px is outside the plausible range 0.01–100")
+    return mpp
+
+
+class TissueConfig(StrictModel):
+    """Tissue segmentation at thumbnail scale."""
+
+    method: Literal["otsu_saturation"] = "otsu_saturation"
+    thumbnail_mpp: float = Field(8.0, gt=0, description="µm/px of the thumbnail the mask is computed on")
+    min_tissue_fraction: float = Field(0.5, ge=0, le=1, description="tiles with less tissue are dropped")
+    min_object_um2: float = Field(20000.0, ge=0, description="tissue pieces smaller than this are dropped")
+    max_hole_um2: float = Field(20000.0, ge=0, description="holes smaller than this are filled")
+
+
+class TilingConfig(StrictModel):
+    """The tile grid at a physical resolution."""
+
+    mpp: float = Field(0.5, description="target µm/px; '20x' = 0.5, '10x' = 1.0")
+    tile_px: int = Field(256, ge=16, le=4096)
+    overlap_px: int = Field(0, ge=0)
+    tissue: TissueConfig = TissueConfig()
+
+    @field_validator("mpp", mode="before")
+    @classmethod
+    def _parse_mpp(cls, value: float | str) -> float:
+        return parse_mpp(value)
+
+    @field_validator("overlap_px")
+    @classmethod
+    def _overlap_below_tile(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
+        tile_px = info.data.get("tile_px")
+        if tile_px is not None and value >= tile_px:
+            raise ValueError(f"overlap_px ({value}) must be smaller than tile_px ({tile_px})")
+        return value
+
+
+class FeaturesConfig(StrictModel):
+    """Which encoder embeds the tiles, and how inference is batched."""
+
+    encoder: str = "demo-resnet18-random"
+    weights: str | None = Field(None, description="local weights file; default: the encoder's documented location")
+    batch_size: int = Field(64, ge=1)
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+class ModelConfig(StrictModel):
+    """MIL aggregators trained and compared, with their training settings."""
+
+    aggregators: list[str] = ["abmil", "meanpool"]
+    max_epochs: int = Field(50, ge=1)
+    patience: int = Field(8, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    hidden_dim: int = Field(128, ge=1)
+    dropout: float = Field(0.25, ge=0, lt=1)
+    max_instances: int | None = Field(512, ge=1)
+
+
+class TaskConfig(StrictModel):
+    """The prediction target."""
+
+    type: Literal["binary"] = "binary"
+    label_column: str = "label"
+    positive_name: str = "positive"
+    negative_name: str = "negative"
+
+
+class ValidationConfig(StrictModel):
+    """Patient-level cross-validation with an inner validation split for model selection."""
+
+    n_folds: int = Field(5, ge=2)
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)
+
+
+class ScoringConfig(StrictModel):
+    """Metrics and their bootstrap confidence intervals."""
+
+    bootstrap_resamples: int = Field(1000, ge=100)
+    ci_level: float = Field(0.95, gt=0.5, lt=1)
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class WorkflowPreset(StrictModel):
+    """A challenge's workflow: everything about *what* to compute, nothing about *where*."""
+
+    name: str
+    description: str = ""
+    modality: Literal["wsi"] = "wsi"
+    tiling: TilingConfig = TilingConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig()
+    validation: ValidationConfig = ValidationConfig()
+    scoring: ScoringConfig = ScoringConfig()

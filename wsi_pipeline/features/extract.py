@@ -1,0 +1,76 @@
+"""Embed every tile of a slide into a feature-store entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from wsi_pipeline.features.encoder import LoadedEncoder
+from wsi_pipeline.features.tile_loader import iter_tile_batches
+from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.store.feature_store import FeatureStore
+
+
+def extract_slide_features(
+    slide: WholeSlide,
+    coords: np.ndarray,
+    size_level0: float,
+    tile_px: int,
+    encoder: LoadedEncoder,
+    store: FeatureStore,
+    *,
+    tiling_id: str,
+    slide_uid: str,
+    batch_size: int,
+    attrs: dict[str, Any],
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Embed the tiles at ``coords`` and write them, marking the entry complete only at the end.
+
+    Parameters
+    ----------
+    slide
+        The open slide.
+    coords
+        (N, 2) level-0 top-left corners (from the tiling entry).
+    size_level0, tile_px
+        Tile side in level-0 px and at the target resolution.
+    encoder
+        A loaded encoder.
+    store
+        The feature store.
+    tiling_id, slide_uid
+        Keys of the entry.
+    batch_size
+        Tiles per forward pass.
+    attrs
+        Provenance added to the entry (slide path, µm/px...).
+    on_batch
+        Called with the number of tiles done after each batch (progress).
+
+    Returns
+    -------
+    int
+        Number of tiles embedded.
+    """
+    writer = store.begin_features(
+        encoder.encoder_id,
+        tiling_id,
+        slide_uid,
+        n_rows=len(coords),
+        dim=encoder.spec.dim,
+        attrs={**attrs, **encoder.provenance(), "tiling_id": tiling_id, "slide_uid": slide_uid},
+    )
+    done = 0
+    for batch in iter_tile_batches(slide, coords, size_level0, tile_px, batch_size):
+        features = encoder.embed(batch)
+        if not np.isfinite(features).all():
+            raise FloatingPointError(f"encoder '{encoder.spec.name}' produced non-finite features")
+        writer.write(features)
+        done += len(batch)
+        if on_batch is not None:
+            on_batch(done)
+    writer.complete()
+    return done

@@ -1,0 +1,207 @@
+"""The Zarr feature store: tile coordinates and features per slide, with provenance.
+
+Layout (Zarr v3, local path or any fsspec URL)::
+
+    <store>/tiling/<tiling_id>/<slide_uid>/                    coords (N,2) int64, tissue_fraction (N,)
+    <store>/features/<encoder_id>/<tiling_id>/<slide_uid>/     features (N,D) float16
+
+An entry counts only once its attrs say ``complete: true``, which is written last; an entry left
+incomplete by a crash is wiped and rewritten by the next writer and ignored by readers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+import wsi_pipeline
+from wsi_pipeline.errors import WSIPipelineError
+
+FEATURE_ROWS_PER_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class TilingEntry:
+    """A slide's tile grid as stored."""
+
+    coords: np.ndarray
+    tissue_fraction: np.ndarray
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FeatureEntry:
+    """A slide's tile features as stored."""
+
+    features: np.ndarray
+    attrs: dict[str, Any]
+
+
+def tiling_key(tiling_id: str, slide_uid: str) -> str:
+    """Return the group path of a slide's tiling entry."""
+    return f"tiling/{tiling_id}/{slide_uid}"
+
+
+def features_key(encoder_id: str, tiling_id: str, slide_uid: str) -> str:
+    """Return the group path of a slide's feature entry."""
+    return f"features/{encoder_id}/{tiling_id}/{slide_uid}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class FeatureWriter:
+    """Writes a feature entry row block by row block, and marks it complete last."""
+
+    def __init__(self, group: zarr.Group, n_rows: int) -> None:
+        self._group = group
+        self._array = group["features"]
+        self._n_rows = n_rows
+        self._written = 0
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append the next block of rows (cast to float16)."""
+        end = self._written + len(rows)
+        if end > self._n_rows:
+            raise ValueError(f"writing rows {self._written}:{end} past the entry's {self._n_rows} rows")
+        self._array[self._written : end] = np.asarray(rows, dtype=np.float16)
+        self._written = end
+
+    def complete(self, **attrs: Any) -> None:
+        """Mark the entry complete once every row is written; ``attrs`` are added first."""
+        if self._written != self._n_rows:
+            raise RuntimeError(f"only {self._written} of {self._n_rows} rows written; not marking complete")
+        self._group.attrs.update({**attrs, "completed_at": _now()})
+        self._group.attrs["complete"] = True
+
+
+class FeatureStore:
+    """A feature store rooted at a local folder or fsspec URL.
+
+    Parameters
+    ----------
+    root
+        The store location; created on first write.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(root)
+
+    def _open(self, mode: str = "a") -> zarr.Group:
+        try:
+            return zarr.open_group(self.root, mode=mode)
+        except FileNotFoundError:
+            raise WSIPipelineError(
+                "feature store not found", where=self.root, fix="run the tile stage first, or check the store path"
+            ) from None
+
+    def prepare(self, *prefixes: str) -> None:
+        """Create the parent groups of entries before parallel writers start.
+
+        Concurrent workers then only create their own slide groups, never the shared parents.
+        """
+        group = self._open("a")
+        for prefix in prefixes:
+            group.require_group(prefix)
+
+    def _entry(self, key: str) -> zarr.Group | None:
+        try:
+            node = self._open("r").get(key)
+        except (WSIPipelineError, FileNotFoundError, ValueError, KeyError):
+            return None
+        return node if isinstance(node, zarr.Group) else None
+
+    def is_complete(self, key: str) -> bool:
+        """Return whether the entry at ``key`` exists and was marked complete."""
+        group = self._entry(key)
+        try:
+            return bool(group is not None and group.attrs.get("complete") is True)
+        except (ValueError, OSError):  # attrs half-written by a killed writer
+            return False
+
+    def attrs(self, key: str) -> dict[str, Any]:
+        """Return an entry's attrs (empty when absent)."""
+        group = self._entry(key)
+        return {} if group is None else dict(group.attrs)
+
+    # -- tiling ---------------------------------------------------------------------------------
+    def write_tiling(
+        self,
+        tiling_id: str,
+        slide_uid: str,
+        coords: np.ndarray,
+        tissue_fraction: np.ndarray,
+        attrs: dict[str, Any],
+    ) -> None:
+        """Write a slide's tile grid, replacing any incomplete entry, and mark it complete last."""
+        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        fraction = np.asarray(tissue_fraction, dtype=np.float32).reshape(-1)
+        if len(coords) != len(fraction):
+            raise ValueError(f"{len(coords)} coords but {len(fraction)} tissue fractions")
+        group = self._open("a").create_group(tiling_key(tiling_id, slide_uid), overwrite=True)
+        chunk = max(1, min(len(coords), 65536))
+        group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(chunk, 2))[...] = coords
+        group.create_array("tissue_fraction", shape=fraction.shape, dtype="float32", chunks=(chunk,))[...] = fraction
+        group.attrs.update(
+            {**attrs, "n_tiles": int(len(coords)), "package_version": wsi_pipeline.__version__, "created": _now()}
+        )
+        group.attrs["complete"] = True
+
+    def read_tiling(self, tiling_id: str, slide_uid: str) -> TilingEntry:
+        """Read a complete tiling entry."""
+        group = self._complete_group(tiling_key(tiling_id, slide_uid), "tiling")
+        return TilingEntry(group["coords"][...], group["tissue_fraction"][...], dict(group.attrs))
+
+    # -- features -------------------------------------------------------------------------------
+    def begin_features(
+        self, encoder_id: str, tiling_id: str, slide_uid: str, n_rows: int, dim: int, attrs: dict[str, Any]
+    ) -> FeatureWriter:
+        """Start a feature entry (wiping an incomplete one); rows are written through the writer."""
+        group = self._open("a").create_group(features_key(encoder_id, tiling_id, slide_uid), overwrite=True)
+        group.create_array(
+            "features",
+            shape=(n_rows, dim),
+            dtype="float16",
+            chunks=(max(1, min(n_rows, FEATURE_ROWS_PER_CHUNK)), dim),
+        )
+        group.attrs.update(
+            {
+                **attrs,
+                "n_tiles": int(n_rows),
+                "dim": int(dim),
+                "dtype": "float16",
+                "package_version": wsi_pipeline.__version__,
+                "created": _now(),
+                "complete": False,
+            }
+        )
+        return FeatureWriter(group, n_rows)
+
+    def read_features(self, encoder_id: str, tiling_id: str, slide_uid: str) -> FeatureEntry:
+        """Read a complete feature entry."""
+        group = self._complete_group(features_key(encoder_id, tiling_id, slide_uid), "features")
+        return FeatureEntry(group["features"][...], dict(group.attrs))
+
+    def _complete_group(self, key: str, what: str) -> zarr.Group:
+        if not self.is_complete(key):
+            raise WSIPipelineError(
+                f"no complete {what} entry at '{key}'",
+                where=self.root,
+                fix=f"run the stage that writes {what} (an interrupted entry is rewritten on the next run)",
+            )
+        group = self._entry(key)
+        assert group is not None
+        return group
+
+    def list_slides(self, prefix: str) -> list[str]:
+        """Return the slide uids under ``prefix`` whose entries are complete."""
+        group = self._entry(prefix)
+        if group is None:
+            return []
+        return sorted(k for k in group.group_keys() if self.is_complete(f"{prefix}/{k}"))

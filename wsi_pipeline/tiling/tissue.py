@@ -1,0 +1,60 @@
+"""Tissue segmentation at thumbnail scale: Otsu on saturation, then morphological clean-up."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage import color, filters, morphology
+
+#: Pixels this bright and this grey are glass whatever Otsu says: keeps a slide that is almost
+#: all tissue from having its paler tissue thrown out as "background".
+GLASS_MIN_VALUE = 0.92
+GLASS_MAX_SATURATION = 0.05
+
+
+def tissue_mask(
+    rgb: np.ndarray,
+    *,
+    mpp: float,
+    min_object_um2: float = 20000.0,
+    max_hole_um2: float = 20000.0,
+) -> np.ndarray:
+    """Segment tissue in an RGB thumbnail.
+
+    Stained tissue is saturated and glass is grey, so Otsu's threshold on the HSV saturation
+    channel separates them; a closing joins nuclei and stroma into solid pieces, small specks
+    are removed and small holes filled.
+
+    Parameters
+    ----------
+    rgb
+        (H, W, 3) uint8 thumbnail.
+    mpp
+        µm per thumbnail pixel, to turn the physical size limits into pixels.
+    min_object_um2
+        Tissue pieces smaller than this area (µm²) are dropped.
+    max_hole_um2
+        Holes smaller than this area (µm²) are filled.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool mask, True on tissue.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+    hsv = color.rgb2hsv(rgb)
+    saturation, value = hsv[..., 1], hsv[..., 2]
+    if np.ptp(saturation) < 1e-3:  # a uniform image: nothing to separate
+        return np.zeros(rgb.shape[:2], dtype=bool)
+    threshold = filters.threshold_otsu(saturation)
+    mask = saturation > threshold
+    mask &= ~((value >= GLASS_MIN_VALUE) & (saturation <= GLASS_MAX_SATURATION))
+
+    px_area = mpp * mpp
+    radius = max(1, round(8.0 / mpp))  # join structures up to ~16 µm apart
+    mask = morphology.closing(mask, morphology.disk(radius))
+    min_size = max(1, round(min_object_um2 / px_area))
+    max_hole = max(1, round(max_hole_um2 / px_area))
+    mask = morphology.remove_small_objects(mask, max_size=min_size)
+    mask = morphology.remove_small_holes(mask, max_size=max_hole)
+    return mask
