@@ -1,1 +1,1 @@
-"""cli."""
+"""The command line only: parse, call the library, print."""

@@ -129,7 +129,7 @@ def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str) -> str
         owner = _model_at(model, loc[:-1])
         allowed = sorted(owner.model_fields) if owner is not None else []
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = f"Did you mean '{close[0]}'? " if close else ""
         return f"field '{field}': unknown key. {hint}Allowed keys here: {', '.join(allowed)}"
     if error["type"] == "missing":
         return f"field '{field}': required but missing"

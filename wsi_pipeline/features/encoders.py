@@ -20,15 +20,17 @@ def build_uni(weights: Path | None) -> nn.Module:
     """UNI (Chen et al., 2024): ViT-L/16 at 224 px, layer-scale 1e-5, class token as embedding."""
     if weights is None:
         raise WSIPipelineError("UNI needs its checkpoint", where="features.weights", fix="see README: encoder weights")
-    model = timm.create_model(
-        "vit_large_patch16_224",
-        img_size=224,
-        patch_size=16,
-        init_values=1e-5,
-        num_classes=0,
-        dynamic_img_size=True,
-        pretrained=False,
-    )
+    # Built on the meta device: random initialisation of 300M parameters would be thrown away.
+    with torch.device("meta"):
+        model = timm.create_model(
+            "vit_large_patch16_224",
+            img_size=224,
+            patch_size=16,
+            init_values=1e-5,
+            num_classes=0,
+            dynamic_img_size=True,
+            pretrained=False,
+        )
     return load_checkpoint(model, weights, "uni")
 
 

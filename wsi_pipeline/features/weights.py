@@ -104,7 +104,8 @@ def load_checkpoint(model: nn.Module, path: Path, name: str) -> nn.Module:
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    result = model.load_state_dict(state, strict=False)
+    # assign=True adopts the checkpoint's tensors, so models built on the meta device work too.
+    result = model.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise WSIPipelineError(
             f"checkpoint does not match the '{name}' architecture: "
@@ -112,5 +113,12 @@ def load_checkpoint(model: nn.Module, path: Path, name: str) -> nn.Module:
             f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})",
             where=str(path),
             fix=f"use the official '{name}' checkpoint, or pick the encoder this file belongs to",
+        )
+    still_meta = [key for key, tensor in model.state_dict().items() if tensor.is_meta]
+    if still_meta:
+        raise WSIPipelineError(
+            f"checkpoint left tensors of the '{name}' architecture unset: {still_meta[:3]}",
+            where=str(path),
+            fix=f"use the official '{name}' checkpoint",
         )
     return model

@@ -1,0 +1,98 @@
+"""Manifest and preset loading: merging, validation messages, path resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsi_pipeline.config import load_run_config, parse_mpp
+from wsi_pipeline.errors import WSIPipelineError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_manifest(folder: Path, **fields) -> Path:
+    data = {
+        "workflow": str(REPO / "workflows" / "demo.yaml"),
+        "cohort": {"synthetic": {"n_patients": 10}},
+        "output": "out",
+        **fields,
+    }
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_demo_manifest_loads_with_paths_resolved():
+    config = load_run_config(REPO / "data_manifests" / "demo.yaml")
+    assert config.workflow.name == "demo"
+    assert config.output_dir == (REPO / "runs" / "demo").resolve()
+    assert config.store_path == config.output_dir / "store"
+    assert config.workflow.tiling.mpp == 1.0
+
+
+def test_overrides_replace_preset_values_deeply(tmp_path):
+    path = write_manifest(tmp_path, overrides={"tiling": {"tile_px": 64, "tissue": {"min_tissue_fraction": 0.3}}})
+    config = load_run_config(path)
+    assert config.workflow.tiling.tile_px == 64
+    assert config.workflow.tiling.tissue.min_tissue_fraction == 0.3
+    assert config.workflow.tiling.tissue.thumbnail_mpp == 8.0  # untouched sibling kept
+
+
+def test_misspelt_key_names_file_field_and_suggestion(tmp_path):
+    path = write_manifest(tmp_path, sed=3)
+    with pytest.raises(WSIPipelineError) as caught:
+        load_run_config(path)
+    message = caught.value.format()
+    assert str(path) in message
+    assert "'sed'" in message and "Did you mean 'seed'" in message
+
+
+def test_misspelt_override_key_is_reported_under_overrides(tmp_path):
+    path = write_manifest(tmp_path, overrides={"model": {"hiden_dim": 3}})
+    with pytest.raises(WSIPipelineError, match=r"overrides\.model\.hiden_dim.*Did you mean 'hidden_dim'"):
+        load_run_config(path)
+
+
+def test_missing_cohort_table_is_named(tmp_path):
+    path = write_manifest(tmp_path, cohort={"table": "absent.csv"})
+    with pytest.raises(WSIPipelineError, match=r"cohort\.table.*absent\.csv"):
+        load_run_config(path)
+
+
+def test_both_cohort_sources_rejected(tmp_path):
+    path = write_manifest(tmp_path, cohort={"table": "a.csv", "synthetic": {}})
+    with pytest.raises(WSIPipelineError, match="exactly one"):
+        load_run_config(path)
+
+
+def test_unknown_workflow_lists_known_presets(tmp_path):
+    path = write_manifest(tmp_path, workflow="nosuch")
+    with pytest.raises(WSIPipelineError, match="demo"):
+        load_run_config(path)
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("workflow: demo\ncohort: [unclosed\n")
+    with pytest.raises(WSIPipelineError, match=r"not valid YAML \(line"):
+        load_run_config(path)
+
+
+def test_scheduler_and_output_overrides(tmp_path):
+    path = write_manifest(tmp_path, cluster={"address": "tcp://a:1"})
+    config = load_run_config(path, output=tmp_path / "elsewhere", scheduler="tcp://b:2")
+    assert config.scheduler_address == "tcp://b:2"
+    assert config.output_dir == (tmp_path / "elsewhere").resolve()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("20x", 0.5), ("40X", 0.25), ("10x", 1.0), (0.5, 0.5), ("0.25", 0.25)])
+def test_parse_mpp_aliases(value, expected):
+    assert parse_mpp(value) == pytest.approx(expected)
+
+
+def test_parse_mpp_rejects_nonsense():
+    with pytest.raises(ValueError, match="magnification"):
+        parse_mpp("twenty")

@@ -1,0 +1,102 @@
+"""``--dry-run``: validate a run completely and print its plan, computing nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from rich.console import Console
+from rich.table import Table
+
+from wsi_pipeline.cohort.table import load_cohort
+from wsi_pipeline.config.loader import RunConfig
+from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.features.registry import get_encoder_spec
+from wsi_pipeline.features.weights import resolve_weights
+from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.tiling.slide_tiling import tiling_id
+
+EXIT_OK, EXIT_PROBLEMS = 0, 2
+
+
+def check_slides(records: list) -> list[tuple[str, str]]:
+    """Open every slide and check its µm/px; return (slide id, problem) pairs."""
+    problems = []
+    for record in records:
+        try:
+            with WholeSlide(record.path, record.mpp_override):
+                pass
+        except WSIPipelineError as error:
+            problems.append((record.slide_id, error.format()))
+    return problems
+
+
+def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int:
+    """Validate files, slides, encoder weights and folds; print patients, slides, stages, outputs.
+
+    Returns
+    -------
+    int
+        0 when the run can go ahead, 2 when a problem was found (each one printed).
+    """
+    workflow = config.workflow
+    problems: list[tuple[str, str]] = []
+    synthetic = config.manifest.cohort.synthetic
+    if synthetic is not None:
+        from wsi_pipeline.sources.synthetic import plan_synthetic_cohort
+
+        plan = plan_synthetic_cohort(
+            synthetic.n_patients,
+            config.seed,
+            positive_fraction=synthetic.positive_fraction,
+            two_slide_fraction=synthetic.two_slide_fraction,
+            width=synthetic.width,
+            height=synthetic.height,
+            mpp=synthetic.mpp,
+            n_levels=synthetic.n_levels,
+        )
+        labels = dict(zip(plan.patients["patient_id"], plan.patients["label"]))
+        n_slides = len(plan.slides)
+        cohort_line = f"synthetic, generated into {config.output_dir / 'cohort'} (missing slides only)"
+    else:
+        cohort = load_cohort(config.cohort_table, config.slide_root, workflow.task.label_column)
+        labels = cohort.labels
+        n_slides = len(cohort.slides)
+        cohort_line = str(config.cohort_table)
+        problems += check_slides(cohort.slide_records())
+
+    spec = get_encoder_spec(workflow.features.encoder)
+    if spec.weights_file is not None and ({"extract", "train"} & set(stages)):
+        try:
+            resolve_weights(spec.name, spec.weights_file, spec.hf_repo, workflow.features.weights)
+        except WSIPipelineError as error:
+            problems.append(("encoder", error.format()))
+    if "train" in stages:
+        from wsi_pipeline.mil.splits import plan_folds
+
+        patients = sorted(labels)
+        try:
+            plan_folds(patients, [int(labels[p]) for p in patients], n_folds=workflow.validation.n_folds,
+                       val_fraction=workflow.validation.val_fraction, seed=config.seed)
+        except WSIPipelineError as error:
+            problems.append(("validation", error.format()))
+
+    n_positive = sum(int(v) for v in labels.values())
+    table = Table(title=f"plan: {config.manifest_path.name} (workflow '{workflow.name}')", show_header=False)
+    table.add_row("cohort", cohort_line)
+    table.add_row("patients", f"{len(labels)} ({n_positive} {workflow.task.positive_name}, {len(labels) - n_positive} {workflow.task.negative_name})")
+    table.add_row("slides", str(n_slides))
+    table.add_row("stages", " → ".join(stages))
+    table.add_row("tiling", f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px, min tissue {workflow.tiling.tissue.min_tissue_fraction:.0%} (id {tiling_id(workflow.tiling)})")
+    table.add_row("encoder", f"{spec.name}{' (DEMO: random weights, not a pathology model)' if spec.is_demo else ''}, dim {spec.dim}")
+    table.add_row("models", f"{', '.join(workflow.model.aggregators)}; {workflow.validation.n_folds}-fold patient CV, inner validation {workflow.validation.val_fraction:.0%}")
+    table.add_row("cluster", config.scheduler_address or f"local: {config.manifest.cluster.n_workers} workers × {config.manifest.cluster.threads_per_worker} threads")
+    table.add_row("store", str(config.store_path))
+    table.add_row("outputs", ", ".join(str(config.output_dir / p) for p in ("predictions.csv", "metrics.json", "run.json", "report.md", "plots/roc.png")))
+    console.print(table)
+    if problems:
+        console.print(f"[red bold]{len(problems)} problem(s):[/red bold]")
+        for item, message in problems:
+            console.print(f"  [red]{item}[/red]: {message}", markup=True, highlight=False)
+        return EXIT_PROBLEMS
+    console.print("[green]dry run: everything checks out[/green]")
+    return EXIT_OK

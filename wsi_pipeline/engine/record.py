@@ -1,0 +1,99 @@
+"""The run record, ``run.json``: versions, resolved config, seed, timings, skips and failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from wsi_pipeline.engine.outcome import ItemOutcome
+
+PACKAGES = ("wsi-pipeline", "torch", "torchvision", "timm", "openslide-python", "openslide-bin", "zarr", "dask", "distributed", "numpy", "scikit-image", "scikit-learn", "pandas", "lifelines", "pydantic")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that shape results, plus Python's."""
+    versions: dict[str, str | None] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+@dataclass
+class RunRecord:
+    """Collects what a run did; written to ``run.json`` at the end (and on failure)."""
+
+    config: dict[str, Any]
+    seed: int
+    started: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    timings: dict[str, float] = field(default_factory=dict)
+    outcomes: list[ItemOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    excluded_patients: dict[str, str] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+    def add(self, outcomes: list[ItemOutcome]) -> None:
+        """Record task outcomes."""
+        self.outcomes.extend(outcomes)
+
+    def count(self, stage: str) -> dict[str, int]:
+        """Done/skipped/failed counts of a stage."""
+        counts = {"done": 0, "skipped": 0, "failed": 0}
+        for outcome in self.outcomes:
+            if outcome.stage == stage:
+                counts[outcome.status] += 1
+        return counts
+
+    @property
+    def failures(self) -> list[ItemOutcome]:
+        """Every failed item."""
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def write(self, path: Path, status: str) -> None:
+        """Write ``run.json``."""
+        stages = sorted({o.stage for o in self.outcomes}, key=[o.stage for o in self.outcomes].index)
+        write_json_atomic(
+            path,
+            {
+                "status": status,
+                "started": self.started,
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "seed": self.seed,
+                "versions": package_versions(),
+                "config": self.config,
+                "timings_seconds": self.timings,
+                "counts": {s: self.count(s) for s in stages},
+                "failed": [o.as_dict() for o in self.failures],
+                "skipped": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "skipped"],
+                "excluded_patients": self.excluded_patients,
+                "notes": self.notes,
+                "items": [{k: v for k, v in o.as_dict().items() if k != "info" or o.stage != "train"} for o in self.outcomes],
+            },
+        )

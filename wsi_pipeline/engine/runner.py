@@ -1,0 +1,336 @@
+"""Chain the stages of a run on a Dask cluster: cohort → tile → extract → train → score.
+
+Per-slide and per-fold work runs as Dask tasks; stage outputs are checked before any work so a
+re-run only does what is missing; ``run.json`` is written whatever happens.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from distributed import Client
+from rich.console import Console
+
+from wsi_pipeline.cohort.table import Cohort, load_cohort
+from wsi_pipeline.config.loader import RunConfig
+from wsi_pipeline.engine.cluster import dask_client
+from wsi_pipeline.engine.freshness import is_fresh, mark_fresh, stage_key
+from wsi_pipeline.engine.outcome import ItemOutcome
+from wsi_pipeline.engine.progress import run_tasks
+from wsi_pipeline.engine.record import RunRecord
+from wsi_pipeline.engine.tasks import BagSource, extract_task, generate_synthetic_task, tile_task, train_task
+from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.features.registry import get_encoder_spec
+from wsi_pipeline.sources.fingerprint import slide_uid
+from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.store.feature_store import FeatureStore, features_key
+from wsi_pipeline.tiling.slide_tiling import tiling_id
+
+STAGES = ("tile", "extract", "train", "score")
+
+#: Exit statuses: everything worked; the run finished but some items failed; bad user input.
+EXIT_OK, EXIT_ITEMS_FAILED, EXIT_USER_ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced."""
+
+    exit_code: int
+    output_dir: Path
+    record: RunRecord
+
+
+def synthetic_cohort_dir(config: RunConfig) -> Path:
+    """Where a synthetic cohort is generated: ``<output>/cohort``."""
+    return config.output_dir / "cohort"
+
+
+def prepare_cohort(config: RunConfig, client: Client, console: Console, record: RunRecord) -> Cohort:
+    """Load the cohort table, generating a synthetic cohort first when the manifest asks for one."""
+    synthetic = config.manifest.cohort.synthetic
+    if synthetic is None:
+        assert config.cohort_table is not None
+        return load_cohort(config.cohort_table, config.slide_root, config.workflow.task.label_column)
+    from wsi_pipeline.sources.synthetic import plan_synthetic_cohort, write_cohort_table
+
+    folder = synthetic_cohort_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = plan_synthetic_cohort(
+        synthetic.n_patients,
+        config.seed,
+        positive_fraction=synthetic.positive_fraction,
+        two_slide_fraction=synthetic.two_slide_fraction,
+        width=synthetic.width,
+        height=synthetic.height,
+        mpp=synthetic.mpp,
+        n_levels=synthetic.n_levels,
+    )
+    items = [(entry.slide_id, (entry.slide_id, entry.spec, str(folder / entry.filename))) for entry in plan.slides]
+    with record.stage("generate"):
+        outcomes = run_tasks(client, "generate", generate_synthetic_task, items, console)
+    record.add(outcomes)
+    report_stage(console, record, "generate", "slide files exist")
+    table = write_cohort_table(plan, folder)
+    return load_cohort(table, folder, config.workflow.task.label_column)
+
+
+def report_stage(console: Console, record: RunRecord, stage: str, skip_reason: str) -> None:
+    """Print one line per stage: what was done, skipped (and why), failed."""
+    counts = record.count(stage)
+    skipped = f", {counts['skipped']} skipped ({skip_reason})" if counts["skipped"] else ""
+    failed = f", [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
+    console.print(f"  {stage}: {counts['done']} done{skipped}{failed}")
+
+
+def encoder_id_of(config: RunConfig) -> str:
+    """The store key of the configured encoder (loads it; fails early on missing weights)."""
+    from wsi_pipeline.features.encoder import load_encoder
+
+    features = config.workflow.features
+    return load_encoder(features.encoder, features.weights, "cpu").encoder_id
+
+
+def slide_uids(cohort: Cohort, failed: set[str]) -> dict[str, str]:
+    """Fingerprint every slide that has not failed (slide id → uid)."""
+    uids = {}
+    for record in cohort.slide_records():
+        if record.slide_id in failed:
+            continue
+        try:
+            with WholeSlide(record.path, record.mpp_override) as slide:
+                uids[record.slide_id] = slide_uid(record.path, slide.properties)
+        except WSIPipelineError:
+            continue
+    return uids
+
+
+def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id: str) -> BagSource:
+    """Decide which patients have features for every usable slide; record those excluded."""
+    store = FeatureStore(config.store_path)
+    tid = tiling_id(config.workflow.tiling)
+    failed = {o.item for o in record.failures if o.stage in {"tile", "extract"}}
+    uids = slide_uids(cohort, failed)
+    patient_slides = []
+    for patient, group in cohort.slides.groupby("patient_id", sort=True):
+        available = [
+            uids[s] for s in group["slide_id"] if s in uids and store.is_complete(features_key(encoder_id, tid, uids[s]))
+        ]
+        missing = [s for s in group["slide_id"] if s not in uids or uids[s] not in available]
+        if not available:
+            record.excluded_patients[patient] = f"no slide with features (failed or missing: {', '.join(missing)})"
+            continue
+        if missing:
+            record.notes.append(f"patient {patient}: trained without slide(s) {', '.join(missing)} (failed)")
+        patient_slides.append((patient, tuple(available)))
+    return BagSource(str(config.store_path), encoder_id, tid, tuple(patient_slides))
+
+
+def train_stage(config: RunConfig, cohort: Cohort, client: Client, console: Console, record: RunRecord) -> pd.DataFrame | None:
+    """Cross-validate every aggregator; writes ``predictions.csv`` and ``folds.csv``."""
+    from wsi_pipeline.mil.splits import plan_folds
+
+    workflow = config.workflow
+    encoder_id = encoder_id_of(config)
+    source = gather_bags(config, cohort, record, encoder_id)
+    if record.excluded_patients:
+        console.print(f"  train: [yellow]{len(record.excluded_patients)} patient(s) excluded[/yellow] (no features): {', '.join(record.excluded_patients)}")
+    labels = {p: int(cohort.labels[p]) for p, _ in source.patient_slides}
+    predictions_path = config.output_dir / "predictions.csv"
+    key = stage_key(
+        {
+            "bags": source.patient_slides,
+            "encoder_id": encoder_id,
+            "tiling_id": source.tiling_id,
+            "labels": labels,
+            "model": workflow.model.model_dump(mode="json"),
+            "validation": workflow.validation.model_dump(mode="json"),
+            "seed": config.seed,
+        }
+    )
+    if is_fresh(config.output_dir, "train", key, [predictions_path]):
+        record.add([ItemOutcome("train", "cross-validation", "skipped", reason="predictions up to date")])
+        console.print("  train: skipped (predictions.csv is up to date for these features and settings)")
+        return pd.read_csv(predictions_path, dtype={"patient_id": str})
+    patients = sorted(labels)
+    plans = plan_folds(
+        patients,
+        [labels[p] for p in patients],
+        n_folds=workflow.validation.n_folds,
+        val_fraction=workflow.validation.val_fraction,
+        seed=config.seed,
+    )
+    write_folds(plans, config.output_dir / "folds.csv")
+    threads = config.manifest.cluster.threads_per_worker
+    items = [
+        (f"fold{plan.fold}-{name}", (plan, name, source, labels, workflow.model, config.seed, threads))
+        for plan in plans
+        for name in workflow.model.aggregators
+    ]
+    outcomes = run_tasks(client, "train", train_task, items, console, retries=0)
+    record.add(outcomes)
+    report_stage(console, record, "train", "")
+    if any(o.status == "failed" for o in outcomes):
+        return None
+    rows = [row for o in outcomes for row in o.info.pop("predictions")]
+    predictions = pd.DataFrame(rows).sort_values(["model", "patient_id"]).reset_index(drop=True)
+    outcomes_table = cohort.patients.drop(columns=["label"]).set_index("patient_id")
+    predictions = predictions.join(outcomes_table, on="patient_id")
+    write_csv_atomic(predictions, predictions_path)
+    mark_fresh(config.output_dir, "train", key)
+    return predictions
+
+
+def write_folds(plans: list, path: Path) -> None:
+    """Write which patient is fit/val/test in which fold, for audit."""
+    rows = [
+        {"fold": plan.fold, "patient_id": patient, "role": role}
+        for plan in plans
+        for role, ids in (("fit", plan.fit_ids), ("val", plan.val_ids), ("test", plan.test_ids))
+        for patient in ids
+    ]
+    write_csv_atomic(pd.DataFrame(rows), path)
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write a CSV through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    frame.to_csv(partial, index=False)
+    partial.replace(path)
+
+
+def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord) -> None:
+    """Score out-of-fold predictions: metrics.json, plots, report."""
+    from wsi_pipeline.scoring.stage import score_predictions
+
+    scoring = config.workflow.scoring
+    spec = get_encoder_spec(config.workflow.features.encoder)
+    buffer = io.StringIO()
+    predictions.to_csv(buffer, index=False)
+    key = stage_key({"predictions": buffer.getvalue(), "scoring": scoring.model_dump(mode="json"), "seed": config.seed})
+    outputs = [config.output_dir / "metrics.json", config.output_dir / "plots" / "roc.png"]
+    if is_fresh(config.output_dir, "score", key, outputs):
+        record.add([ItemOutcome("score", "report", "skipped", reason="metrics up to date")])
+        console.print("  score: skipped (metrics.json is up to date for these predictions)")
+        return
+    encoder_label = f"{spec.name} — DEMO encoder, not a pathology model" if spec.is_demo else spec.name
+    metrics = score_predictions(
+        predictions,
+        config.output_dir,
+        n_resamples=scoring.bootstrap_resamples,
+        seed=config.seed,
+        threshold=scoring.threshold,
+        title=f"wsi-pipeline: {config.workflow.name}",
+        context={
+            "workflow": config.workflow.name,
+            "manifest": str(config.manifest_path),
+            "encoder": encoder_label,
+            "tiling": f"{config.workflow.tiling.mpp:g} µm/px, {config.workflow.tiling.tile_px} px tiles",
+            "validation": f"{config.workflow.validation.n_folds}-fold patient-level CV, inner validation {config.workflow.validation.val_fraction:.0%} for early stopping",
+            "seed": config.seed,
+        },
+    )
+    record.add([ItemOutcome("score", "report", "done")])
+    mark_fresh(config.output_dir, "score", key)
+    for model, values in metrics.items():
+        auc = values["auc"]
+        console.print(f"  score: {model:<10} AUC {auc['value']:.3f} [{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]")
+
+
+def run_pipeline(
+    config: RunConfig, stages: Collection[str] = STAGES, console: Console | None = None
+) -> RunResult:
+    """Run the chosen stages of a manifest.
+
+    Parameters
+    ----------
+    config
+        A validated run configuration.
+    stages
+        Subset of ``tile``, ``extract``, ``train``, ``score``, run in that order.
+    console
+        Where progress and summaries go (default: stderr).
+
+    Returns
+    -------
+    RunResult
+        ``exit_code`` is 0 when everything worked, 1 when some items failed (recorded in
+        ``run.json``); user errors raise :class:`WSIPipelineError` before any work.
+    """
+    console = console or Console(stderr=True)
+    output = config.output_dir
+    output.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(config=config.resolved(), seed=config.seed)
+    status = "crashed"
+    try:
+        if "extract" in stages or "train" in stages:
+            encoder_id_of(config)  # missing weights: fail before any work, not once per slide
+        started = time.perf_counter()
+        with dask_client(config.manifest.cluster, config.scheduler_address) as client:
+            record.timings["cluster"] = round(time.perf_counter() - started, 3)
+            run_stages(config, stages, client, console, record)
+        status = "failed items" if record.failures else "ok"
+    finally:
+        record.write(output / "run.json", status)
+    summarise(console, record, output)
+    return RunResult(EXIT_ITEMS_FAILED if record.failures else EXIT_OK, output, record)
+
+
+def run_stages(config: RunConfig, stages: Collection[str], client: Client, console: Console, record: RunRecord) -> None:
+    """Run the stages in order on a connected client, recording every outcome."""
+    workflow, output = config.workflow, config.output_dir
+    console.print(f"[bold]wsi-pipeline[/bold] {workflow.name}: output {output}, scheduler {client.scheduler.address}")
+    cohort = prepare_cohort(config, client, console, record)
+    records = cohort.slide_records()
+    console.print(f"  cohort: {cohort.patients.shape[0]} patients, {len(records)} slides")
+    store = FeatureStore(config.store_path)
+    tid = tiling_id(workflow.tiling)
+    store.prepare(f"tiling/{tid}")
+    threads = config.manifest.cluster.threads_per_worker
+    if "tile" in stages:
+        items = [(r.slide_id, (r, workflow.tiling, str(config.store_path), str(output / "qc"))) for r in records]
+        with record.stage("tile"):
+            record.add(run_tasks(client, "tile", tile_task, items, console))
+        report_stage(console, record, "tile", "already in store")
+    if "extract" in stages:
+        failed = {o.item for o in record.failures}
+        store.prepare(f"features/{encoder_id_of(config)}/{tid}")
+        items = [
+            (r.slide_id, (r, workflow.tiling, workflow.features, str(config.store_path), threads))
+            for r in records
+            if r.slide_id not in failed
+        ]
+        with record.stage("extract"):
+            record.add(run_tasks(client, "extract", extract_task, items, console))
+        report_stage(console, record, "extract", "already in store")
+    predictions = None
+    if "train" in stages:
+        with record.stage("train"):
+            predictions = train_stage(config, cohort, client, console, record)
+    if "score" in stages:
+        path = output / "predictions.csv"
+        if predictions is None and "train" not in stages and path.is_file():
+            from wsi_pipeline.scoring.stage import load_predictions
+
+            predictions = load_predictions(path)
+        if predictions is None:
+            record.add([ItemOutcome("score", "report", "failed", reason="no predictions to score (training failed or did not run)")])
+            return
+        with record.stage("score"):
+            score_stage(config, predictions, console, record)
+
+
+def summarise(console: Console, record: RunRecord, output: Path) -> None:
+    """Print timings and every failure with its reason."""
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in record.timings.items())
+    console.print(f"[bold]done[/bold] in {sum(record.timings.values()):.1f}s ({timings}); outputs in {output}")
+    if record.failures:
+        console.print(f"[red bold]{len(record.failures)} item(s) failed[/red bold] (details in run.json):")
+        for failure in record.failures:
+            console.print(f"  [red]{failure.stage} {failure.item}[/red]: {failure.reason}")
