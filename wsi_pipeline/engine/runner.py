@@ -207,6 +207,7 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord) -> None:
     """Score out-of-fold predictions: metrics.json, plots, report."""
+    from wsi_pipeline.scoring.formatting import format_interval
     from wsi_pipeline.scoring.stage import score_predictions
 
     scoring = config.workflow.scoring
@@ -239,8 +240,7 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
     record.add([ItemOutcome("score", "report", "done")])
     mark_fresh(config.output_dir, "score", key)
     for model, values in metrics.items():
-        auc = values["auc"]
-        console.print(f"  score: {model:<10} AUC {auc['value']:.3f} [{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]")
+        console.print(f"  score: {model:<10} AUC {format_interval(values['auc'])}")
 
 
 def run_pipeline(

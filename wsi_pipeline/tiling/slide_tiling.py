@@ -27,9 +27,17 @@ class SlideTiling:
     n_grid_tiles: int
 
 
+def centres_on_mask(mask: np.ndarray, scale: float, coords: np.ndarray, size_level0: float) -> np.ndarray:
+    """Return whether each tile's centre falls on a True pixel of the thumbnail-scale mask."""
+    centres = (coords + size_level0 / 2) / scale
+    rows = np.clip(centres[:, 1].astype(np.int64), 0, mask.shape[0] - 1)
+    cols = np.clip(centres[:, 0].astype(np.int64), 0, mask.shape[1] - 1)
+    return mask[rows, cols]
+
+
 def tiling_params(config: TilingConfig) -> dict[str, Any]:
     """Return every parameter that changes which tiles come out (what ``tiling_id`` hashes)."""
-    return {"method": "grid-v1", **config.model_dump(mode="json")}
+    return {"method": "grid-v2-centre-on-tissue", **config.model_dump(mode="json")}
 
 
 def tiling_id(config: TilingConfig) -> str:
@@ -64,7 +72,9 @@ def tile_slide(slide: WholeSlide, config: TilingConfig) -> SlideTiling:
     width, height = slide.dimensions
     grid = grid_coordinates(width, height, geometry)
     fraction = tissue_fractions(mask, scale, grid, geometry.size_level0)
-    keep = fraction >= max(tissue.min_tissue_fraction, 1e-6)
+    # A tile at the edge of a piece can pass the fraction test with its centre on glass; models
+    # and pathologists read a tile by its middle, so the centre must be on tissue too.
+    keep = (fraction >= max(tissue.min_tissue_fraction, 1e-6)) & centres_on_mask(mask, scale, grid, geometry.size_level0)
     return SlideTiling(
         coords=grid[keep],
         tissue_fraction=fraction[keep],

@@ -1,0 +1,61 @@
+"""Extraction into the store: complete entries match the encoder; interrupted ones never look complete."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wsi_pipeline.config import TilingConfig
+from wsi_pipeline.features import extract_slide_features, load_encoder
+from wsi_pipeline.sources.synthetic import SyntheticSlideSpec, generate_slide
+from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.store import FeatureStore, features_key
+from wsi_pipeline.tiling import tile_slide
+
+
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory):
+    path = tmp_path_factory.mktemp("slides") / "s.tiff"
+    generate_slide(SyntheticSlideSpec(width=1536, height=1536, mpp=0.5, positive=False, seed=5, n_levels=3), path)
+    with WholeSlide(path) as slide:
+        tiling = tile_slide(slide, TilingConfig(mpp=1.0, tile_px=128))
+    return path, tiling
+
+
+def extract(path, tiling, store, encoder):
+    with WholeSlide(path) as slide:
+        return extract_slide_features(
+            slide, tiling.coords, tiling.geometry.size_level0, 128, encoder, store,
+            tiling_id="t", slide_uid="u", batch_size=4, attrs={"slide_path": str(path)},
+        )
+
+
+def test_interrupted_extraction_leaves_no_complete_entry(tiled, tmp_path, monkeypatch):
+    path, tiling = tiled
+    assert len(tiling.coords) > 8  # several batches of 4, so the failure is half-way
+    store = FeatureStore(tmp_path / "store")
+    encoder = load_encoder("demo-resnet18-random", device="cpu")
+    calls = {"n": 0}
+    real_embed = type(encoder).embed
+
+    def failing_embed(self, tiles):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # what a killed worker or Ctrl-C looks like mid-slide
+        return real_embed(self, tiles)
+
+    monkeypatch.setattr(type(encoder), "embed", failing_embed)
+    with pytest.raises(KeyboardInterrupt):
+        extract(path, tiling, store, encoder)
+    key = features_key(encoder.encoder_id, "t", "u")
+    assert not store.is_complete(key)
+    assert store.attrs(key).get("complete") is False
+    monkeypatch.setattr(type(encoder), "embed", real_embed)
+    n = extract(path, tiling, store, encoder)
+    assert n == len(tiling.coords) and store.is_complete(key)
+    entry = store.read_features(encoder.encoder_id, "t", "u")
+    with WholeSlide(path) as slide:
+        first = np.stack([slide.read_tile(int(x), int(y), tiling.geometry.size_level0, 128) for x, y in tiling.coords[:4]])
+    np.testing.assert_allclose(entry.features[:4], encoder.embed(first), rtol=2e-3, atol=2e-3)
+    assert entry.attrs["encoder_is_demo"] is True and entry.attrs["weights_sha256"] == encoder.weights_sha256
+    assert entry.attrs["slide_path"] == str(path) and entry.attrs["preprocessing"]["resize_to"] == 128
