@@ -1,0 +1,51 @@
+"""Render a synthetic slide and write it to disk atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wsi_pipeline.errors import WSIPipelineError
+
+from . import tiff
+from .slide import render_slide
+from .spec import SlideTruth, SyntheticSlideSpec
+
+
+def generate_slide(spec: SyntheticSlideSpec, path: str | os.PathLike[str]) -> SlideTruth:
+    """Render ``spec`` and write it as a pyramidal TIFF at ``path``.
+
+    The file appears under its final name only once complete (written to a hidden temporary
+    name in the same folder, then renamed), so a killed or failed run never leaves a half-written
+    slide that looks finished. Parent folders are created.
+
+    Parameters
+    ----------
+    spec
+        The slide to make.
+    path
+        Output ``.tiff`` path; an existing file is replaced.
+
+    Returns
+    -------
+    SlideTruth
+        The ground truth of the written slide.
+
+    Raises
+    ------
+    WSIPipelineError
+        If the file cannot be written (folder not writable, disk full).
+    """
+    path = Path(path)
+    rgb, truth = render_slide(spec)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Look the writer up on the module at call time, so it can be swapped (tests, tracing).
+        tiff.write_atomically(path, lambda tmp: tiff.write_pyramidal_tiff(tmp, rgb, spec.mpp, spec.n_levels))
+    except OSError as exc:
+        raise WSIPipelineError(
+            f"cannot write the synthetic slide ({exc.strerror or exc})",
+            where=str(path),
+            fix="choose an output folder that exists, is writable and has free space",
+        ) from exc
+    return truth
