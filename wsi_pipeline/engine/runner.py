@@ -6,7 +6,6 @@ re-run only does what is missing; ``run.json`` is written whatever happens.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from wsi_pipeline.engine.record import RunRecord
 from wsi_pipeline.engine.tasks import BagSource, extract_task, generate_synthetic_task, tile_task, train_task
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features.registry import get_encoder_spec
+from wsi_pipeline.scoring.predictions import load_predictions
 from wsi_pipeline.sources.fingerprint import slide_uid
 from wsi_pipeline.sources.wsi import WholeSlide
 from wsi_pipeline.store.feature_store import FeatureStore, features_key
@@ -156,7 +156,7 @@ def train_stage(config: RunConfig, cohort: Cohort, client: Client, console: Cons
     if is_fresh(config.output_dir, "train", key, [predictions_path]):
         record.add([ItemOutcome("train", "cross-validation", "skipped", reason="predictions up to date")])
         console.print("  train: skipped (predictions.csv is up to date for these features and settings)")
-        return pd.read_csv(predictions_path, dtype={"patient_id": str})
+        return load_predictions(predictions_path)
     patients = sorted(labels)
     plans = plan_folds(
         patients,
@@ -183,7 +183,8 @@ def train_stage(config: RunConfig, cohort: Cohort, client: Client, console: Cons
     predictions = predictions.join(outcomes_table, on="patient_id")
     write_csv_atomic(predictions, predictions_path)
     mark_fresh(config.output_dir, "train", key)
-    return predictions
+    # Score what was written, so a later run scoring the file sees exactly the same table.
+    return load_predictions(predictions_path)
 
 
 def write_folds(plans: list, path: Path) -> None:
@@ -212,9 +213,9 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
 
     scoring = config.workflow.scoring
     spec = get_encoder_spec(config.workflow.features.encoder)
-    buffer = io.StringIO()
-    predictions.to_csv(buffer, index=False)
-    key = stage_key({"predictions": buffer.getvalue(), "scoring": scoring.model_dump(mode="json"), "seed": config.seed})
+    # Hash what scoring reads, rounded, so a table read back from CSV matches the one written.
+    content = predictions.sort_values(["model", "patient_id"]).round(8).to_csv(index=False)
+    key = stage_key({"predictions": content, "scoring": scoring.model_dump(mode="json"), "seed": config.seed})
     outputs = [config.output_dir / "metrics.json", config.output_dir / "plots" / "roc.png"]
     if is_fresh(config.output_dir, "score", key, outputs):
         record.add([ItemOutcome("score", "report", "skipped", reason="metrics up to date")])
@@ -300,9 +301,10 @@ def run_stages(config: RunConfig, stages: Collection[str], client: Client, conso
         report_stage(console, record, "tile", "already in store")
     if "extract" in stages:
         failed = {o.item for o in record.failures}
-        store.prepare(f"features/{encoder_id_of(config)}/{tid}")
+        encoder_id = encoder_id_of(config)
+        store.prepare(f"features/{encoder_id}/{tid}")
         items = [
-            (r.slide_id, (r, workflow.tiling, workflow.features, str(config.store_path), threads))
+            (r.slide_id, (r, workflow.tiling, workflow.features, encoder_id, str(config.store_path), threads))
             for r in records
             if r.slide_id not in failed
         ]
@@ -316,8 +318,6 @@ def run_stages(config: RunConfig, stages: Collection[str], client: Client, conso
     if "score" in stages:
         path = output / "predictions.csv"
         if predictions is None and "train" not in stages and path.is_file():
-            from wsi_pipeline.scoring.stage import load_predictions
-
             predictions = load_predictions(path)
         if predictions is None:
             record.add([ItemOutcome("score", "report", "failed", reason="no predictions to score (training failed or did not run)")])

@@ -103,8 +103,14 @@ def tile_task(record: SlideRecord, config: TilingConfig, store_root: str, qc_dir
 
 
 # -- extract ------------------------------------------------------------------------------------
-def extract_task(record: SlideRecord, tiling: TilingConfig, features: FeaturesConfig, store_root: str, threads: int) -> ItemOutcome:
-    """Embed one slide's tiles into the store (skipped when its entry is complete)."""
+def extract_task(
+    record: SlideRecord, tiling: TilingConfig, features: FeaturesConfig, encoder_id: str, store_root: str, threads: int
+) -> ItemOutcome:
+    """Embed one slide's tiles into the store (skipped when its entry is complete).
+
+    ``encoder_id`` is computed once by the client, so a slide already in the store is skipped
+    without loading the encoder on the worker.
+    """
 
     def work() -> ItemOutcome:
         from wsi_pipeline.features.encoder import load_encoder
@@ -113,13 +119,15 @@ def extract_task(record: SlideRecord, tiling: TilingConfig, features: FeaturesCo
         set_torch_threads(threads)
         store = FeatureStore(store_root)
         tid = tiling_id(tiling)
-        encoder = load_encoder(features.encoder, features.weights, features.device)
         slide, uid = identify_slide(record)
         with slide:
-            info = {"slide_uid": uid, "encoder_id": encoder.encoder_id}
-            if store.is_complete(features_key(encoder.encoder_id, tid, uid)):
+            info = {"slide_uid": uid, "encoder_id": encoder_id}
+            if store.is_complete(features_key(encoder_id, tid, uid)):
                 return ItemOutcome("extract", record.slide_id, "skipped", reason="features already in store", info=info)
             entry = store.read_tiling(tid, uid)
+            encoder = load_encoder(features.encoder, features.weights, features.device)
+            if encoder.encoder_id != encoder_id:
+                raise RuntimeError(f"worker loaded encoder {encoder.encoder_id}, client expected {encoder_id}: weights differ between machines")
             n = extract_slide_features(
                 slide,
                 entry.coords,
