@@ -82,6 +82,8 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
 
     n_positive = sum(int(v) for v in labels.values())
     table = Table(title=f"plan: {config.manifest_path.name} (workflow '{workflow.name}')", show_header=False)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")  # long paths wrap rather than being cut
     table.add_row("cohort", cohort_line)
     table.add_row("patients", f"{len(labels)} ({n_positive} {workflow.task.positive_name}, {len(labels) - n_positive} {workflow.task.negative_name})")
     table.add_row("slides", str(n_slides))
@@ -91,7 +93,7 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     table.add_row("models", f"{', '.join(workflow.model.aggregators)}; {workflow.validation.n_folds}-fold patient CV, inner validation {workflow.validation.val_fraction:.0%}")
     table.add_row("cluster", config.scheduler_address or f"local: {config.manifest.cluster.n_workers} workers × {config.manifest.cluster.threads_per_worker} threads")
     table.add_row("store", str(config.store_path))
-    table.add_row("outputs", ", ".join(str(config.output_dir / p) for p in ("predictions.csv", "metrics.json", "run.json", "report.md", "plots/roc.png")))
+    table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, plots/roc.png, qc/")
     console.print(table)
     if problems:
         console.print(f"[red bold]{len(problems)} problem(s):[/red bold]")

@@ -1,0 +1,122 @@
+"""End to end on a real Dask cluster: outputs contract, resume, and bad slides failing alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from rich.console import Console
+
+from wsi_pipeline.config import load_run_config
+from wsi_pipeline.engine.runner import EXIT_ITEMS_FAILED, EXIT_OK, run_pipeline
+from wsi_pipeline.sources.synthetic import generate_cohort
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Small but honest: real slides, real cluster, every stage; sized to run in well under a minute.
+FAST_OVERRIDES = {
+    "model": {"max_epochs": 8, "patience": 3},
+    "validation": {"n_folds": 3},
+    "scoring": {"bootstrap_resamples": 200},
+}
+
+
+def write_manifest(folder: Path, cohort: dict, **extra) -> Path:
+    manifest = {
+        "workflow": str(REPO / "workflows" / "demo.yaml"),
+        "cohort": cohort,
+        "output": "out",
+        "cluster": {"n_workers": 2, "threads_per_worker": 1},
+        "seed": 3,
+        "overrides": FAST_OVERRIDES,
+        **extra,
+    }
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def quiet() -> Console:
+    return Console(file=open("/dev/null", "w"), width=120)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    manifest = write_manifest(
+        folder, {"synthetic": {"n_patients": 12, "positive_fraction": 0.5, "width": 1536, "height": 1536, "n_levels": 3}}
+    )
+    config = load_run_config(manifest)
+    result = run_pipeline(config, console=quiet())
+    return config, result
+
+
+def test_run_writes_the_output_contract(synthetic_run):
+    config, result = synthetic_run
+    out = config.output_dir
+    assert result.exit_code == EXIT_OK
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str})
+    assert set(predictions.columns) >= {"patient_id", "model", "fold", "label", "score"}
+    assert len(predictions) == 12 * 2 and set(predictions["model"]) == {"abmil", "meanpool"}
+    assert not predictions.duplicated(["patient_id", "model"]).any()
+    assert predictions["score"].between(0, 1).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for model in ("abmil", "meanpool"):
+        auc = metrics[model]["auc"]
+        assert set(auc) == {"value", "ci_low", "ci_high"} and auc["ci_low"] <= auc["value"] <= auc["ci_high"]
+        assert "accuracy" in metrics[model]
+    record = json.loads((out / "run.json").read_text())
+    assert record["seed"] == 3 and record["versions"]["torch"]
+    assert record["config"]["workflow"]["name"] == "demo"
+    assert {"tile", "extract", "train", "score"} <= set(record["timings_seconds"])
+    assert record["failed"] == []
+    assert (out / "plots" / "roc.png").stat().st_size > 1000
+    assert (out / "report.md").read_text().count("demo-resnet18-random") >= 1
+    assert "DEMO" in (out / "report.md").read_text()
+    assert len(list((out / "qc").glob("*.png"))) == record["counts"]["tile"]["done"]
+    folds = pd.read_csv(out / "folds.csv", dtype={"patient_id": str})
+    test_rows = folds[folds["role"] == "test"]
+    assert sorted(test_rows["patient_id"]) == sorted(predictions["patient_id"].unique())
+
+
+def test_second_run_recomputes_nothing(synthetic_run):
+    config, first = synthetic_run
+    before = {p: p.stat().st_mtime_ns for p in (config.output_dir / "predictions.csv", config.output_dir / "metrics.json")}
+    again = run_pipeline(config, console=quiet())
+    counts = {stage: again.record.count(stage) for stage in ("generate", "tile", "extract", "train", "score")}
+    assert all(c["done"] == 0 and c["failed"] == 0 and c["skipped"] > 0 for c in counts.values()), counts
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_unreadable_slides_fail_alone(tmp_path, shared_slides):
+    cohort_dir = tmp_path / "cohort"
+    table = generate_cohort(cohort_dir, n_patients=8, seed=1, positive_fraction=0.5, two_slide_fraction=0.0, width=1024, height=1024, n_levels=3)
+    rows = pd.read_csv(table, dtype={"patient_id": str})
+    for name in ("broken.svs", "unopenable.tiff"):
+        shutil.copy(shared_slides / name, cohort_dir / name)
+    bad = pd.DataFrame(
+        [
+            {"patient_id": "BAD1", "slide_id": "broken", "slide_path": "broken.svs", "label": 1},
+            {"patient_id": "BAD2", "slide_id": "unopenable", "slide_path": "unopenable.tiff", "label": 0},
+            {"patient_id": rows["patient_id"][0], "slide_id": "missing", "slide_path": "missing.tiff", "label": rows["label"][0]},
+        ]
+    )
+    pd.concat([rows, bad]).to_csv(cohort_dir / "with_bad.csv", index=False)
+    manifest = write_manifest(tmp_path, {"table": "cohort/with_bad.csv"}, overrides={**FAST_OVERRIDES, "validation": {"n_folds": 2}})
+    config = load_run_config(manifest)
+    result = run_pipeline(config, console=quiet())
+    assert result.exit_code == EXIT_ITEMS_FAILED
+    record = json.loads((config.output_dir / "run.json").read_text())
+    failed = {item["item"]: item["reason"] for item in record["failed"]}
+    assert set(failed) == {"broken", "unopenable", "missing"}
+    assert "broken.svs" in failed["broken"] and "OpenSlide cannot read" in failed["broken"]
+    assert "Unsupported TIFF compression" in failed["unopenable"]
+    assert "not found" in failed["missing"]
+    assert set(record["excluded_patients"]) == {"BAD1", "BAD2"}
+    predictions = pd.read_csv(config.output_dir / "predictions.csv", dtype={"patient_id": str})
+    assert set(predictions["patient_id"]) == set(rows["patient_id"])  # the rest of the run finished
+    assert (config.output_dir / "metrics.json").is_file()
