@@ -1,0 +1,97 @@
+"""Bags: one (N, D) feature matrix per patient, checked and turned into tensors.
+
+The engine builds a patient's bag by concatenating the tile features of all their slides
+(float16 in the store). Everything that can be wrong with a bag is a data problem the user
+can fix, so it is reported with the patient's id rather than surfacing later as a NaN loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wsi_pipeline.errors import WSIPipelineError
+
+
+def check_bags(bags: Mapping[str, np.ndarray], ids: Iterable[str]) -> int:
+    """Check that every id has a usable bag and that all bags agree on the feature size.
+
+    Parameters
+    ----------
+    bags
+        Patient id -> instance features (N, D).
+    ids
+        The patients about to be used.
+
+    Returns
+    -------
+    int
+        The common feature dimension D.
+
+    Raises
+    ------
+    WSIPipelineError
+        Naming the patient, if a bag is missing, not 2-D, empty, of another width, or not finite.
+    """
+    dim: int | None = None
+    for pid in ids:
+        if pid not in bags:
+            raise WSIPipelineError(
+                "no feature bag for this patient",
+                where=f"patient {pid}",
+                fix="run the extract stage for the patient's slides, or drop the patient from the cohort",
+            )
+        bag = np.asarray(bags[pid])
+        if bag.ndim != 2 or bag.shape[0] == 0:
+            raise WSIPipelineError(
+                f"feature bag has shape {bag.shape}; expected (instances >= 1, features)",
+                where=f"patient {pid}",
+                fix="check that tiling found tissue on the patient's slides (lower the tissue threshold or drop the slide)",
+            )
+        if dim is None:
+            dim = bag.shape[1]
+        elif bag.shape[1] != dim:
+            raise WSIPipelineError(
+                f"feature bag has {bag.shape[1]} features per tile, other patients have {dim}",
+                where=f"patient {pid}",
+                fix="extract all slides with the same encoder",
+            )
+        # float16 features overflow to inf silently; catch it here rather than as a NaN loss.
+        if not np.isfinite(bag).all():
+            raise WSIPipelineError(
+                "feature bag contains NaN or infinite values",
+                where=f"patient {pid}",
+                fix="re-extract the patient's slides (the stored features are corrupt or overflowed float16)",
+            )
+    if dim is None:
+        raise WSIPipelineError("no patients given", where="bags", fix="pass at least one patient id")
+    return dim
+
+
+def bag_tensor(bag: np.ndarray, device: str | torch.device = "cpu") -> Tensor:
+    """Return a bag as a float32 tensor on ``device`` (the store keeps float16)."""
+    return torch.as_tensor(np.asarray(bag), dtype=torch.float32, device=device)
+
+
+def binary_label(labels: Mapping[str, int], pid: str) -> int:
+    """Return a patient's label, checked to be 0 or 1.
+
+    Raises
+    ------
+    WSIPipelineError
+        If the patient has no label or a label other than 0/1.
+    """
+    if pid not in labels:
+        raise WSIPipelineError("no label for this patient", where=f"patient {pid}", fix="add the patient's label to the cohort table")
+    value = labels[pid]
+    # `in` compares by value, so 1, 1.0, True and numpy integers all pass; 0.5, NaN, '1' do not.
+    if value not in (0, 1):
+        raise WSIPipelineError(
+            f"label {value!r} is not binary",
+            where=f"patient {pid}",
+            fix="use 0 (negative) and 1 (positive) labels for MIL classification",
+        )
+    return int(value)

@@ -1,0 +1,354 @@
+"""Training one aggregator on one fold, with early stopping on the inner validation set.
+
+Model selection (the epoch whose weights are kept) looks only at the validation patients
+given here, which ``mil.splits`` carves out of the fold's training patients. Test patients
+never enter this module: predictions for them are made afterwards with :func:`predict_bags`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+
+from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.mil.bags import bag_tensor, binary_label, check_bags
+from wsi_pipeline.mil.registry import build_aggregator, get_aggregator_spec
+from wsi_pipeline.mil.splits import assert_disjoint
+
+# Two validation losses closer than this count as a tie, broken by validation AUC. Losses
+# on a few dozen patients wobble at this scale from noise alone.
+LOSS_TIE_TOLERANCE = 1e-4
+
+
+@dataclass
+class TrainConfig:
+    """How to train an aggregator on one fold.
+
+    Attributes
+    ----------
+    max_epochs
+        Upper bound on passes over the fit patients.
+    patience
+        Stop after this many epochs without a better validation score.
+    lr, weight_decay
+        AdamW settings.
+    hidden_dim, dropout
+        Passed to the aggregator when it accepts them (every built-in one does).
+    max_instances
+        During training only, each step uses a random subset of at most this many instances
+        of the bag (faster steps, and a regulariser against memorising single tiles).
+        ``None`` uses whole bags. Validation and prediction always use whole bags.
+    model_params
+        Further aggregator hyper-parameters, e.g. ``{"attention_dim": 32}`` for ``abmil``.
+    """
+
+    max_epochs: int = 50
+    patience: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    hidden_dim: int = 128
+    dropout: float = 0.25
+    max_instances: int | None = 512
+    model_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "max_epochs": self.max_epochs >= 1,
+            "patience": self.patience >= 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "hidden_dim": self.hidden_dim >= 1,
+            "dropout": 0 <= self.dropout < 1,
+            "max_instances": self.max_instances is None or self.max_instances >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise WSIPipelineError(
+                    f"invalid training setting {name}={getattr(self, name)!r}",
+                    where=f"train.{name}",
+                    fix="use a positive value (dropout in [0, 1); max_instances may be null for whole bags)",
+                )
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluate without dropout and without gradients, then restore the caller's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def bag_logits(model: nn.Module, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
+    """Return the model's logit for each bag, whole bags, in eval mode.
+
+    Parameters
+    ----------
+    model
+        An aggregator (``forward(bag) -> (logit, weights)``).
+    bags
+        Patient id -> instance features (N, D).
+    ids
+        The patients to score, in the order of the result.
+
+    Returns
+    -------
+    np.ndarray
+        float64 logits, shape (len(ids),).
+    """
+    device = _model_device(model)
+    with _eval_mode(model):
+        logits = [model(bag_tensor(bags[pid], device))[0].item() for pid in ids]
+    return np.asarray(logits, dtype=np.float64)
+
+
+def predict_bags(model: nn.Module, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
+    """Return the predicted probability of the positive class for each bag.
+
+    Parameters
+    ----------
+    model
+        A trained aggregator.
+    bags
+        Patient id -> instance features (N, D); float16 is fine.
+    ids
+        The patients to score, in the order of the result.
+
+    Returns
+    -------
+    np.ndarray
+        float64 probabilities in [0, 1], shape (len(ids),).
+    """
+    logits = bag_logits(model, bags, ids)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def attention_weights(model: nn.Module, bag: np.ndarray) -> np.ndarray:
+    """Return the aggregator's weight for every instance of one whole bag.
+
+    Parameters
+    ----------
+    model
+        A trained aggregator.
+    bag
+        Instance features (N, D).
+
+    Returns
+    -------
+    np.ndarray
+        float32 weights, shape (N,), summing to one (uniform for pooling baselines).
+    """
+    with _eval_mode(model):
+        _, weights = model(bag_tensor(bag, _model_device(model)))
+    return weights.cpu().numpy().astype(np.float32)
+
+
+def validation_scores(logits: np.ndarray, labels: np.ndarray, pos_weight: float) -> tuple[float, float]:
+    """Return (loss, AUC) of logits against 0/1 labels, the numbers model selection uses.
+
+    The loss is the training objective: binary cross-entropy with ``pos_weight`` on positives,
+    averaged over bags. The AUC is NaN when the labels hold only one class.
+    """
+    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float64))
+    loss = criterion(torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels, dtype=torch.float64)).item()
+    auc = float(roc_auc_score(labels, logits)) if len(np.unique(labels)) == 2 else math.nan
+    return loss, auc
+
+
+def _improves(loss: float, auc: float, best_loss: float, best_auc: float) -> bool:
+    """Lower validation loss wins; a loss within the tie tolerance wins on higher AUC."""
+    if loss < best_loss - LOSS_TIE_TOLERANCE:
+        return True
+    if abs(loss - best_loss) <= LOSS_TIE_TOLERANCE:
+        return _auc_rank(auc) > _auc_rank(best_auc)
+    return False
+
+
+def _auc_rank(auc: float) -> float:
+    """An undefined (NaN) AUC never wins a tie."""
+    return -math.inf if math.isnan(auc) else auc
+
+
+def _model_params(name: str, config: TrainConfig) -> dict[str, Any]:
+    accepted = get_aggregator_spec(name).defaults
+    params = {key: getattr(config, key) for key in ("hidden_dim", "dropout") if key in accepted}
+    params.update(config.model_params)
+    return params
+
+
+def _training_bag(bag: np.ndarray, max_instances: int | None, generator: torch.Generator, device: torch.device) -> Tensor:
+    """A float32 tensor of the bag, randomly subsampled to ``max_instances`` rows."""
+    bag = np.asarray(bag)
+    if max_instances is not None and bag.shape[0] > max_instances:
+        keep = torch.randperm(bag.shape[0], generator=generator)[:max_instances]
+        # Sorted rows read memory in order; the order does not matter to the model.
+        bag = bag[np.sort(keep.numpy())]
+    return bag_tensor(bag, device)
+
+
+def fit_aggregator(
+    name: str,
+    bags: Mapping[str, np.ndarray],
+    labels: Mapping[str, int],
+    fit_ids: Sequence[str],
+    val_ids: Sequence[str],
+    config: TrainConfig,
+    seed: int,
+    *,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train an aggregator on ``fit_ids``, selecting the epoch on ``val_ids``.
+
+    One bag per step (bags differ in size); AdamW; binary cross-entropy with
+    ``pos_weight = n_negative / n_positive`` of the fit patients, so the minority class is
+    not ignored. After every epoch the whole validation bags are scored; the weights of the
+    best epoch (lowest validation loss, ties within ``LOSS_TIE_TOLERANCE`` broken by higher
+    validation AUC) are restored before returning. Training stops after ``config.patience``
+    epochs without improvement.
+
+    Parameters
+    ----------
+    name
+        A registered aggregator name.
+    bags
+        Patient id -> instance features (N, D), any float dtype (cast to float32 per step,
+        so float16 bags from the store are not duplicated in memory).
+    labels
+        Patient id -> 0/1.
+    fit_ids, val_ids
+        Disjoint patient groups: trained on, and used for early stopping/model selection.
+        Never pass test patients here.
+    config
+        Training settings.
+    seed
+        Seeds initialisation, dropout, shuffling and instance subsampling. Torch's global
+        RNG is seeded inside a fork, so the caller's RNG state is left as it was.
+    device
+        Where to train; ``"cpu"`` by default.
+
+    Returns
+    -------
+    model
+        The aggregator with the best epoch's weights, in eval mode.
+    history
+        ``train_loss``, ``val_loss``, ``val_auc``: one value per epoch run; ``best_epoch``:
+        0-based index into those lists of the restored weights; also ``best_val_loss``,
+        ``best_val_auc``, ``epochs_run``, ``stopped_early``, ``pos_weight``, ``n_fit``,
+        ``n_val``, ``seconds``.
+
+    Raises
+    ------
+    WSIPipelineError
+        For missing/bad bags or labels, empty groups, a fit set with one class, or a diverged
+        (non-finite) loss.
+    """
+    started = time.perf_counter()
+    fit_ids, val_ids = list(fit_ids), list(val_ids)
+    if not fit_ids or not val_ids:
+        raise WSIPipelineError(
+            f"training needs fit and validation patients; got {len(fit_ids)} fit and {len(val_ids)} validation",
+            where=f"aggregator {name}",
+            fix="use more patients or a val_fraction that leaves both groups non-empty",
+        )
+    assert_disjoint(fit_ids, val_ids, "fit vs val")
+    in_dim = check_bags(bags, fit_ids + val_ids)
+    y_fit = np.array([binary_label(labels, pid) for pid in fit_ids], dtype=np.float64)
+    y_val = np.array([binary_label(labels, pid) for pid in val_ids], dtype=np.float64)
+    n_pos = int(y_fit.sum())
+    if n_pos in (0, len(y_fit)):
+        raise WSIPipelineError(
+            f"all {len(y_fit)} fit patients have label {int(y_fit[0])}; training needs both classes",
+            where=f"aggregator {name}",
+            fix="plan folds with mil.splits.plan_folds (stratified) or add patients of the other class",
+        )
+    pos_weight = (len(y_fit) - n_pos) / n_pos
+    device = torch.device(device)
+    # Fork the RNG so seeding here neither depends on nor disturbs the caller's random state.
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)  # shuffling and subsampling, on CPU
+        model = build_aggregator(name, in_dim, **_model_params(name, config)).to(device)
+        history = _train_loop(model, bags, fit_ids, y_fit, val_ids, y_val, pos_weight, config, generator, device, name)
+    history.update(pos_weight=pos_weight, n_fit=len(fit_ids), n_val=len(val_ids), seconds=time.perf_counter() - started)
+    return model, history
+
+
+def _train_loop(
+    model: nn.Module,
+    bags: Mapping[str, np.ndarray],
+    fit_ids: list[str],
+    y_fit: np.ndarray,
+    val_ids: list[str],
+    y_val: np.ndarray,
+    pos_weight: float,
+    config: TrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    name: str,
+) -> dict[str, Any]:
+    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32, device=device))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    targets = torch.as_tensor(y_fit, dtype=torch.float32, device=device)
+    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_auc": []}
+    best_loss, best_auc, best_epoch = math.inf, math.nan, -1
+    best_state: dict[str, Tensor] | None = None
+    stopped_early = False
+
+    for epoch in range(config.max_epochs):
+        model.train()
+        total = torch.zeros((), device=device)  # summed on device: no sync per step on a GPU
+        for i in torch.randperm(len(fit_ids), generator=generator).tolist():
+            bag = _training_bag(bags[fit_ids[i]], config.max_instances, generator, device)
+            logit, _ = model(bag)
+            loss = criterion(logit, targets[i])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        train_loss = total.item() / len(fit_ids)
+        val_loss, val_auc = validation_scores(bag_logits(model, bags, val_ids), y_val, pos_weight)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise WSIPipelineError(
+                f"training diverged at epoch {epoch} (train loss {train_loss}, validation loss {val_loss})",
+                where=f"aggregator {name}",
+                fix="lower train.lr, or check the features for extreme values",
+            )
+        history["train_loss"].append(train_loss)
+        history["val_loss"].append(val_loss)
+        history["val_auc"].append(val_auc)
+
+        if _improves(val_loss, val_auc, best_loss, best_auc):
+            best_loss, best_auc, best_epoch = val_loss, val_auc, epoch
+            best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        elif epoch - best_epoch >= config.patience:
+            stopped_early = True
+            break
+
+    assert best_state is not None  # the first finite epoch always improves on inf
+    model.load_state_dict(best_state)
+    model.eval()
+    history.update(
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        best_val_auc=best_auc,
+        epochs_run=len(history["val_loss"]),
+        stopped_early=stopped_early,
+    )
+    return history
