@@ -94,6 +94,6 @@ class RunRecord:
                 "skipped": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "skipped"],
                 "excluded_patients": self.excluded_patients,
                 "notes": self.notes,
-                "items": [{k: v for k, v in o.as_dict().items() if k != "info" or o.stage != "train"} for o in self.outcomes],
+                "items": [o.as_dict() for o in self.outcomes],
             },
         )

@@ -163,7 +163,7 @@ def load_bags(source: BagSource) -> dict[str, np.ndarray]:
     bags = {}
     for patient, uids in source.patient_slides:
         parts = [store.read_features(source.encoder_id, source.tiling_id, uid).features for uid in uids]
-        bags[patient] = np.concatenate(parts, axis=0).astype(np.float32)
+        bags[patient] = np.concatenate(parts, axis=0)  # float16 as stored; training casts per step
     return bags
 
 
@@ -188,6 +188,8 @@ def train_task(
             max_instances=model.max_instances,
         )
         rows = train_fold(plan, aggregator, load_bags(source), labels, config, seed)
-        return ItemOutcome("train", name, "done", info={"predictions": rows.to_dict(orient="records")})
+        history = rows.attrs.get("history", {})
+        summary = {k: history.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_auc")}
+        return ItemOutcome("train", name, "done", info={"predictions": rows.to_dict(orient="records"), "training": summary})
 
     return guarded("train", name, work)
