@@ -120,3 +120,40 @@ def test_unreadable_slides_fail_alone(tmp_path, shared_slides):
     predictions = pd.read_csv(config.output_dir / "predictions.csv", dtype={"patient_id": str})
     assert set(predictions["patient_id"]) == set(rows["patient_id"])  # the rest of the run finished
     assert (config.output_dir / "metrics.json").is_file()
+
+
+def test_feature_entries_carry_their_provenance(synthetic_run):
+    config, _ = synthetic_run
+    import zarr
+
+    root = zarr.open_group(str(config.store_path), mode="r")
+    (encoder_id,) = list(root["features"].group_keys())
+    (tiling_id,) = list(root[f"features/{encoder_id}"].group_keys())
+    uids = list(root[f"features/{encoder_id}/{tiling_id}"].group_keys())
+    assert len(uids) == len(pd.read_csv(config.output_dir / "cohort" / "cohort.csv"))
+    attrs = dict(root[f"features/{encoder_id}/{tiling_id}/{uids[0]}"].attrs)
+    assert attrs["complete"] is True and attrs["encoder"] == "demo-resnet18-random" and attrs["encoder_is_demo"] is True
+    assert attrs["tile_px"] == 128 and attrs["tile_um"] == 128.0 and attrs["slide_mpp"] == pytest.approx(0.5)
+    assert attrs["read_level"] == 1 and len(attrs["level0_size"]) == 2 and len(attrs["weights_sha256"]) == 64
+    assert root[f"features/{encoder_id}/{tiling_id}/{uids[0]}/features"].dtype == "float16"
+
+
+def test_a_stage_runs_alone_on_what_is_there(synthetic_run):
+    config, _ = synthetic_run
+    result = run_pipeline(config, stages=("score",), console=quiet())
+    assert result.exit_code == EXIT_OK
+    assert [o.status for o in result.record.outcomes if o.stage == "score"] == ["skipped"]
+    assert not any(o.stage in {"tile", "extract", "train"} for o in result.record.outcomes)
+
+
+def test_existing_scheduler_is_used(synthetic_run, tmp_path):
+    from distributed import Client, LocalCluster
+
+    config, _ = synthetic_run
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        other = load_run_config(config.manifest_path, output=tmp_path / "elsewhere", scheduler=cluster.scheduler_address)
+        result = run_pipeline(other, stages=("tile",), console=quiet())
+        assert result.exit_code == EXIT_OK
+        assert result.record.config["scheduler_address"] == cluster.scheduler_address
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert "tile" in prefixes and "generate" in prefixes

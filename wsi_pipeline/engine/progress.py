@@ -38,6 +38,7 @@ def run_tasks(
         for index, (name, args) in enumerate(items)
     }
     results: list[ItemOutcome | None] = [None] * len(items)
+    log_every = max(1, len(items) // 10)
     columns = (TextColumn(f"[bold]{stage:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("", total=len(items))
@@ -52,4 +53,8 @@ def run_tasks(
             results[index] = outcome
             failed += outcome.status == "failed"
             progress.update(bar, advance=1, description=f"[red]{failed} failed" if failed else "")
+            done = sum(r is not None for r in results)
+            if not console.is_terminal and (done % log_every == 0 or done == len(items)):
+                # Batch logs (SLURM, CI) get no live bar: leave a line every ~10% instead.
+                console.log(f"{stage}: {done}/{len(items)} tasks finished, {failed} failed")
     return [r for r in results if r is not None]

@@ -22,6 +22,10 @@ from wsi_pipeline.store.feature_store import FeatureStore, features_key, tiling_
 from wsi_pipeline.tiling.slide_tiling import tile_slide, tiling_id, tiling_params
 
 
+#: Tiling attributes repeated on every feature entry, so an entry explains itself alone.
+TILING_PROVENANCE = ("slide_mpp", "level0_size", "read_level", "target_mpp", "tile_px", "tile_um", "tile_size_level0")
+
+
 def set_torch_threads(threads: int) -> None:
     """Give torch the worker's thread budget (its default would claim every core per worker)."""
     import torch
@@ -138,7 +142,11 @@ def extract_task(
                 tiling_id=tid,
                 slide_uid=uid,
                 batch_size=features.batch_size,
-                attrs={"slide_path": str(record.path), "slide_id": record.slide_id, "slide_mpp": slide.mpp, "target_mpp": tiling.mpp},
+                attrs={
+                    "slide_path": str(record.path),
+                    "slide_id": record.slide_id,
+                    **{k: entry.attrs[k] for k in TILING_PROVENANCE if k in entry.attrs},
+                },
             )
             return ItemOutcome("extract", record.slide_id, "done", info={**info, "n_tiles": n})
 
