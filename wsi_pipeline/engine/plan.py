@@ -42,18 +42,9 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     problems: list[tuple[str, str]] = []
     synthetic = config.manifest.cohort.synthetic
     if synthetic is not None:
-        from wsi_pipeline.sources.synthetic import plan_synthetic_cohort
+        from wsi_pipeline.engine.runner import synthetic_plan
 
-        plan = plan_synthetic_cohort(
-            synthetic.n_patients,
-            config.seed,
-            positive_fraction=synthetic.positive_fraction,
-            two_slide_fraction=synthetic.two_slide_fraction,
-            width=synthetic.width,
-            height=synthetic.height,
-            mpp=synthetic.mpp,
-            n_levels=synthetic.n_levels,
-        )
+        plan = synthetic_plan(config)
         labels = dict(zip(plan.patients["patient_id"], plan.patients["label"]))
         n_slides = len(plan.slides)
         cohort_line = f"synthetic, generated into {config.output_dir / 'cohort'} (missing slides only)"

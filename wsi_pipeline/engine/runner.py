@@ -10,6 +10,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from distributed import Client
@@ -31,6 +32,9 @@ from wsi_pipeline.sources.wsi import WholeSlide
 from wsi_pipeline.store.feature_store import FeatureStore, features_key
 from wsi_pipeline.tiling.slide_tiling import tiling_id
 
+if TYPE_CHECKING:
+    from wsi_pipeline.sources.synthetic import SyntheticCohortPlan
+
 STAGES = ("tile", "extract", "train", "score")
 
 #: Exit statuses: everything worked; the run finished but some items failed; bad user input.
@@ -51,26 +55,27 @@ def synthetic_cohort_dir(config: RunConfig) -> Path:
     return config.output_dir / "cohort"
 
 
+def synthetic_plan(config: RunConfig) -> "SyntheticCohortPlan":
+    """The manifest's synthetic cohort as a plan (cheap: nothing is rendered)."""
+    from wsi_pipeline.sources.synthetic import plan_synthetic_cohort
+
+    synthetic = config.manifest.cohort.synthetic
+    assert synthetic is not None
+    return plan_synthetic_cohort(synthetic.n_patients, config.seed,
+                                 **synthetic.model_dump(exclude={"n_patients"}))
+
+
 def prepare_cohort(config: RunConfig, client: Client, console: Console, record: RunRecord) -> Cohort:
     """Load the cohort table, generating a synthetic cohort first when the manifest asks for one."""
     synthetic = config.manifest.cohort.synthetic
     if synthetic is None:
         assert config.cohort_table is not None
         return load_cohort(config.cohort_table, config.slide_root, config.workflow.task.label_column)
-    from wsi_pipeline.sources.synthetic import plan_synthetic_cohort, write_cohort_table
+    from wsi_pipeline.sources.synthetic import write_cohort_table
 
     folder = synthetic_cohort_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
-    plan = plan_synthetic_cohort(
-        synthetic.n_patients,
-        config.seed,
-        positive_fraction=synthetic.positive_fraction,
-        two_slide_fraction=synthetic.two_slide_fraction,
-        width=synthetic.width,
-        height=synthetic.height,
-        mpp=synthetic.mpp,
-        n_levels=synthetic.n_levels,
-    )
+    plan = synthetic_plan(config)
     items = [(entry.slide_id, (entry.slide_id, entry.spec, str(folder / entry.filename))) for entry in plan.slides]
     with record.stage("generate"):
         outcomes = run_tasks(client, "generate", generate_synthetic_task, items, console)

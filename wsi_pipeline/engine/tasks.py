@@ -186,15 +186,7 @@ def train_task(
         from wsi_pipeline.mil.train import TrainConfig
 
         set_torch_threads(threads)
-        config = TrainConfig(
-            max_epochs=model.max_epochs,
-            patience=model.patience,
-            lr=model.lr,
-            weight_decay=model.weight_decay,
-            hidden_dim=model.hidden_dim,
-            dropout=model.dropout,
-            max_instances=model.max_instances,
-        )
+        config = TrainConfig(**model.model_dump(exclude={"aggregators"}))
         rows = train_fold(plan, aggregator, load_bags(source), labels, config, seed)
         history = rows.attrs.get("history", {})
         summary = {k: history.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_auc")}
