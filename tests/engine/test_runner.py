@@ -157,3 +157,17 @@ def test_existing_scheduler_is_used(synthetic_run, tmp_path):
         assert result.record.config["scheduler_address"] == cluster.scheduler_address
         prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert "tile" in prefixes and "generate" in prefixes
+
+
+def test_too_few_patients_left_fails_the_training_item_not_the_run(tmp_path):
+    table = generate_cohort(tmp_path / "cohort", n_patients=4, seed=2, positive_fraction=0.5, two_slide_fraction=0.0,
+                            width=1024, height=1024, n_levels=3)
+    manifest = write_manifest(tmp_path, {"table": str(table)})
+    config = load_run_config(manifest)
+    result = run_pipeline(config, console=quiet())
+    assert result.exit_code == EXIT_ITEMS_FAILED
+    record = json.loads((config.output_dir / "run.json").read_text())
+    assert record["counts"]["extract"]["done"] == 4
+    (failure,) = [f for f in record["failed"] if f["stage"] == "train"]
+    assert "cannot cross-validate the 4 patient(s)" in failure["reason"] and "n_folds" in failure["reason"]
+    assert any(f["stage"] == "score" and "no predictions" in f["reason"] for f in record["failed"])

@@ -163,13 +163,20 @@ def train_stage(config: RunConfig, cohort: Cohort, client: Client, console: Cons
         console.print("  train: skipped (predictions.csv is up to date for these features and settings)")
         return load_predictions(predictions_path)
     patients = sorted(labels)
-    plans = plan_folds(
-        patients,
-        [labels[p] for p in patients],
-        n_folds=workflow.validation.n_folds,
-        val_fraction=workflow.validation.val_fraction,
-        seed=config.seed,
-    )
+    try:
+        plans = plan_folds(
+            patients,
+            [labels[p] for p in patients],
+            n_folds=workflow.validation.n_folds,
+            val_fraction=workflow.validation.val_fraction,
+            seed=config.seed,
+        )
+    except WSIPipelineError as error:
+        # Usually what failed slides left behind: the run's failures, not a bad manifest.
+        reason = f"cannot cross-validate the {len(patients)} patient(s) with features: {error.format()}"
+        record.add([ItemOutcome("train", "cross-validation", "failed", reason=reason)])
+        report_stage(console, record, "train", "")
+        return None
     write_folds(plans, config.output_dir / "folds.csv")
     threads = config.manifest.cluster.threads_per_worker
     items = [
