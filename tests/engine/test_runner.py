@@ -64,6 +64,7 @@ def test_run_writes_the_output_contract(synthetic_run):
     assert len(predictions) == 12 * 2 and set(predictions["model"]) == {"abmil", "meanpool"}
     assert not predictions.duplicated(["patient_id", "model"]).any()
     assert predictions["score"].between(0, 1).all()
+    assert predictions["encoder"].str.startswith("demo-resnet18-random-").all()
     metrics = json.loads((out / "metrics.json").read_text())
     for model in ("abmil", "meanpool"):
         auc = metrics[model]["auc"]

@@ -7,13 +7,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import wsi_pipeline
 from wsi_pipeline.engine.record import write_json_atomic
 from wsi_pipeline.store.keys import short_hash
 
 
 def stage_key(inputs: dict[str, Any]) -> str:
-    """Hash everything a stage's outputs depend on."""
-    return short_hash(inputs, length=32)
+    """Hash everything a stage's outputs depend on, the package version included."""
+    return short_hash({**inputs, "package_version": wsi_pipeline.__version__}, length=32)
 
 
 def _marker(output_dir: Path, stage: str) -> Path:

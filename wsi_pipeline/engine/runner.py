@@ -193,6 +193,8 @@ def train_stage(config: RunConfig, cohort: Cohort, client: Client, console: Cons
     predictions = pd.DataFrame(rows).sort_values(["model", "patient_id"]).reset_index(drop=True)
     outcomes_table = cohort.patients.drop(columns=["label"]).set_index("patient_id")
     predictions = predictions.join(outcomes_table, on="patient_id")
+    # The table travels alone: it says which features it came from (and if they are a demo's).
+    predictions["encoder"] = encoder_id
     write_csv_atomic(predictions, predictions_path)
     mark_fresh(config.output_dir, "train", key)
     # Score what was written, so a later run scoring the file sees exactly the same table.
@@ -241,6 +243,8 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         seed=config.seed,
         threshold=scoring.threshold,
         title=f"wsi-pipeline: {config.workflow.name}",
+        source=str(config.output_dir / "predictions.csv"),
+        caption=f"{config.workflow.name}; encoder {encoder_label}",
         context={
             "workflow": config.workflow.name,
             "manifest": str(config.manifest_path),

@@ -35,6 +35,16 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _add_caption(fig: Figure, caption: str | None) -> None:
+    """Lay the figure out, leaving room for a caption line at the bottom when there is one."""
+    if not caption:
+        fig.tight_layout()
+        return
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    # Plots travel alone (slides, chats): what produced them must travel with them.
+    fig.text(0.5, 0.012, caption, ha="center", va="bottom", fontsize=7.5, color="firebrick" if "DEMO" in caption else "0.3")
+
+
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         # format is explicit because the temporary name does not end in .png
@@ -49,6 +59,7 @@ def plot_roc(
     metrics: Mapping[str, Mapping[str, Any]] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    caption: str | None = None,
 ) -> Path:
     """Draw one ROC curve per model, with AUC and its 95% CI in the legend.
 
@@ -64,6 +75,8 @@ def plot_roc(
         ``seed``).
     n_resamples, seed
         Bootstrap settings, used only when ``metrics`` is not given.
+    caption
+        A line printed under the plot (e.g. the encoder, flagged when it is a demo).
 
     Returns
     -------
@@ -95,7 +108,7 @@ def plot_roc(
     ax.set_title("ROC, pooled out-of-fold predictions\nAUC [95% CI, patient bootstrap]")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    _add_caption(fig, caption)
     return _save(fig, path)
 
 
@@ -106,6 +119,7 @@ def plot_km(
     *,
     threshold: float = 0.5,
     positive_name: str = "responder",
+    caption: str | None = None,
 ) -> Path:
     """Kaplan-Meier curves of predicted responders vs non-responders for one model.
 
@@ -185,5 +199,5 @@ def plot_km(
     short = {True: f"predicted {positive_name}", False: f"predicted non-{positive_name}"}
     add_at_risk_counts(*(km.fitters[g] for g in shown), ax=ax, fig=fig, rows_to_show=["At risk"],
                        labels=[short[g] for g in shown])
-    fig.tight_layout()
+    _add_caption(fig, caption)
     return _save(fig, path)

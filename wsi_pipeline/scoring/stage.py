@@ -45,6 +45,7 @@ def score_predictions(
     title: str = "wsi-pipeline report",
     context: Mapping[str, Any] | None = None,
     source: str = "predictions table",
+    caption: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score every model in a predictions table and write metrics, plots and a report.
 
@@ -70,6 +71,8 @@ def score_predictions(
         Facts about the run printed in the report (dataset, encoder, run id, ...).
     source
         Name of the table's origin (e.g. its file path) for error messages.
+    caption
+        A line printed under every plot (e.g. the encoder, flagged when it is a demo).
 
     Returns
     -------
@@ -104,11 +107,11 @@ def score_predictions(
     # stage module (e.g. by the engine to build its task graph) stays light.
     from wsi_pipeline.scoring.plots import plot_km, plot_roc
 
-    plot_roc(df, plots_dir / ROC_PLOT, metrics=metrics)
+    plot_roc(df, plots_dir / ROC_PLOT, metrics=metrics, caption=caption)
     for model in metrics:
         km_path = plots_dir / km_plot_name(model)
         if survival and df.loc[df["model"] == model, list(SURVIVAL_COLUMNS)].notna().all(axis=1).any():
-            plot_km(df, km_path, model, threshold=threshold)
+            plot_km(df, km_path, model, threshold=threshold, caption=caption)
         elif km_path.exists():
             # A plot from an earlier run on other inputs must not sit next to these results.
             km_path.unlink()
