@@ -101,15 +101,24 @@ def encoder_id_of(config: RunConfig) -> str:
     return load_encoder(features.encoder, features.weights, "cpu").encoder_id
 
 
-def slide_uids(cohort: Cohort, failed: set[str]) -> dict[str, str]:
-    """Fingerprint every slide that has not failed (slide id → uid)."""
+def slide_uids(cohort: Cohort, record: RunRecord) -> dict[str, str]:
+    """Slide id → store uid for every slide that has not failed.
+
+    Uids the workers already computed this run are reused; only the others (a ``train`` run
+    alone, say) are fingerprinted here.
+    """
+    failed = {o.item for o in record.failures if o.stage in {"tile", "extract"}}
+    known = {o.item: o.info["slide_uid"] for o in record.outcomes if "slide_uid" in o.info}
     uids = {}
-    for record in cohort.slide_records():
-        if record.slide_id in failed:
+    for slide in cohort.slide_records():
+        if slide.slide_id in failed:
+            continue
+        if slide.slide_id in known:
+            uids[slide.slide_id] = known[slide.slide_id]
             continue
         try:
-            with WholeSlide(record.path, record.mpp_override) as slide:
-                uids[record.slide_id] = slide_uid(record.path, slide.properties)
+            with WholeSlide(slide.path, slide.mpp_override) as opened:
+                uids[slide.slide_id] = slide_uid(slide.path, opened.properties)
         except WSIPipelineError:
             continue
     return uids
@@ -119,8 +128,7 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
     """Decide which patients have features for every usable slide; record those excluded."""
     store = FeatureStore(config.store_path)
     tid = tiling_id(config.workflow.tiling)
-    failed = {o.item for o in record.failures if o.stage in {"tile", "extract"}}
-    uids = slide_uids(cohort, failed)
+    uids = slide_uids(cohort, record)
     patient_slides = []
     for patient, group in cohort.slides.groupby("patient_id", sort=True):
         available = [
