@@ -172,3 +172,13 @@ def test_too_few_patients_left_fails_the_training_item_not_the_run(tmp_path):
     (failure,) = [f for f in record["failed"] if f["stage"] == "train"]
     assert "cannot cross-validate the 4 patient(s)" in failure["reason"] and "n_folds" in failure["reason"]
     assert any(f["stage"] == "score" and "no predictions" in f["reason"] for f in record["failed"])
+
+
+def test_earlier_run_records_are_kept(synthetic_run):
+    config, _ = synthetic_run
+    history = config.output_dir / ".history"
+    before = len(list(history.glob("run-*.json"))) if history.is_dir() else 0
+    run_pipeline(config, stages=("score",), console=quiet())
+    archived = sorted(history.glob("run-*.json"))
+    assert len(archived) == before + 1
+    assert json.loads(archived[-1].read_text())["status"] in {"ok", "failed items"}

@@ -38,6 +38,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(partial, path)
 
 
+def archive_previous(path: Path) -> None:
+    """Keep an earlier run's record: a re-run (or a failed start) must not erase its history."""
+    try:
+        started = json.loads(path.read_text(encoding="utf-8")).get("started", "unknown")
+    except (OSError, ValueError):
+        return
+    history = path.parent / ".history"
+    history.mkdir(exist_ok=True)
+    stamp = str(started).replace(":", "").replace("+", "Z")
+    os.replace(path, history / f"run-{stamp}-{time.time_ns()}.json")
+
+
 @dataclass
 class RunRecord:
     """Collects what a run did; written to ``run.json`` at the end (and on failure)."""
@@ -77,7 +89,8 @@ class RunRecord:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def write(self, path: Path, status: str) -> None:
-        """Write ``run.json``."""
+        """Write ``run.json``; the previous run's record moves to ``.history/`` beside it."""
+        archive_previous(path)
         stages = sorted({o.stage for o in self.outcomes}, key=[o.stage for o in self.outcomes].index)
         write_json_atomic(
             path,
