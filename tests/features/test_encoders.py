@@ -9,6 +9,8 @@ import torch
 
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features import ENCODERS, get_encoder_spec, load_encoder
+from wsi_pipeline.features.encoder import encoder_id_for
+from wsi_pipeline.features.weights import file_sha256
 from wsi_pipeline.features.encoders import build_uni
 
 
@@ -47,6 +49,7 @@ def test_uni_loads_a_checkpoint_in_the_real_key_layout(tmp_path, monkeypatch):
     encoder = load_encoder("uni", device="cpu")
     assert encoder.weights_path == str(folder / "pytorch_model.bin")
     assert encoder.encoder_id.startswith("uni-") and len(encoder.weights_sha256) == 64
+    assert encoder_id_for("uni") == encoder.encoder_id
     tiles = np.random.default_rng(0).integers(0, 255, (1, 256, 256, 3), dtype=np.uint8)
     features = encoder.embed(tiles)
     assert features.shape == (1, 1024) and np.isfinite(features).all()
@@ -80,3 +83,18 @@ def test_preprocess_resizes_and_normalises():
     assert tuple(batch.shape) == (1, 3, 128, 128)
     expected = (1 - np.array(encoder.spec.mean)) / np.array(encoder.spec.std)
     np.testing.assert_allclose(batch[0, :, 0, 0].numpy(), expected, rtol=1e-5)
+
+
+def test_encoder_id_of_a_checkpoint_hashes_the_file_without_building_the_model(tmp_path, monkeypatch):
+    import dataclasses
+
+    weights = tmp_path / "uni" / "pytorch_model.bin"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not a real checkpoint, only hashed")
+
+    def refuse(_path):
+        raise AssertionError("the model must not be built to compute its store key")
+
+    monkeypatch.setitem(ENCODERS, "uni", dataclasses.replace(ENCODERS["uni"], build=refuse))
+    monkeypatch.setenv("WSI_PIPELINE_WEIGHTS", str(tmp_path))
+    assert encoder_id_for("uni") == f"uni-{file_sha256(str(weights))[:12]}"

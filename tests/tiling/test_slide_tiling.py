@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from wsi_pipeline.config import TilingConfig
 from wsi_pipeline.sources.synthetic import SyntheticSlideSpec, generate_slide
@@ -65,7 +66,11 @@ def test_overlay_is_written(synthetic, tmp_path):
     with WholeSlide(path) as slide:
         tiling = tile_slide(slide, TilingConfig(mpp=1.0, tile_px=128))
     out = save_tiling_overlay(tiling, tmp_path / "qc" / "s.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    picture = np.asarray(Image.open(out).convert("RGB"))
+    assert picture.shape == tiling.thumbnail.shape
+    x, y = (tiling.coords[0] / tiling.thumbnail_scale).astype(int)
+    assert picture[y, x].tolist() == [20, 160, 60]  # a kept tile's corner is drawn
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left beside it
 
 
 def test_real_aperio_slide_tiles_into_tissue_only(shared_slides):

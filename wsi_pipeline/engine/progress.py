@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,7 +43,7 @@ def run_tasks(
     columns = (TextColumn(f"[bold]{stage:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("", total=len(items))
-        failed = 0
+        failed = done = 0
         for future in as_completed(futures):
             index = futures[future]
             name = items[index][0]
@@ -53,8 +54,8 @@ def run_tasks(
             results[index] = outcome
             failed += outcome.status == "failed"
             progress.update(bar, advance=1, description=f"[red]{failed} failed" if failed else "")
-            done = sum(r is not None for r in results)
+            done += 1
             if not console.is_terminal and (done % log_every == 0 or done == len(items)):
                 # Batch logs (SLURM, CI) get no live bar: leave a line every ~10% instead.
-                console.log(f"{stage}: {done}/{len(items)} tasks finished, {failed} failed")
+                console.print(f"  {time.strftime('%H:%M:%S')} {stage}: {done}/{len(items)} tasks finished, {failed} failed")
     return [r for r in results if r is not None]

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.engine.outcome import ItemOutcome
 
 PACKAGES = ("wsi-pipeline", "torch", "torchvision", "timm", "openslide-python", "openslide-bin", "zarr", "dask", "distributed", "numpy", "scikit-image", "scikit-learn", "pandas", "lifelines", "pydantic")
@@ -31,11 +32,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    """Write indented JSON atomically (values JSON does not know are written as strings)."""
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def archive_previous(path: Path) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 from distributed import Client
 from rich.console import Console
 
+from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.cohort.table import Cohort, load_cohort
 from wsi_pipeline.config.loader import RunConfig
 from wsi_pipeline.engine.cluster import dask_client
@@ -37,8 +38,9 @@ if TYPE_CHECKING:
 
 STAGES = ("tile", "extract", "train", "score")
 
-#: Exit statuses: everything worked; the run finished but some items failed; bad user input.
-EXIT_OK, EXIT_ITEMS_FAILED, EXIT_USER_ERROR = 0, 1, 2
+#: Exit statuses: everything worked; the run finished but some items failed. (Bad input is the
+#: CLI's status 2: it raises before any work.)
+EXIT_OK, EXIT_ITEMS_FAILED = 0, 1
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,10 @@ def report_stage(console: Console, record: RunRecord, stage: str, skip_reason: s
 
 
 def encoder_id_of(config: RunConfig) -> str:
-    """The store key of the configured encoder (loads it; fails early on missing weights)."""
-    from wsi_pipeline.features.encoder import load_encoder
+    """The store key of the configured encoder (fails early on missing weights)."""
+    from wsi_pipeline.features.encoder import encoder_id_for
 
-    features = config.workflow.features
-    return load_encoder(features.encoder, features.weights, "cpu").encoder_id
+    return encoder_id_for(config.workflow.features.encoder, config.workflow.features.weights)
 
 
 def slide_uids(cohort: Cohort, record: RunRecord) -> dict[str, str]:
@@ -222,10 +223,8 @@ def write_folds(plans: list, path: Path) -> None:
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write a CSV through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    frame.to_csv(partial, index=False)
-    partial.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord) -> None:

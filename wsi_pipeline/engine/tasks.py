@@ -65,8 +65,10 @@ def tile_task(record: SlideRecord, config: TilingConfig, store_root: str, qc_dir
         with slide:
             key = tiling_key(tid, uid)
             info = {"slide_uid": uid, "tiling_id": tid}
-            if store.is_complete(key) and store.attrs(key).get("slide_mpp") == slide.mpp:
-                return ItemOutcome("tile", record.slide_id, "skipped", reason="tiling already in store", info={**info, "n_tiles": store.attrs(key).get("n_tiles")})
+            stored = store.attrs(key)
+            # A new µm/px override changes every coordinate: such an entry is redone.
+            if stored.get("complete") is True and stored.get("slide_mpp") == slide.mpp:
+                return ItemOutcome("tile", record.slide_id, "skipped", reason="tiling already in store", info={**info, "n_tiles": stored.get("n_tiles")})
             tiling = tile_slide(slide, config)
             if len(tiling.coords) == 0:
                 return ItemOutcome(

@@ -35,7 +35,7 @@ class LoadedEncoder:
     @property
     def encoder_id(self) -> str:
         """Store key: encoder name + a hash of its weights, so new weights never mix with old."""
-        return f"{self.spec.name}-{self.weights_sha256[:12]}"
+        return format_encoder_id(self.spec.name, self.weights_sha256)
 
     def provenance(self) -> dict[str, object]:
         """Attributes recorded with every feature entry."""
@@ -65,6 +65,29 @@ class LoadedEncoder:
         """Embed a batch of RGB tiles; returns (B, dim) float32."""
         features = self.model(self.preprocess(tiles))
         return features.float().cpu().numpy()
+
+
+def format_encoder_id(name: str, weights_sha256: str) -> str:
+    """The store key of an encoder: its name and the start of its weights' SHA-256."""
+    return f"{name}-{weights_sha256[:12]}"
+
+
+def encoder_id_for(name: str, weights: str | Path | None = None) -> str:
+    """Return an encoder's store key without building it when its weights are a file.
+
+    A ViT-L checkpoint is only hashed here, not loaded: the client needs the key to find
+    entries in the store, while the workers are the ones that run the model.
+
+    Raises
+    ------
+    WSIPipelineError
+        When the weights cannot be found (never downloaded).
+    """
+    spec = get_encoder_spec(name)
+    if spec.weights_file is None:
+        return load_encoder(name, weights, "cpu").encoder_id
+    path = resolve_weights(spec.name, spec.weights_file, spec.hf_repo, weights)
+    return format_encoder_id(spec.name, file_sha256(str(path)))
 
 
 def load_encoder(name: str, weights: str | Path | None = None, device: str = "auto") -> LoadedEncoder:

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.scoring.atomic import atomic_path
+from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.scoring.bootstrap import bootstrap_ci
 from wsi_pipeline.scoring.formatting import format_interval, format_p
 from wsi_pipeline.scoring.predictions import SURVIVAL_COLUMNS, has_survival, validate_predictions

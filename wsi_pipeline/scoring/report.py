@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from wsi_pipeline.scoring.atomic import atomic_write_text
+from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.scoring.formatting import format_interval, format_p
 from wsi_pipeline.scoring.layout import PLOTS_DIR, REPORT_FILE, ROC_PLOT, km_plot_name
 from wsi_pipeline.scoring.predictions import SURVIVAL_COLUMNS, has_survival

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from skimage import segmentation
 
+from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.tiling.slide_tiling import SlideTiling
 
 
@@ -26,8 +27,6 @@ def tiling_overlay(tiling: SlideTiling) -> Image.Image:
 
 def save_tiling_overlay(tiling: SlideTiling, path: Path) -> Path:
     """Save :func:`tiling_overlay` as a PNG (written to a temporary name, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.png")
-    tiling_overlay(tiling).save(partial)
-    partial.replace(path)
+    with atomic_path(path) as tmp:
+        tiling_overlay(tiling).save(tmp, format="PNG")
     return path

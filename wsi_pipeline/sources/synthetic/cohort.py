@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.errors import WSIPipelineError
 
 from .generate import generate_slide
 from .outcomes import sample_outcomes
 from .spec import SyntheticSlideSpec
-from .tiff import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,8 @@ def write_cohort_table(plan: SyntheticCohortPlan, directory: str | os.PathLike[s
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / COHORT_TABLE
     table = plan.slide_table()
-    write_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
     return path
 
 

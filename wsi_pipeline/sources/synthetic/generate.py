@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.errors import WSIPipelineError
 
 from . import tiff
@@ -41,7 +42,8 @@ def generate_slide(spec: SyntheticSlideSpec, path: str | os.PathLike[str]) -> Sl
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Look the writer up on the module at call time, so it can be swapped (tests, tracing).
-        tiff.write_atomically(path, lambda tmp: tiff.write_pyramidal_tiff(tmp, rgb, spec.mpp, spec.n_levels))
+        with atomic_path(path) as tmp:
+            tiff.write_pyramidal_tiff(tmp, rgb, spec.mpp, spec.n_levels)
     except OSError as exc:
         raise WSIPipelineError(
             f"cannot write the synthetic slide ({exc.strerror or exc})",

@@ -113,18 +113,3 @@ def write_pyramidal_tiff(
                 # oversubscribe the cores.
                 maxworkers=1,
             )
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; a failure leaves no file named ``path``.
-
-    The temporary file sits in the same folder (so the rename is atomic on POSIX and Windows) and
-    has a hidden ``.partial`` name that no slide listing matches.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

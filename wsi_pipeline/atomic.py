@@ -1,7 +1,7 @@
-"""Atomic file writes: write a temporary file next to the target, then ``os.replace`` it.
+"""Atomic file writes, for every module: a temporary file next to the target, then ``os.replace``.
 
 A reader (or a resumed run) therefore sees either the previous complete file or the new
-complete file, never a truncated one -- the store and engine rely on the same rule.
+complete file, never a truncated one: a killed run leaves no half-written output behind.
 """
 
 from __future__ import annotations

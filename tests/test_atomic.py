@@ -2,7 +2,7 @@
 
 import pytest
 
-from wsi_pipeline.scoring.atomic import atomic_path, atomic_write_text
+from wsi_pipeline.atomic import atomic_path, atomic_write_text
 
 
 def test_write_replaces_content(tmp_path):
