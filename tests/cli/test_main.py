@@ -74,3 +74,64 @@ def test_dry_run_lists_unreadable_slides(tmp_path, capsys, shared_slides):
     out = capsys.readouterr().out
     assert "broken.svs" in out and "nowhere.svs" in out
     assert "CMU-1-Small-Region" not in out.split("problem(s)")[1]
+
+
+# -- commands without a manifest -----------------------------------------------------------------
+def test_slide_info_prints_json(shared_slides, capsys):
+    import json
+
+    assert main(["slide", "info", str(shared_slides / "CMU-1-Small-Region.svs")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["vendor"] == "aperio" and info["dimensions"] == [2220, 2967] and info["level_count"] == 1
+    assert info["level_dimensions"] == [[2220, 2967]] and info["level_downsamples"] == [1.0]
+    assert info["mpp"] == 0.499 and info["objective_power"] == 20.0
+
+
+def test_slide_info_of_a_dicom_series_and_of_a_slide_without_mpp(shared_slides, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import tifffile
+
+    assert main(["slide", "info", str(shared_slides / "dicom-boxes")]) == 0
+    dicom = json.loads(capsys.readouterr().out)
+    assert dicom["vendor"] == "dicom" and dicom["dimensions"] == [16, 16] and dicom["mpp"] == 0.499
+    path = tmp_path / "plain.tiff"
+    tifffile.imwrite(path, np.full((300, 200, 3), 220, np.uint8), tile=(128, 128), photometric="rgb")
+    assert main(["slide", "info", str(path)]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["mpp"] is None and plain["objective_power"] is None and plain["dimensions"] == [200, 300]
+    assert plain["vendor"] == "generic-tiff"
+
+
+def test_slide_info_of_an_unreadable_file_exits_2(shared_slides, capsys):
+    assert main(["slide", "info", str(shared_slides / "broken.svs")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.svs" in err and "OpenSlide cannot read" in err and "Traceback" not in err
+
+
+def test_tiles_export_writes_tissue_tiles_and_a_contact_sheet(shared_slides, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "tiles"
+    assert main(["tiles", "export", str(shared_slides / "CMU-1-Small-Region.svs"), "--n", "6", "--output", str(out), "--tile-px", "128"]) == 0
+    tiles = sorted(out.glob("tile_*.png"))
+    assert len(tiles) == 6
+    for path in tiles:
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        assert pixels.shape == (128, 128, 3)
+        assert ((pixels.max(axis=2).astype(int) - pixels.min(axis=2)) > 25).mean() > 0.1  # tissue, not glass
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.size[0] == 6 * 128 and sheet.size[1] > 128
+
+
+def test_tiles_export_without_mpp_names_the_option(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    path = tmp_path / "no_mpp.tiff"
+    tifffile.imwrite(path, np.full((512, 512, 3), 200, np.uint8), tile=(256, 256), photometric="rgb")
+    assert main(["tiles", "export", str(path), "--n", "4", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "µm/px" in err and "--slide-mpp" in err and str(path) in err and "Traceback" not in err

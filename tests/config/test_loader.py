@@ -34,11 +34,31 @@ def test_demo_manifest_loads_with_paths_resolved():
 
 
 def test_overrides_replace_preset_values_deeply(tmp_path):
-    path = write_manifest(tmp_path, overrides={"tiling": {"tile_px": 64, "tissue": {"min_tissue_fraction": 0.3}}})
+    path = write_manifest(tmp_path, overrides={"tiling": {"tile_px": 64, "qc": {"min_tissue": 0.3}}})
     config = load_run_config(path)
     assert config.workflow.tiling.tile_px == 64
-    assert config.workflow.tiling.tissue.min_tissue_fraction == 0.3
-    assert config.workflow.tiling.tissue.thumbnail_mpp == 8.0  # untouched sibling kept
+    assert config.workflow.tiling.qc.min_tissue == 0.3
+    assert config.workflow.tiling.qc.max_pen == 0.1  # untouched sibling kept
+    assert config.workflow.tiling.tissue.thumbnail_mpp == 8.0
+
+
+def test_tissue_model_settings_are_validated_and_resolved(tmp_path):
+    import pytest
+
+    from wsi_pipeline.errors import WSIPipelineError
+
+    missing = write_manifest(tmp_path, overrides={"tiling": {"tissue": {"method": "model"}}})
+    with pytest.raises(WSIPipelineError, match="method 'model' needs a 'model' section"):
+        load_run_config(missing)
+    path = write_manifest(tmp_path, overrides={"tiling": {"tissue": {"method": "model", "model": {"path": "models/seg.pt", "mpp": 16}}}})
+    config = load_run_config(path)
+    assert config.workflow.tiling.tissue.model.path == str((tmp_path / "models" / "seg.pt").resolve())
+
+
+def test_magnification_aliases_and_tolerance(tmp_path):
+    path = write_manifest(tmp_path, overrides={"tiling": {"mpp": "40x", "mpp_tolerance": 0.05}})
+    tiling = load_run_config(path).workflow.tiling
+    assert tiling.mpp == 0.25 and tiling.mpp_tolerance == 0.05
 
 
 def test_misspelt_key_names_file_field_and_suggestion(tmp_path):

@@ -14,10 +14,21 @@ def test_tiling_round_trip_with_provenance(tmp_path):
     store = FeatureStore(tmp_path / "store")
     coords = np.array([[0, 0], [256, 0], [512, 256]], dtype=np.int64)
     fraction = np.array([0.5, 0.75, 1.0], dtype=np.float32)
-    store.write_tiling("t1", "uid1", coords, fraction, {"slide_mpp": 0.25, "slide_path": "/x.svs"})
+    blur = np.array([300.0, 12.5, 800.0], dtype=np.float32)
+    tissue = np.zeros((6, 9), dtype=bool)
+    tissue[1:4, 2:7] = True
+    store.write_tiling(
+        "t1", "uid1", coords, {"tissue_fraction": fraction, "blur": blur}, {"slide_mpp": 0.25, "slide_path": "/x.svs"},
+        masks={"tissue": tissue, "pen": np.zeros_like(tissue)},
+    )
     entry = FeatureStore(tmp_path / "store").read_tiling("t1", "uid1")
     np.testing.assert_array_equal(entry.coords, coords)
     np.testing.assert_array_equal(entry.tissue_fraction, fraction)
+    np.testing.assert_array_equal(entry.columns["blur"], blur)
+    assert list(entry.columns) == ["tissue_fraction", "blur"]
+    masks = FeatureStore(tmp_path / "store").read_tiling_masks("t1", "uid1")
+    np.testing.assert_array_equal(masks["tissue"], tissue)
+    assert masks["pen"].dtype == bool and not masks["pen"].any()
     assert entry.attrs["slide_mpp"] == 0.25 and entry.attrs["slide_path"] == "/x.svs"
     assert entry.attrs["complete"] is True and entry.attrs["n_tiles"] == 3
     assert "package_version" in entry.attrs and "created" in entry.attrs
@@ -70,3 +81,16 @@ def test_keys_and_hash():
     assert tiling_key("t", "u") == "tiling/t/u"
     assert short_hash({"a": 1, "b": 2}) == short_hash({"b": 2, "a": 1})
     assert short_hash({"a": 1}) != short_hash({"a": 2})
+
+
+def test_columns_must_match_the_coordinates(tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    with pytest.raises(ValueError, match="'blur' has 2 values for 3 tiles"):
+        store.write_tiling("t1", "u", np.zeros((3, 2)), {"blur": np.zeros(2)}, {})
+
+
+def test_slide_entry_names_carry_the_mpp():
+    from wsi_pipeline.store.feature_store import slide_entry
+
+    assert slide_entry("abc", 0.499) == "abc_0.499um"
+    assert slide_entry("abc", 0.25) != slide_entry("abc", 0.5)

@@ -35,7 +35,56 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--output", help="output folder (overrides the manifest's 'output')")
         command.add_argument("--scheduler", help="address of an existing Dask scheduler (overrides cluster.address)")
         command.add_argument("--dry-run", action="store_true", help="validate everything and print the plan without computing")
+
+    slide = commands.add_parser("slide", help="look at one slide (no manifest needed)", description="look at one slide")
+    slide_commands = slide.add_subparsers(dest="slide_command", required=True)
+    info = slide_commands.add_parser("info", help="print a slide's format, size, pyramid and µm/px as JSON")
+    info.add_argument("path", help="slide file (any format OpenSlide reads; a DICOM series' file or folder)")
+    info.add_argument("--source", default="wsi", help="image source that reads it (default: wsi, OpenSlide)")
+
+    tiles = commands.add_parser("tiles", help="tiles of one slide (no manifest needed)", description="tiles of one slide")
+    tile_commands = tiles.add_subparsers(dest="tiles_command", required=True)
+    export = tile_commands.add_parser(
+        "export", help="tile a slide with the default tissue method and write N tissue tiles as PNG plus a contact sheet"
+    )
+    export.add_argument("path", help="slide file")
+    export.add_argument("--n", type=int, default=32, help="tiles to write (default 32)")
+    export.add_argument("--output", required=True, help="output folder")
+    export.add_argument("--mpp", default="0.5", help="target µm/px or magnification, e.g. 0.5 or 20x (default 0.5)")
+    export.add_argument("--tile-px", type=int, default=256, help="tile side in pixels (default 256)")
+    export.add_argument("--slide-mpp", type=float, help="the slide's level-0 µm/px, overriding (or replacing missing) metadata")
+    export.add_argument("--source", default="wsi", help="image source that reads it (default: wsi, OpenSlide)")
     return parser
+
+
+#: What a user of ``tiles export`` is told when the slide has no µm/px.
+SLIDE_MPP_FIX = "pass the slide's level-0 µm/px with --slide-mpp (e.g. --slide-mpp 0.25 for a 40x scan, 0.5 for 20x)"
+
+
+def slide_command(args: argparse.Namespace) -> int:
+    """``slide info``: JSON on stdout."""
+    import json
+
+    from wsi_pipeline.sources.describe import slide_info
+
+    print(json.dumps(slide_info(args.path, args.source), indent=2))
+    return 0
+
+
+def tiles_command(args: argparse.Namespace, console: Console) -> int:
+    """``tiles export``: PNG tiles and a contact sheet."""
+    from wsi_pipeline.tiling.export import export_tiles
+
+    result = export_tiles(
+        args.path, args.n, args.output, mpp=args.mpp, tile_px=args.tile_px, slide_mpp=args.slide_mpp,
+        source_name=args.source, mpp_fix=SLIDE_MPP_FIX,
+    )
+    console.print(
+        f"{len(result.tiles)} of {result.n_kept} tissue tiles at {result.effective_mpp:.4g} µm/px written to "
+        f"{args.output}; contact sheet: {result.contact_sheet}",
+        highlight=False,
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     try:
+        if args.command == "slide":
+            return slide_command(args)
+        if args.command == "tiles":
+            return tiles_command(args, console)
         from wsi_pipeline.config.loader import load_run_config
         from wsi_pipeline.engine.plan import dry_run
         from wsi_pipeline.engine.runner import STAGES, run_pipeline

@@ -182,6 +182,16 @@ def find_preset(reference: str, manifest_dir: Path) -> Path:
     )
 
 
+def with_absolute_tissue_model(workflow: WorkflowPreset, base: Path) -> WorkflowPreset:
+    """Resolve a relative tissue-model path from the manifest's folder, so workers find it anywhere."""
+    tissue = workflow.tiling.tissue
+    if tissue.model is None or Path(tissue.model.path).expanduser().is_absolute():
+        return workflow
+    model = tissue.model.model_copy(update={"path": str((base / Path(tissue.model.path).expanduser()).resolve())})
+    tiling = workflow.tiling.model_copy(update={"tissue": tissue.model_copy(update={"model": model})})
+    return workflow.model_copy(update={"tiling": tiling})
+
+
 def load_run_config(
     manifest_path: str | Path,
     *,
@@ -226,6 +236,7 @@ def load_run_config(
             WorkflowPreset, merged, manifest_path, "manifest overrides", prefix="overrides."
         )
 
+    workflow = with_absolute_tissue_model(workflow, base)
     output_dir = Path(output).resolve() if output is not None else (base / manifest.output).resolve()
     store_path = (base / manifest.store).resolve() if manifest.store else output_dir / "store"
 

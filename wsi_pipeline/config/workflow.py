@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -47,23 +47,74 @@ def parse_mpp(value: float | int | str) -> float:
     return mpp
 
 
+class TissueModelConfig(StrictModel):
+    """A torch segmentation model (TorchScript file) run on a thumbnail at its own µm/px."""
+
+    path: str = Field(description="TorchScript file (torch.jit.save); relative paths start from the manifest's folder")
+    mpp: float = Field(gt=0, description="µm/px of the thumbnail the model expects")
+    threshold: float = Field(0.5, gt=0, lt=1, description="tissue probability above which a pixel is tissue")
+    tissue_channel: int = Field(
+        1, ge=0, description="output channel holding tissue when the model returns 2+ channels (softmax); one channel is read through a sigmoid"
+    )
+    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="per-channel mean subtracted from RGB in [0, 1]")
+    std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="per-channel std dividing RGB in [0, 1]")
+
+
 class TissueConfig(StrictModel):
     """Tissue segmentation at thumbnail scale."""
 
-    method: Literal["otsu_saturation"] = "otsu_saturation"
-    thumbnail_mpp: float = Field(8.0, gt=0, description="µm/px of the thumbnail the mask is computed on")
-    min_tissue_fraction: float = Field(0.5, ge=0, le=1, description="tiles with less tissue are dropped")
+    method: str = Field(
+        "auto",
+        description="a registered tissue method: 'auto' (brightfield or fluorescence, pen and border removal), "
+        "'otsu_saturation' (plain Otsu on saturation), 'model' (a torch model file)",
+    )
+    thumbnail_mpp: float = Field(
+        8.0, gt=0, description="coarsest µm/px of the thumbnail the mask is computed on (finer for small images)"
+    )
     min_object_um2: float = Field(20000.0, ge=0, description="tissue pieces smaller than this are dropped")
     max_hole_um2: float = Field(20000.0, ge=0, description="holes smaller than this are filled")
+    remove_pen: bool = Field(True, description="exclude blue, green and black pen ink from tissue")
+    model: TissueModelConfig | None = Field(None, description="the segmentation model, for method 'model'")
+
+    @model_validator(mode="after")
+    def _model_given_for_model_method(self) -> "TissueConfig":
+        if self.method == "model" and self.model is None:
+            raise ValueError("method 'model' needs a 'model' section with at least 'path' and 'mpp'")
+        return self
+
+
+class TileQCConfig(StrictModel):
+    """Per-tile quality thresholds: tiles failing one are dropped and counted by reason."""
+
+    min_tissue: float = Field(
+        0.2, ge=0, le=1, description="minimum tissue fraction of a tile (outside the slide counts as glass)"
+    )
+    max_pen: float = Field(0.1, ge=0, le=1, description="maximum fraction of a tile covered by pen ink")
+    min_blur: float | None = Field(
+        None,
+        ge=0,
+        description="drop tiles whose blur score (variance of the Laplacian on tissue, grey levels 0-255) is below "
+        "this; null keeps them (the score is stored either way)",
+    )
+    blur_flag: float = Field(
+        50.0, ge=0, description="a tile scoring below this is counted as blurred in the QC table, dropped or not"
+    )
 
 
 class TilingConfig(StrictModel):
     """The tile grid at a physical resolution."""
 
     mpp: float = Field(0.5, description="target µm/px; '20x' = 0.5, '10x' = 1.0")
+    mpp_tolerance: float = Field(
+        0.02,
+        ge=0,
+        lt=0.5,
+        description="a pyramid level within this fraction of the target µm/px is read as is, without resampling",
+    )
     tile_px: int = Field(256, ge=16, le=4096)
     overlap_px: int = Field(0, ge=0)
     tissue: TissueConfig = TissueConfig()
+    qc: TileQCConfig = TileQCConfig()
 
     @field_validator("mpp", mode="before")
     @classmethod
@@ -130,7 +181,9 @@ class WorkflowPreset(StrictModel):
 
     name: str
     description: str = ""
-    modality: Literal["wsi"] = "wsi"
+    modality: str = Field(
+        "wsi", description="the image source that reads the cohort's files: 'wsi' (OpenSlide formats) or one a plug-in registers"
+    )
     tiling: TilingConfig = TilingConfig()
     features: FeaturesConfig = FeaturesConfig()
     model: ModelConfig = ModelConfig()

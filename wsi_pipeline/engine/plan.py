@@ -12,19 +12,20 @@ from wsi_pipeline.config.loader import RunConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features.registry import get_encoder_spec
 from wsi_pipeline.features.weights import resolve_weights
-from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.sources.protocol import require_mpp
+from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.tiling.slide_tiling import tiling_id
 
 EXIT_OK, EXIT_PROBLEMS = 0, 2
 
 
-def check_slides(records: list) -> list[tuple[str, str]]:
+def check_slides(records: list, source_name: str) -> list[tuple[str, str]]:
     """Open every slide and check its µm/px; return (slide id, problem) pairs."""
     problems = []
     for record in records:
         try:
-            with WholeSlide(record.path, record.mpp_override):
-                pass
+            with open_source(source_name, record.path, record.mpp_override) as source:
+                require_mpp(source)
         except WSIPipelineError as error:
             problems.append((record.slide_id, error.format()))
     return problems
@@ -38,8 +39,14 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     int
         0 when the run can go ahead, 2 when a problem was found (each one printed).
     """
+    from wsi_pipeline.engine.runner import check_names
+
     workflow = config.workflow
     problems: list[tuple[str, str]] = []
+    try:
+        check_names(config)
+    except WSIPipelineError as error:
+        problems.append(("workflow", error.format()))
     synthetic = config.manifest.cohort.synthetic
     if synthetic is not None:
         from wsi_pipeline.engine.runner import synthetic_plan
@@ -53,7 +60,8 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
         labels = cohort.labels
         n_slides = len(cohort.slides)
         cohort_line = str(config.cohort_table)
-        problems += check_slides(cohort.slide_records())
+        if not problems:  # with an unknown source every slide would fail for the same reason
+            problems += check_slides(cohort.slide_records(), workflow.modality)
 
     spec = get_encoder_spec(workflow.features.encoder)
     if spec.weights_file is not None and ({"extract", "train"} & set(stages)):
@@ -79,7 +87,7 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     table.add_row("patients", f"{len(labels)} ({n_positive} {workflow.task.positive_name}, {len(labels) - n_positive} {workflow.task.negative_name})")
     table.add_row("slides", str(n_slides))
     table.add_row("stages", " → ".join(stages))
-    table.add_row("tiling", f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px, min tissue {workflow.tiling.tissue.min_tissue_fraction:.0%} (id {tiling_id(workflow.tiling)})")
+    table.add_row("tiling", f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px, tissue '{workflow.tiling.tissue.method}', min tissue {workflow.tiling.qc.min_tissue:.0%} (id {tiling_id(workflow.tiling)})")
     table.add_row("encoder", f"{spec.name}{' (DEMO: random weights, not a pathology model)' if spec.is_demo else ''}, dim {spec.dim}")
     table.add_row("models", f"{', '.join(workflow.model.aggregators)}; {workflow.validation.n_folds}-fold patient CV, inner validation {workflow.validation.val_fraction:.0%}")
     table.add_row("cluster", config.scheduler_address or f"local: {config.manifest.cluster.n_workers} workers × {config.manifest.cluster.threads_per_worker} threads")

@@ -82,6 +82,15 @@ class RunRecord:
         return counts
 
     @property
+    def warnings(self) -> list[str]:
+        """Warnings the tasks raised (e.g. a µm/px override far from the metadata), once each."""
+        seen: dict[str, None] = {}
+        for outcome in self.outcomes:
+            for warning in outcome.info.get("warnings", ()):
+                seen.setdefault(warning, None)
+        return list(seen)
+
+    @property
     def failures(self) -> list[ItemOutcome]:
         """Every failed item."""
         return [o for o in self.outcomes if o.status == "failed"]
@@ -104,6 +113,7 @@ class RunRecord:
                 "failed": [o.as_dict() for o in self.failures],
                 "skipped": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "skipped"],
                 "excluded_patients": self.excluded_patients,
+                "warnings": self.warnings,
                 "notes": self.notes,
                 "items": [o.as_dict() for o in self.outcomes],
             },

@@ -28,8 +28,7 @@ from wsi_pipeline.engine.tasks import BagSource, extract_task, generate_syntheti
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features.registry import get_encoder_spec
 from wsi_pipeline.scoring.predictions import load_predictions
-from wsi_pipeline.sources.fingerprint import slide_uid
-from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.sources.registry import get_source_factory
 from wsi_pipeline.store.feature_store import FeatureStore, features_key
 from wsi_pipeline.tiling.slide_tiling import tiling_id
 
@@ -102,12 +101,14 @@ def encoder_id_of(config: RunConfig) -> str:
     return encoder_id_for(config.workflow.features.encoder, config.workflow.features.weights)
 
 
-def slide_uids(cohort: Cohort, record: RunRecord) -> dict[str, str]:
-    """Slide id → store uid for every slide that has not failed.
+def slide_uids(cohort: Cohort, record: RunRecord, source_name: str) -> dict[str, str]:
+    """Slide id → store entry name for every slide that has not failed.
 
     Uids the workers already computed this run are reused; only the others (a ``train`` run
     alone, say) are fingerprinted here.
     """
+    from wsi_pipeline.engine.tasks import open_slide
+
     failed = {o.item for o in record.failures if o.stage in {"tile", "extract"}}
     known = {o.item: o.info["slide_uid"] for o in record.outcomes if "slide_uid" in o.info}
     uids = {}
@@ -118,10 +119,11 @@ def slide_uids(cohort: Cohort, record: RunRecord) -> dict[str, str]:
             uids[slide.slide_id] = known[slide.slide_id]
             continue
         try:
-            with WholeSlide(slide.path, slide.mpp_override) as opened:
-                uids[slide.slide_id] = slide_uid(slide.path, opened.properties)
+            source, entry = open_slide(slide, source_name)
         except WSIPipelineError:
             continue
+        source.close()
+        uids[slide.slide_id] = entry
     return uids
 
 
@@ -129,7 +131,7 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
     """Decide which patients have features for every usable slide; record those excluded."""
     store = FeatureStore(config.store_path)
     tid = tiling_id(config.workflow.tiling)
-    uids = slide_uids(cohort, record)
+    uids = slide_uids(cohort, record, config.workflow.modality)
     patient_slides = []
     for patient, group in cohort.slides.groupby("patient_id", sort=True):
         available = [
@@ -267,6 +269,15 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         console.print(f"  score: {model:<10} AUC {format_interval(values['auc'])}")
 
 
+def check_names(config: RunConfig) -> None:
+    """Fail before any work on an unknown source or tissue method (with a suggestion)."""
+    from wsi_pipeline.tiling.tissue import get_tissue_method
+
+    get_source_factory(config.workflow.modality, where=f"{config.preset_path}: modality")
+    get_tissue_method(config.workflow.tiling.tissue.method)
+    tiling_id(config.workflow.tiling)  # reads a segmentation model file: a missing one fails here
+
+
 def run_pipeline(
     config: RunConfig, stages: Collection[str] = STAGES, console: Console | None = None
 ) -> RunResult:
@@ -293,6 +304,7 @@ def run_pipeline(
     record = RunRecord(config=config.resolved(), seed=config.seed)
     status = "crashed"
     try:
+        check_names(config)
         if "extract" in stages or "train" in stages:
             encoder_id_of(config)  # missing weights: fail before any work, not once per slide
         started = time.perf_counter()
@@ -317,17 +329,25 @@ def run_stages(config: RunConfig, stages: Collection[str], client: Client, conso
     tid = tiling_id(workflow.tiling)
     store.prepare(f"tiling/{tid}")
     threads = config.manifest.cluster.threads_per_worker
+    source_name = workflow.modality
     if "tile" in stages:
-        items = [(r.slide_id, (r, workflow.tiling, str(config.store_path), str(output / "qc"))) for r in records]
+        items = [
+            (r.slide_id, (r, source_name, workflow.tiling, tid, str(config.store_path), str(output / "qc"))) for r in records
+        ]
         with record.stage("tile"):
-            record.add(run_tasks(client, "tile", tile_task, items, console))
+            outcomes = run_tasks(client, "tile", tile_task, items, console)
+        record.add(outcomes)
         report_stage(console, record, "tile", "already in store")
+        report_tiling_qc(console, outcomes, output / "qc" / "tiling_qc.csv")
     if "extract" in stages:
         failed = {o.item for o in record.failures}
         encoder_id = encoder_id_of(config)
         store.prepare(f"features/{encoder_id}/{tid}")
         items = [
-            (r.slide_id, (r, workflow.tiling, workflow.features, encoder_id, str(config.store_path), threads))
+            (
+                r.slide_id,
+                (r, source_name, tid, workflow.tiling.tile_px, workflow.features, encoder_id, str(config.store_path), threads),
+            )
             for r in records
             if r.slide_id not in failed
         ]
@@ -349,10 +369,40 @@ def run_stages(config: RunConfig, stages: Collection[str], client: Client, conso
             score_stage(config, predictions, console, record)
 
 
+def report_tiling_qc(console: Console, outcomes: list[ItemOutcome], path: Path) -> None:
+    """Write the cohort QC table and print tiles kept per slide, naming slides with none or flagged."""
+    from wsi_pipeline.tiling.qc_table import qc_frame, tiles_summary, write_qc_table
+
+    rows = []
+    for outcome in outcomes:
+        qc = outcome.info.get("qc") or {}
+        rows.append(
+            {
+                "slide_id": outcome.item,
+                "slide_uid": outcome.info.get("slide_uid"),
+                # A slide tiled but left without tiles failed the stage, yet its QC numbers say
+                # why (no tissue, all pen...): the table shows them and flags it, not "failed".
+                "status": "done" if outcome.status == "failed" and qc else outcome.status,
+                "reason": outcome.reason if outcome.status == "failed" else None,
+                **qc,
+            }
+        )
+    frame = qc_frame(rows)
+    write_qc_table(path, frame)
+    console.print(f"  tile: {tiles_summary(frame)}")
+    flagged = frame[frame["flags"] != ""]
+    if len(flagged):
+        shown = ", ".join(f"{row.slide_id} ({row.flags})" for row in flagged.head(10).itertuples())
+        more = f" and {len(flagged) - 10} more" if len(flagged) > 10 else ""
+        console.print(f"  tile: [yellow]{len(flagged)} slide(s) flagged[/yellow]: {shown}{more}; see {path}")
+
+
 def summarise(console: Console, record: RunRecord, output: Path) -> None:
     """Print timings and every failure with its reason."""
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in record.timings.items())
     console.print(f"[bold]done[/bold] in {sum(record.timings.values()):.1f}s ({timings}); outputs in {output}")
+    for warning in record.warnings:
+        console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     if record.failures:
         console.print(f"[red bold]{len(record.failures)} item(s) failed[/red bold] (details in run.json):")
         for failure in record.failures:

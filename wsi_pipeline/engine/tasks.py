@@ -16,14 +16,16 @@ import numpy as np
 from wsi_pipeline.cohort.table import SlideRecord
 from wsi_pipeline.config.workflow import FeaturesConfig, ModelConfig, TilingConfig
 from wsi_pipeline.engine.outcome import ItemOutcome, guarded
-from wsi_pipeline.sources.fingerprint import slide_uid
-from wsi_pipeline.sources.wsi import WholeSlide
-from wsi_pipeline.store.feature_store import FeatureStore, features_key, tiling_key
-from wsi_pipeline.tiling.slide_tiling import tile_slide, tiling_id, tiling_params
+from wsi_pipeline.sources.protocol import TileSource, mpp_disagreement, require_mpp
+from wsi_pipeline.sources.registry import open_source
+from wsi_pipeline.store.feature_store import FeatureStore, features_key, slide_entry, tiling_key
+from wsi_pipeline.tiling.slide_tiling import SlideTiling, tile_slide, tiling_params
 
 
 #: Tiling attributes repeated on every feature entry, so an entry explains itself alone.
-TILING_PROVENANCE = ("slide_mpp", "level0_size", "read_level", "target_mpp", "tile_px", "tile_um", "tile_size_level0")
+TILING_PROVENANCE = (
+    "slide_mpp", "mpp_source", "level0_size", "read_level", "target_mpp", "effective_mpp", "tile_px", "tile_um", "tile_size_level0",
+)
 
 
 def set_torch_threads(threads: int) -> None:
@@ -33,10 +35,18 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
-def identify_slide(record: SlideRecord) -> tuple[WholeSlide, str]:
-    """Open a slide and compute its store uid (content fingerprint)."""
-    slide = WholeSlide(record.path, record.mpp_override)
-    return slide, slide_uid(record.path, slide.properties)
+def open_slide(record: SlideRecord, source_name: str) -> tuple[TileSource, str]:
+    """Open a slide through the named source and return it with its store entry name.
+
+    The entry name joins the content fingerprint with the level-0 µm/px in use, so the
+    same file tiled under another µm/px override never reuses these coordinates or features.
+    """
+    source = open_source(source_name, record.path, record.mpp_override)
+    try:
+        return source, slide_entry(source.uid, require_mpp(source))
+    except BaseException:
+        source.close()
+        raise
 
 
 # -- synthetic cohort ---------------------------------------------------------------------------
@@ -55,67 +65,106 @@ def generate_synthetic_task(slide_id: str, spec: object, path: str) -> ItemOutco
 
 
 # -- tile ---------------------------------------------------------------------------------------
-def tile_task(record: SlideRecord, config: TilingConfig, store_root: str, qc_dir: str | None) -> ItemOutcome:
-    """Tile one slide into the store (skipped when a complete entry for the same scale exists)."""
+def tile_task(
+    record: SlideRecord, source_name: str, config: TilingConfig, tid: str, store_root: str, qc_dir: str | None
+) -> ItemOutcome:
+    """Tile one slide into the store (skipped when its entry is complete) and write its QC files.
+
+    The QC picture and contours are written for skipped slides too when they are missing, so
+    every slide of the cohort has them whichever run tiled it.
+    """
 
     def work() -> ItemOutcome:
-        store = FeatureStore(store_root)
-        tid = tiling_id(config)
-        slide, uid = identify_slide(record)
-        with slide:
-            key = tiling_key(tid, uid)
-            info = {"slide_uid": uid, "tiling_id": tid}
-            stored = store.attrs(key)
-            # A new µm/px override changes every coordinate: such an entry is redone.
-            if stored.get("complete") is True and stored.get("slide_mpp") == slide.mpp:
-                return ItemOutcome("tile", record.slide_id, "skipped", reason="tiling already in store", info={**info, "n_tiles": stored.get("n_tiles")})
-            tiling = tile_slide(slide, config)
-            if len(tiling.coords) == 0:
-                return ItemOutcome(
-                    "tile",
-                    record.slide_id,
-                    "failed",
-                    reason=f"no tile has ≥{config.tissue.min_tissue_fraction:.0%} tissue: is the slide blank, or "
-                    "tiling.tissue.min_tissue_fraction too high?",
-                    info=info,
-                )
-            level = slide.level_for_downsample(tiling.geometry.size_level0 / tiling.geometry.tile_px)
-            store.write_tiling(
-                tid,
-                uid,
-                tiling.coords,
-                tiling.tissue_fraction,
-                attrs={
-                    "slide_path": str(record.path),
-                    "slide_id": record.slide_id,
-                    "slide_mpp": slide.mpp,
-                    "level0_size": list(slide.dimensions),
-                    "read_level": level,
-                    "tile_px": config.tile_px,
-                    "tile_um": config.tile_px * config.mpp,
-                    "tile_size_level0": tiling.geometry.size_level0,
-                    "target_mpp": config.mpp,
-                    "tiling_params": tiling_params(config),
-                    "n_grid_tiles": tiling.n_grid_tiles,
-                },
-            )
-            if qc_dir is not None:
-                from wsi_pipeline.tiling.overlay import save_tiling_overlay
+        from wsi_pipeline.tiling.qc_files import write_slide_qc
 
-                save_tiling_overlay(tiling, Path(qc_dir) / f"{record.slide_id}.png")
-            return ItemOutcome("tile", record.slide_id, "done", info={**info, "n_tiles": int(len(tiling.coords)), "read_level": level})
+        store = FeatureStore(store_root)
+        source, entry = open_slide(record, source_name)
+        with source:
+            warnings = [w for w in (mpp_disagreement(source),) if w]
+            key = tiling_key(tid, entry)
+            if store.is_complete(key):
+                status, reason = "skipped", "tiling already in store"
+            else:
+                tiling = tile_slide(source, config)
+                store.write_tiling(
+                    tid,
+                    entry,
+                    tiling.coords,
+                    tiling.qc,
+                    attrs=tiling_attrs(record, source, config, tiling),
+                    masks={"tissue": tiling.tissue.tissue, "pen": tiling.tissue.pen},
+                )
+                status, reason = "done", None
+            attrs = store.attrs(key)
+            if qc_dir is not None:
+                write_slide_qc(source, store, tid, entry, record.slide_id, Path(qc_dir), refresh=status == "done")
+        qc_row = {k: attrs.get(k) for k in QC_SUMMARY_KEYS}
+        info = {"slide_uid": entry, "tiling_id": tid, "n_tiles": attrs.get("n_tiles"), "read_level": attrs.get("read_level"),
+                "qc": qc_row, "warnings": warnings}
+        if not attrs.get("n_tiles"):
+            return ItemOutcome("tile", record.slide_id, "failed", reason=no_tiles_reason(attrs, config), info=info)
+        return ItemOutcome("tile", record.slide_id, status, reason=reason, info=info)
 
     return guarded("tile", record.slide_id, work)
 
 
+#: Per-slide numbers of a tiling entry that go to the cohort QC table.
+QC_SUMMARY_KEYS = (
+    "slide_mpp", "target_mpp", "effective_mpp", "modality", "tissue_area_mm2", "pen_area_mm2", "n_grid_tiles", "n_kept",
+    "dropped_tissue", "dropped_pen", "dropped_blur", "n_blurred", "median_blur",
+)
+
+
+def tiling_attrs(record: SlideRecord, source: TileSource, config: TilingConfig, tiling: SlideTiling) -> dict:
+    """Provenance and summary stored on a tiling entry."""
+    geometry = tiling.geometry
+    return {
+        "slide_path": str(record.path),
+        "slide_id": record.slide_id,
+        "vendor": source.vendor,
+        "slide_mpp": tiling.slide_mpp,
+        "metadata_mpp": source.metadata_mpp,
+        "mpp_source": "override" if record.mpp_override is not None else "metadata",
+        "level0_size": list(source.dimensions),
+        "read_level": geometry.read_level,
+        "target_mpp": config.mpp,
+        "effective_mpp": geometry.mpp,
+        "tile_px": config.tile_px,
+        "tile_um": config.tile_px * geometry.mpp,
+        "tile_size_level0": geometry.size_level0,
+        "tiling_params": tiling_params(config),
+        "mask_scale": tiling.tissue.scale,
+        "mask_mpp": tiling.tissue.mpp,
+        **tiling.summary(),
+    }
+
+
+def no_tiles_reason(attrs: dict, config: TilingConfig) -> str:
+    """Why a slide kept no tile, from its entry's counts."""
+    if not attrs.get("tissue_area_mm2"):
+        return "no tissue found: is the slide blank, or does tiling.tissue need another method?"
+    return (
+        f"no tile kept: {attrs.get('dropped_tissue', 0)} had tissue below tiling.qc.min_tissue "
+        f"({config.qc.min_tissue:.0%}), {attrs.get('dropped_pen', 0)} too much pen (tiling.qc.max_pen), "
+        f"{attrs.get('dropped_blur', 0)} too blurred (tiling.qc.min_blur)"
+    )
+
+
 # -- extract ------------------------------------------------------------------------------------
 def extract_task(
-    record: SlideRecord, tiling: TilingConfig, features: FeaturesConfig, encoder_id: str, store_root: str, threads: int
+    record: SlideRecord,
+    source_name: str,
+    tid: str,
+    tile_px: int,
+    features: FeaturesConfig,
+    encoder_id: str,
+    store_root: str,
+    threads: int,
 ) -> ItemOutcome:
     """Embed one slide's tiles into the store (skipped when its entry is complete).
 
-    ``encoder_id`` is computed once by the client, so a slide already in the store is skipped
-    without loading the encoder on the worker.
+    ``encoder_id`` and ``tid`` are computed once by the client, so a slide already in the store
+    is skipped without loading the encoder on the worker.
     """
 
     def work() -> ItemOutcome:
@@ -124,25 +173,24 @@ def extract_task(
 
         set_torch_threads(threads)
         store = FeatureStore(store_root)
-        tid = tiling_id(tiling)
-        slide, uid = identify_slide(record)
-        with slide:
-            info = {"slide_uid": uid, "encoder_id": encoder_id}
-            if store.is_complete(features_key(encoder_id, tid, uid)):
+        source, entry_name = open_slide(record, source_name)
+        with source:
+            info = {"slide_uid": entry_name, "encoder_id": encoder_id}
+            if store.is_complete(features_key(encoder_id, tid, entry_name)):
                 return ItemOutcome("extract", record.slide_id, "skipped", reason="features already in store", info=info)
-            entry = store.read_tiling(tid, uid)
+            entry = store.read_tiling(tid, entry_name)
             encoder = load_encoder(features.encoder, features.weights, features.device)
             if encoder.encoder_id != encoder_id:
                 raise RuntimeError(f"worker loaded encoder {encoder.encoder_id}, client expected {encoder_id}: weights differ between machines")
             n = extract_slide_features(
-                slide,
+                source,
                 entry.coords,
                 float(entry.attrs["tile_size_level0"]),
-                tiling.tile_px,
+                tile_px,
                 encoder,
                 store,
                 tiling_id=tid,
-                slide_uid=uid,
+                slide_uid=entry_name,
                 batch_size=features.batch_size,
                 attrs={
                     "slide_path": str(record.path),

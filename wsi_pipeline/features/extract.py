@@ -9,12 +9,12 @@ import numpy as np
 
 from wsi_pipeline.features.encoder import LoadedEncoder
 from wsi_pipeline.features.tile_loader import iter_tile_batches
-from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.sources.protocol import TileSource
 from wsi_pipeline.store.feature_store import FeatureStore
 
 
 def extract_slide_features(
-    slide: WholeSlide,
+    source: TileSource,
     coords: np.ndarray,
     size_level0: float,
     tile_px: int,
@@ -31,8 +31,8 @@ def extract_slide_features(
 
     Parameters
     ----------
-    slide
-        The open slide.
+    source
+        The open slide or image.
     coords
         (N, 2) level-0 top-left corners (from the tiling entry).
     size_level0, tile_px
@@ -64,7 +64,7 @@ def extract_slide_features(
         attrs={**attrs, **encoder.provenance(), "tiling_id": tiling_id, "slide_uid": slide_uid},
     )
     done = 0
-    for batch in iter_tile_batches(slide, coords, size_level0, tile_px, batch_size):
+    for batch in iter_tile_batches(source, coords, size_level0, tile_px, batch_size):
         features = encoder.embed(batch)
         if not np.isfinite(features).all():
             raise FloatingPointError(f"encoder '{encoder.spec.name}' produced non-finite features")

@@ -1,41 +1,65 @@
-"""Batches of tiles read from a slide, the next batch read while the current one is embedded."""
+"""Batches of tiles from a source, the next batches read while the current one is embedded."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.sources.protocol import TileSource
 
+#: Batches read ahead of the encoder: enough to hide a slow read, bounded so memory does not
+#: grow with the slide.
+PREFETCH_BATCHES = 2
 
-def read_tile_batch(slide: WholeSlide, coords: np.ndarray, size_level0: float, tile_px: int) -> np.ndarray:
-    """Read tiles at ``coords`` (level-0 x, y) as an (B, tile_px, tile_px, 3) uint8 array."""
-    batch = np.empty((len(coords), tile_px, tile_px, 3), dtype=np.uint8)
-    for i, (x, y) in enumerate(coords):
-        batch[i] = slide.read_tile(int(x), int(y), size_level0, tile_px)
-    return batch
+_DONE = object()
 
 
 def iter_tile_batches(
-    slide: WholeSlide, coords: np.ndarray, size_level0: float, tile_px: int, batch_size: int
+    source: TileSource, coords: np.ndarray, size_level0: float, tile_px: int, batch_size: int
 ) -> Iterator[np.ndarray]:
-    """Yield batches of tiles in ``coords`` order.
+    """Yield batches of tiles in ``coords`` order from ``source.read_tiles``.
 
-    One background thread reads the next batch while the caller embeds the current one;
-    OpenSlide decodes outside the GIL, so reading and inference overlap.
+    A background thread drives the source's batched read into a bounded queue while the caller
+    embeds the current batch; OpenSlide decodes outside the GIL, so reading and inference
+    overlap. An error in the reader is raised here, in the caller.
     """
-    starts = range(0, len(coords), batch_size)
-    if not starts:
+    if len(coords) == 0:
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-reader") as pool:
-        pending = pool.submit(read_tile_batch, slide, coords[0:batch_size], size_level0, tile_px)
-        for start in starts:
-            batch = pending.result()
-            following = start + batch_size
-            if following < len(coords):
-                pending = pool.submit(
-                    read_tile_batch, slide, coords[following : following + batch_size], size_level0, tile_px
-                )
-            yield batch
+    pending: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        """Put ``item`` in the queue unless the consumer has gone; return whether it went in."""
+        while not stop.is_set():
+            try:
+                pending.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in source.read_tiles(coords, size_level0, tile_px, batch_size):
+                if not offer(batch):
+                    return
+            offer(_DONE)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            offer(error)
+
+    reader = threading.Thread(target=read, name="tile-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = pending.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=5)

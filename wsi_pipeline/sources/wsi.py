@@ -1,7 +1,17 @@
-"""Whole-slide images through OpenSlide: physical scale, pyramid levels, tiles, thumbnails."""
+"""The ``wsi`` source: every format OpenSlide 4 reads, behind the tile-source protocol.
+
+Aperio SVS (JPEG and JPEG 2000), Hamamatsu NDPI/VMS, MIRAX, Philips TIFF, Leica SCN, Ventana
+BIF, Sakura SVSLIDE, generic tiled TIFF and DICOM WSI all come through ``openslide.OpenSlide``;
+this adapter adds what the pipeline needs on top: a physical scale that can be overridden, a
+thumbnail at a µm/px that never loads a whole level into memory, tiles read in batches at a
+target resolution with antialiasing, and errors that say what to do.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 
@@ -10,70 +20,99 @@ import openslide
 from PIL import Image
 
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.sources.fingerprint import slide_uid
+from wsi_pipeline.sources.protocol import level_for_downsample
 
 #: A level counts as "fine enough" when its downsample exceeds the wanted one by at most this
 #: fraction: reading 0.499 µm/px pixels for a 0.5 µm/px tile is fine, upsampling is not.
 LEVEL_TOLERANCE = 0.02
 
+#: Pixels of a pyramid level read in one piece for a thumbnail; a larger level is streamed in
+#: horizontal bands so memory follows the thumbnail, not the slide (a flat 150k x 100k TIFF
+#: would otherwise need 60 GB).
+THUMBNAIL_READ_PIXELS = 32 * 1024 * 1024
 
-class WholeSlide:
-    """An open whole-slide image with a known physical scale.
+#: Pixel sizes are square when x and y agree this closely.
+SQUARE_PIXEL_TOLERANCE = 0.01
+
+
+class OpenSlideSource:
+    """An OpenSlide-readable slide as a :class:`~wsi_pipeline.sources.protocol.TileSource`.
 
     Parameters
     ----------
     path
-        The slide file (any format OpenSlide reads).
+        The slide file (for DICOM, any file of the series, or the folder holding it).
     mpp_override
-        µm/px to use instead of the slide's metadata (the cohort table's ``mpp`` column).
+        Level-0 µm/px to use instead of the metadata (the cohort table's ``mpp`` column).
 
     Raises
     ------
     WSIPipelineError
-        When the file is missing or unreadable, or when its µm/px is unknown and not overridden.
+        When the file is missing or OpenSlide cannot read it; the message says why and how to fix it.
     """
 
     def __init__(self, path: str | Path, mpp_override: float | None = None) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise WSIPipelineError(
-                "slide file not found", where=str(self.path), fix="check slide_path in the cohort table"
-            )
+        self.path = resolve_slide_path(Path(path))
         try:
             self._slide = openslide.OpenSlide(str(self.path))
         except (openslide.OpenSlideError, OSError) as error:
+            raise unreadable_slide_error(self.path, error) from None
+        if mpp_override is not None and not (math.isfinite(mpp_override) and mpp_override > 0):
             raise WSIPipelineError(
-                f"OpenSlide cannot read this slide ({type(error).__name__}: {error})",
+                f"µm/px override {mpp_override!r} is not a positive number",
                 where=str(self.path),
-                fix="check the file is a complete slide in a format OpenSlide supports; re-export or re-copy it",
-            ) from None
-        self.mpp = self._resolve_mpp(mpp_override)
+                fix="give the slide's level-0 µm/px (e.g. 0.25 for 40x, 0.5 for 20x) in the 'mpp' column, or leave it empty",
+            )
+        self._override = None if mpp_override is None else float(mpp_override)
 
-    def _resolve_mpp(self, override: float | None) -> float:
-        if override is not None and np.isfinite(override):
-            return float(override)
+    # -- physical scale -------------------------------------------------------------------------
+    @cached_property
+    def metadata_mpp(self) -> float | None:
+        """Level-0 µm/px from the file (OpenSlide's ``openslide.mpp-x``/``-y``), None if unknown or not square."""
         props = self._slide.properties
         try:
             mpp_x = float(props[openslide.PROPERTY_NAME_MPP_X])
             mpp_y = float(props.get(openslide.PROPERTY_NAME_MPP_Y, mpp_x))
         except (KeyError, ValueError):
-            raise WSIPipelineError(
-                "the slide has no µm/px metadata (openslide.mpp-x), so its physical scale is unknown",
-                where=str(self.path),
-                fix="add an 'mpp' column to the cohort table with this slide's level-0 µm/px",
-            ) from None
-        if mpp_x <= 0 or abs(mpp_x - mpp_y) > 0.01 * mpp_x:
-            raise WSIPipelineError(
-                f"unusable µm/px metadata (x={mpp_x}, y={mpp_y}): pixels must be square",
-                where=str(self.path),
-                fix="set the slide's level-0 µm/px in the cohort table's 'mpp' column",
-            )
+            return None
+        if not (math.isfinite(mpp_x) and mpp_x > 0 and math.isfinite(mpp_y) and mpp_y > 0):
+            return None
+        if abs(mpp_x - mpp_y) > SQUARE_PIXEL_TOLERANCE * mpp_x:
+            return None  # non-square pixels: tiles would be distorted; the user must decide
         return mpp_x
 
-    # -- geometry -----------------------------------------------------------------------------
+    @property
+    def mpp(self) -> float | None:
+        """Level-0 µm/px in use: the override, else the metadata, else None."""
+        return self._override if self._override is not None else self.metadata_mpp
+
+    @property
+    def mpp_source(self) -> str | None:
+        """Where :attr:`mpp` comes from: ``"override"``, ``"metadata"`` or None."""
+        if self._override is not None:
+            return "override"
+        return "metadata" if self.metadata_mpp is not None else None
+
+    @property
+    def objective_power(self) -> float | None:
+        """Scanning objective magnification (``openslide.objective-power``), None if unknown."""
+        try:
+            value = float(self._slide.properties[openslide.PROPERTY_NAME_OBJECTIVE_POWER])
+        except (KeyError, ValueError):
+            return None
+        return value if math.isfinite(value) and value > 0 else None
+
+    @property
+    def vendor(self) -> str:
+        """OpenSlide's format name (``aperio``, ``hamamatsu``, ``mirax``, ``dicom``, ``generic-tiff``...)."""
+        return self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
+
+    # -- geometry -------------------------------------------------------------------------------
     @property
     def dimensions(self) -> tuple[int, int]:
         """Level-0 (width, height) in pixels."""
-        return self._slide.dimensions
+        return tuple(self._slide.dimensions)  # type: ignore[return-value]
 
     @property
     def level_count(self) -> int:
@@ -88,66 +127,145 @@ class WholeSlide:
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
         """(width, height) of each level."""
-        return self._slide.level_dimensions
+        return tuple(tuple(d) for d in self._slide.level_dimensions)  # type: ignore[misc]
 
     @property
-    def properties(self) -> dict[str, str]:
+    def properties(self) -> Mapping[str, str]:
         """All OpenSlide properties."""
         return dict(self._slide.properties)
 
+    @cached_property
+    def uid(self) -> str:
+        """Content fingerprint of the slide's file(s) (see :func:`slide_uid`)."""
+        return slide_uid(self.path, self.properties, companion_files(self.path, self.vendor))
+
     def level_for_downsample(self, downsample: float) -> int:
-        """Return the coarsest level that is still at least as fine as ``downsample``.
+        """Return the coarsest level that is still at least as fine as ``downsample``."""
+        return level_for_downsample(self.level_downsamples, downsample, LEVEL_TOLERANCE)
 
-        Reading from it and shrinking keeps all the detail while decoding as few pixels as
-        possible; level 0 is used only when no reduced level is fine enough.
-        """
-        best = 0
-        for level, level_downsample in enumerate(self.level_downsamples):
-            if level_downsample <= downsample * (1 + LEVEL_TOLERANCE):
-                best = level
-        return best
-
-    # -- pixels -------------------------------------------------------------------------------
+    # -- pixels ---------------------------------------------------------------------------------
     def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
-        """Read an RGB region (transparent areas made white) at a level; (x, y) in level-0 px."""
+        """Read an RGB region at a level; (x, y) in level-0 px; outside the slide is white."""
         rgba = self._slide.read_region((int(x), int(y)), level, (int(width), int(height)))
         return flatten_on_white(rgba)
 
     def read_tile(self, x: int, y: int, size_level0: float, out_px: int) -> np.ndarray:
-        """Read a square tile of ``size_level0`` level-0 px at (x, y), returned as ``out_px`` px RGB.
+        """Read one square tile of ``size_level0`` level-0 px at (x, y) as ``out_px`` px RGB.
 
-        The tile is read from the level nearest to (and not coarser than) the wanted resolution,
-        then resized with an anti-aliasing filter only if that level's size differs.
+        It is read from the coarsest level at least as fine as wanted, then resized with an
+        area (box) filter, which averages every source pixel a target pixel covers: the
+        antialiasing that keeps fine texture from aliasing into false patterns. A level whose
+        size already matches is returned untouched.
         """
-        downsample = size_level0 / out_px
-        level = self.level_for_downsample(downsample)
+        level = self.level_for_downsample(size_level0 / out_px)
         read_px = max(1, round(size_level0 / self.level_downsamples[level]))
         rgb = self.read_region(x, y, level, read_px, read_px)
-        if read_px != out_px:
-            rgb = np.asarray(Image.fromarray(rgb).resize((out_px, out_px), Image.Resampling.BOX if read_px > out_px else Image.Resampling.BILINEAR))
-        return rgb
+        return resize_rgb(rgb, out_px, out_px)
+
+    def read_tiles(
+        self, coords: np.ndarray, size_level0: float, tile_px: int, batch_size: int
+    ) -> Iterator[np.ndarray]:
+        """Yield the tiles at ``coords`` as (B, tile_px, tile_px, 3) uint8 batches, in order.
+
+        Parameters
+        ----------
+        coords
+            (N, 2) level-0 top-left (x, y); tiles may run past the slide's edge (padded white).
+        size_level0
+            Tile side in level-0 pixels.
+        tile_px
+            Tile side out.
+        batch_size
+            Tiles per batch (the last may be smaller).
+        """
+        coords = np.asarray(coords).reshape(-1, 2)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        for start in range(0, len(coords), batch_size):
+            chunk = coords[start : start + batch_size]
+            batch = np.empty((len(chunk), tile_px, tile_px, 3), dtype=np.uint8)
+            for i, (x, y) in enumerate(chunk):
+                batch[i] = self.read_tile(int(x), int(y), size_level0, tile_px)
+            yield batch
 
     def thumbnail(self, mpp: float) -> tuple[np.ndarray, float]:
-        """Return an RGB thumbnail at about ``mpp`` µm/px and its exact level-0 px per thumbnail px."""
-        width, height = self.dimensions
-        factor = max(1.0, mpp / self.mpp)
-        size = (max(1, round(width / factor)), max(1, round(height / factor)))
-        image = self._slide.get_thumbnail(size).convert("RGB")
-        scale = width / image.size[0]
-        return np.asarray(image), scale
+        """Return an RGB picture of the whole slide at about ``mpp`` µm/px and its level-0 px per pixel.
 
-    # -- lifecycle ----------------------------------------------------------------------------
+        Raises
+        ------
+        WSIPipelineError
+            When the slide's µm/px is unknown (use :meth:`thumbnail_at` with a downsample).
+        """
+        if self.mpp is None:
+            raise WSIPipelineError(
+                "a thumbnail at a physical scale needs the slide's µm/px, which is unknown",
+                where=str(self.path),
+                fix="set the slide's level-0 µm/px (cohort 'mpp' column or --slide-mpp)",
+            )
+        return self.thumbnail_at(max(1.0, mpp / self.mpp))
+
+    def thumbnail_at(self, downsample: float) -> tuple[np.ndarray, float]:
+        """Return an RGB picture of the whole slide shrunk ``downsample`` times (≥ 1) from level 0.
+
+        The picture comes from the coarsest level at least as fine as wanted, resized with an
+        area filter. A level too big to read at once (a slide without a coarse level) is read in
+        horizontal bands, each shrunk before the next is read.
+        """
+        downsample = max(1.0, float(downsample))
+        width, height = self.dimensions
+        out_w, out_h = max(1, round(width / downsample)), max(1, round(height / downsample))
+        level = self.level_for_downsample(downsample)
+        level_w, level_h = self.level_dimensions[level]
+        level_ds = self.level_downsamples[level]
+        if level_w * level_h <= THUMBNAIL_READ_PIXELS:
+            rgb = self.read_region(0, 0, level, level_w, level_h)
+            return resize_rgb(rgb, out_w, out_h), width / out_w
+        # Bands of whole output rows; each band's level rows are found from the exact scale so
+        # rounding never drifts over thousands of bands.
+        rows_per_band = max(1, int(THUMBNAIL_READ_PIXELS / level_w / (level_h / out_h)))
+        out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+        for row in range(0, out_h, rows_per_band):
+            end = min(out_h, row + rows_per_band)
+            top = round(row * level_h / out_h)
+            bottom = max(top + 1, round(end * level_h / out_h))
+            band = self.read_region(0, round(top * level_ds), level, level_w, bottom - top)
+            out[row:end] = resize_rgb(band, out_w, end - row)
+        return out, width / out_w
+
+    # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
         """Release the OpenSlide handle."""
         self._slide.close()
 
-    def __enter__(self) -> "WholeSlide":
+    def __enter__(self) -> "OpenSlideSource":
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 image: area filter when shrinking, bicubic when enlarging.
+
+    Parameters
+    ----------
+    rgb
+        uint8 (H, W, 3).
+    width, height
+        Output size.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (height, width, 3); the input itself when the size already matches.
+    """
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb
+    shrinking = rgb.shape[1] >= width and rgb.shape[0] >= height
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(rgb).resize((width, height), method))
 
 
 def flatten_on_white(rgba: Image.Image) -> np.ndarray:
@@ -164,3 +282,61 @@ def flatten_on_white(rgba: Image.Image) -> np.ndarray:
     # OpenSlide returns premultiplied alpha, so out = rgb + (1 - alpha) * white.
     out = rgb.astype(np.uint16) + (255 - alpha[..., None].astype(np.uint16))
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def resolve_slide_path(path: Path) -> Path:
+    """Return the file OpenSlide should open: the path itself, or a DICOM file of a series folder.
+
+    Raises
+    ------
+    WSIPipelineError
+        When nothing is there.
+    """
+    if path.is_dir():
+        dicom = sorted(p for p in path.iterdir() if p.suffix.lower() == ".dcm")
+        if dicom:
+            return dicom[0]
+        raise WSIPipelineError(
+            "a folder was given as a slide, but it holds no DICOM (.dcm) files",
+            where=str(path),
+            fix="point slide_path at the slide file (for DICOM WSI, any .dcm file of the series or its folder)",
+        )
+    if not path.is_file():
+        raise WSIPipelineError("slide file not found", where=str(path), fix="check slide_path in the cohort table")
+    return path
+
+
+def companion_files(path: Path, vendor: str) -> list[Path]:
+    """Files besides ``path`` that hold the slide's pixels (folded into its fingerprint).
+
+    A MIRAX ``.mrxs`` is a small index beside a folder of the same stem holding the data; a
+    DICOM WSI is a series of ``.dcm`` files in one folder. For single-file formats, none.
+    """
+    if vendor == "mirax":
+        folder = path.with_suffix("")
+        return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if vendor == "dicom":
+        return sorted(p for p in path.parent.iterdir() if p.suffix.lower() == ".dcm" and p != path)
+    return []
+
+
+def unreadable_slide_error(path: Path, error: Exception) -> WSIPipelineError:
+    """The error for a file OpenSlide cannot open, with the most useful fix we can give."""
+    fix = "check the file is a complete slide in a format OpenSlide supports; re-export or re-copy it"
+    if path.suffix.lower() in {".tif", ".tiff"} and is_untiled_tiff(path):
+        fix = (
+            "this TIFF stores strips, not tiles, and OpenSlide reads only tiled TIFFs: convert it, e.g. "
+            "`vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg`"
+        )
+    return WSIPipelineError(f"OpenSlide cannot read this slide ({type(error).__name__}: {error})", where=str(path), fix=fix)
+
+
+def is_untiled_tiff(path: Path) -> bool:
+    """Return whether ``path`` is a readable TIFF whose first page is stored in strips."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return not tif.pages[0].is_tiled
+    except Exception:  # noqa: BLE001 - any failure just means "not that case"
+        return False

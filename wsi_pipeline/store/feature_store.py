@@ -2,8 +2,12 @@
 
 Layout (Zarr v3, local path or any fsspec URL)::
 
-    <store>/tiling/<tiling_id>/<slide_uid>/                    coords (N,2) int64, tissue_fraction (N,)
-    <store>/features/<encoder_id>/<tiling_id>/<slide_uid>/     features (N,D) float16
+    <store>/tiling/<tiling_id>/<slide_entry>/                  coords (N,2) int64, per-tile QC columns (N,),
+                                                               tissue/pen masks at thumbnail scale
+    <store>/features/<encoder_id>/<tiling_id>/<slide_entry>/   features (N,D) float16
+
+``slide_entry`` is the slide's content uid joined with the level-0 µm/px the tiles were placed
+with (see :func:`slide_entry`), so a µm/px override can never leave old tiles or features behind.
 
 An entry counts only once its attrs say ``complete: true``, which is written last; an entry left
 incomplete by a crash is wiped and rewritten by the next writer and ignored by readers.
@@ -12,6 +16,7 @@ incomplete by a crash is wiped and rewritten by the next writer and ignored by r
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +32,27 @@ FEATURE_ROWS_PER_CHUNK = 1024
 
 @dataclass(frozen=True)
 class TilingEntry:
-    """A slide's tile grid as stored."""
+    """A slide's tile grid as stored.
+
+    Attributes
+    ----------
+    coords
+        (N, 2) int64 level-0 top-left corners.
+    columns
+        Per-tile QC columns, each (N,) float32 (``tissue_fraction``, ``pen_fraction``,
+        ``background_fraction``, ``blur`` for entries written by the tile stage).
+    attrs
+        Provenance and per-slide summary.
+    """
 
     coords: np.ndarray
-    tissue_fraction: np.ndarray
+    columns: dict[str, np.ndarray]
     attrs: dict[str, Any]
+
+    @property
+    def tissue_fraction(self) -> np.ndarray:
+        """(N,) tissue fraction of each tile."""
+        return self.columns["tissue_fraction"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,15 @@ class FeatureEntry:
 
     features: np.ndarray
     attrs: dict[str, Any]
+
+
+def slide_entry(slide_uid: str, slide_mpp: float) -> str:
+    """Return the store name of a slide scanned (or overridden) at ``slide_mpp`` µm/px.
+
+    Coordinates and features depend on the µm/px the grid was laid with, so it is part of the
+    key: a slide whose ``mpp`` override changes gets new entries, never the old ones.
+    """
+    return f"{slide_uid}_{slide_mpp:.6g}um"
 
 
 def tiling_key(tiling_id: str, slide_uid: str) -> str:
@@ -136,27 +166,60 @@ class FeatureStore:
         tiling_id: str,
         slide_uid: str,
         coords: np.ndarray,
-        tissue_fraction: np.ndarray,
+        columns: Mapping[str, np.ndarray],
         attrs: dict[str, Any],
+        masks: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Write a slide's tile grid, replacing any incomplete entry, and mark it complete last."""
+        """Write a slide's tile grid, replacing any incomplete entry, and mark it complete last.
+
+        Parameters
+        ----------
+        tiling_id, slide_uid
+            The entry's keys (``slide_uid`` is the slide entry name, see :func:`slide_entry`).
+        coords
+            (N, 2) level-0 top-left corners.
+        columns
+            Per-tile values, each of length N (stored as float32).
+        attrs
+            Provenance and summary.
+        masks
+            Thumbnail-scale boolean masks (``tissue``, ``pen``) kept for QC pictures and contours.
+        """
         coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-        fraction = np.asarray(tissue_fraction, dtype=np.float32).reshape(-1)
-        if len(coords) != len(fraction):
-            raise ValueError(f"{len(coords)} coords but {len(fraction)} tissue fractions")
         group = self._open("a").create_group(tiling_key(tiling_id, slide_uid), overwrite=True)
         chunk = max(1, min(len(coords), 65536))
         group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(chunk, 2))[...] = coords
-        group.create_array("tissue_fraction", shape=fraction.shape, dtype="float32", chunks=(chunk,))[...] = fraction
+        for name, values in columns.items():
+            values = np.asarray(values, dtype=np.float32).reshape(-1)
+            if len(values) != len(coords):
+                raise ValueError(f"column '{name}' has {len(values)} values for {len(coords)} tiles")
+            group.create_array(name, shape=values.shape, dtype="float32", chunks=(chunk,))[...] = values
+        for name, mask in (masks or {}).items():
+            mask = np.asarray(mask, dtype=bool)
+            group.create_array(f"mask_{name}", shape=mask.shape, dtype="bool", chunks=mask.shape or (1,))[...] = mask
         group.attrs.update(
-            {**attrs, "n_tiles": int(len(coords)), "package_version": wsi_pipeline.__version__, "created": _now()}
+            {
+                **attrs,
+                "n_tiles": int(len(coords)),
+                "columns": list(columns),
+                "masks": list(masks or {}),
+                "package_version": wsi_pipeline.__version__,
+                "created": _now(),
+            }
         )
         group.attrs["complete"] = True
 
     def read_tiling(self, tiling_id: str, slide_uid: str) -> TilingEntry:
         """Read a complete tiling entry."""
         group = self._complete_group(tiling_key(tiling_id, slide_uid), "tiling")
-        return TilingEntry(group["coords"][...], group["tissue_fraction"][...], dict(group.attrs))
+        attrs = dict(group.attrs)
+        columns = {name: group[name][...] for name in attrs.get("columns", ["tissue_fraction"])}
+        return TilingEntry(group["coords"][...], columns, attrs)
+
+    def read_tiling_masks(self, tiling_id: str, slide_uid: str) -> dict[str, np.ndarray]:
+        """Read the thumbnail-scale masks of a complete tiling entry (``tissue``, ``pen``)."""
+        group = self._complete_group(tiling_key(tiling_id, slide_uid), "tiling")
+        return {name: group[f"mask_{name}"][...] for name in group.attrs.get("masks", [])}
 
     # -- features -------------------------------------------------------------------------------
     def begin_features(

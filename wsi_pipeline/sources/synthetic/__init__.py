@@ -6,9 +6,18 @@ slide is a few dense clusters of small dark lymphocytes covering 10-20% of its t
 
 Modules: `spec` (what to render, the truth), `layout` (regions), `nuclei`, `stain` (colour),
 `fields` (smooth noise, resampling), `slide` (render), `tiff` (write), `generate` (atomic
-render + write), `outcomes`, `cohort` (plan, table).
+render + write), `outcomes`, `cohort` (plan, table), `large` (slides of any size, written tile by
+tile in bounded memory).
+`artefacts`: slides with pen ink, black padding, pale and IHC tissue, blur and debris, and a
+fluorescence scan, with the ground truth that tissue segmentation is tested against.
 """
 
+from .artefacts import (
+    ArtefactTruth,
+    render_artefact_slide,
+    render_fluorescence_slide,
+    write_artefact_slide,
+)
 from .cohort import (
     COHORT_TABLE,
     TABLE_COLUMNS,
@@ -20,12 +29,15 @@ from .cohort import (
     write_cohort_table,
 )
 from .generate import generate_slide
+from .large import LargeSlideTruth, write_large_slide
 from .slide import render_slide
 from .spec import MASK_DOWNSAMPLE, SlideTruth, SyntheticSlideSpec
 from .tiff import write_pyramidal_tiff
 
 __all__ = [
+    "ArtefactTruth",
     "COHORT_TABLE",
+    "LargeSlideTruth",
     "MASK_DOWNSAMPLE",
     "TABLE_COLUMNS",
     "SlideTruth",
@@ -35,8 +47,12 @@ __all__ = [
     "generate_cohort",
     "generate_slide",
     "plan_synthetic_cohort",
+    "render_artefact_slide",
+    "render_fluorescence_slide",
     "render_slide",
     "slide_seed",
+    "write_artefact_slide",
     "write_cohort_table",
+    "write_large_slide",
     "write_pyramidal_tiff",
 ]

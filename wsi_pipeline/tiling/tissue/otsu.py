@@ -1,9 +1,14 @@
-"""Tissue segmentation at thumbnail scale: Otsu on saturation, then morphological clean-up."""
+"""The plain method: Otsu on saturation, then morphological clean-up (no pen or border removal)."""
 
 from __future__ import annotations
 
 import numpy as np
 from skimage import color, filters, morphology
+
+from wsi_pipeline.config.workflow import TissueConfig
+from wsi_pipeline.sources.protocol import TileSource
+from wsi_pipeline.tiling.tissue.base import TissueMap, register_tissue_method
+from wsi_pipeline.tiling.tissue.thumbnail import segmentation_thumbnail
 
 #: Pixels this bright and this grey are glass whatever Otsu says: keeps a slide that is almost
 #: all tissue from having its paler tissue thrown out as "background".
@@ -11,7 +16,7 @@ GLASS_MIN_VALUE = 0.92
 GLASS_MAX_SATURATION = 0.05
 
 
-def tissue_mask(
+def otsu_saturation_mask(
     rgb: np.ndarray,
     *,
     mpp: float,
@@ -58,3 +63,20 @@ def tissue_mask(
     mask = morphology.remove_small_objects(mask, max_size=min_size)
     mask = morphology.remove_small_holes(mask, max_size=max_hole)
     return mask
+
+
+@register_tissue_method("otsu_saturation")
+def otsu_saturation(source: TileSource, config: TissueConfig) -> TissueMap:
+    """Segment with `otsu_saturation_mask` on the segmentation thumbnail; pen is not looked for."""
+    rgb, scale, mpp = segmentation_thumbnail(source, config)
+    tissue = otsu_saturation_mask(
+        rgb, mpp=mpp, min_object_um2=config.min_object_um2, max_hole_um2=config.max_hole_um2
+    )
+    return TissueMap(
+        tissue=tissue,
+        pen=np.zeros_like(tissue),
+        scale=scale,
+        mpp=mpp,
+        modality="brightfield",
+        thumbnail=rgb,
+    )

@@ -1,0 +1,80 @@
+"""Per-tile quality measured on the tile's own pixels: background fraction and blur score."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Glass in brightfield: bright and grey. Fractions of 255.
+GLASS_MIN_VALUE = 0.80
+GLASS_MAX_SATURATION = 0.10
+#: Background in fluorescence: dark.
+DARK_MAX_VALUE = 0.12
+#: Below this fraction of non-background pixels the blur score uses the whole tile (a nearly
+#: empty tile has no tissue to judge focus on).
+MIN_TISSUE_FOR_BLUR = 0.05
+#: ITU-R BT.601 luma weights: the usual grey for focus measures.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def background_pixels(tiles: np.ndarray, modality: str = "brightfield") -> np.ndarray:
+    """Return which pixels of each tile are background.
+
+    Parameters
+    ----------
+    tiles
+        (B, H, W, 3) uint8 RGB.
+    modality
+        ``"brightfield"`` (background is bright, unsaturated glass, or white padding) or
+        ``"fluorescence"`` (background is dark).
+
+    Returns
+    -------
+    numpy.ndarray
+        (B, H, W) bool.
+    """
+    high = tiles.max(axis=-1)
+    if modality == "fluorescence":
+        return high <= DARK_MAX_VALUE * 255
+    low = tiles.min(axis=-1)
+    spread = high.astype(np.int16) - low
+    # HSV saturation is (max - min) / max; compared without dividing.
+    return (high >= GLASS_MIN_VALUE * 255) & (spread <= GLASS_MAX_SATURATION * high)
+
+
+def background_fraction(tiles: np.ndarray, modality: str = "brightfield") -> np.ndarray:
+    """Return the fraction of each tile's pixels that are background, (B,) float32 in [0, 1]."""
+    return background_pixels(tiles, modality).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+
+
+def laplacian_variance(tiles: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
+    """Return each tile's blur score: the variance of the Laplacian of its grey levels.
+
+    A sharp image has strong second derivatives at edges (nuclei, fibres); an out-of-focus one
+    has few, so the variance of the Laplacian falls. Computed on grey levels 0-255 with the
+    4-neighbour kernel ``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]`` over interior pixels, and only
+    where the tile is not background, so glass does not make a sharp tile look blurred.
+
+    Parameters
+    ----------
+    tiles
+        (B, H, W, 3) uint8 RGB, each at least 3 x 3.
+    background
+        (B, H, W) bool background pixels to leave out; None uses every pixel.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) float32, larger is sharper.
+    """
+    grey = tiles.astype(np.float32) @ LUMA
+    lap = (
+        grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1] + grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:] - 4.0 * grey[:, 1:-1, 1:-1]
+    )
+    scores = np.empty(len(tiles), dtype=np.float32)
+    for i, values in enumerate(lap):
+        if background is not None:
+            keep = ~background[i, 1:-1, 1:-1]
+            if keep.mean() >= MIN_TISSUE_FOR_BLUR:
+                values = values[keep]
+        scores[i] = float(np.var(values, dtype=np.float64))
+    return scores

@@ -1,0 +1,233 @@
+"""Tissue on brightfield slides (H&E, IHC): optical density against the glass, colour, pen removal.
+
+Stain absorbs light, so tissue is where the optical density OD = -log(I / I0) rises above the
+glass; I0 is measured on the glass of the image itself, because scanners set their white point
+anywhere from ~220 to 255. Stains are coloured: their OD differs between channels (eosin absorbs
+green, haematoxylin red and green, DAB blue and green), whereas black padding, dust, dark debris
+and black ink absorb all channels alike. So a tissue pixel needs both enough OD and enough
+*colour* in OD (the ratio of its weakest to its strongest channel OD well below 1).
+
+The OD threshold sits just above the glass (its own noise plus a margin), not at an Otsu split
+between pale and dark tissue: that keeps faintly stained tissue (a third of the usual OD) and
+works on a slide that is all tissue or all pale, where a histogram split has nothing to split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage import morphology
+
+from wsi_pipeline.tiling.tissue.pen import PEN_DILATION_UM, ink_masks
+
+#: A glass pixel: every channel at least this bright, red and green within `GLASS_MAX_SPREAD` of
+#: each other, blue within `GLASS_MAX_TINT` of them (fractions of the brightest channel). Glass is
+#: grey but for the colour temperature of the scanner's light or the mounting medium, a tint
+#: along the blue-yellow axis; pale eosin is magenta (green below red), so it is not glass.
+GLASS_MIN_LEVEL = 150
+GLASS_MAX_SPREAD = 0.04
+GLASS_MAX_TINT = 0.12
+#: Glass must cover this fraction of the image for I0 to be measured; else a white light is assumed.
+GLASS_MIN_FRACTION = 0.01
+#: Bounds of the OD threshold: above typical glass noise and JPEG ringing, below faint stain.
+OD_THRESHOLD_BOUNDS = (0.03, 0.10)
+#: Margin added to the spread of the glass's OD (uneven illumination, dust haze).
+OD_MARGIN = 0.02
+#: Minimum colour in OD, 1 - min(OD) / max(OD): stains are >= ~0.25 (DAB plus haematoxylin is the
+#: greyest), black or grey things <= ~0.1.
+MIN_OD_CHROMA = 0.15
+#: Gaps this wide (µm) between stained structures are closed: nuclei and stroma form one piece.
+CLOSING_UM = 8.0
+#: OD is smoothed with this sigma (µm) so a fine thumbnail is read as tissue, not as single nuclei.
+SMOOTHING_UM = 2.0
+
+
+def glass_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Pixels that look like bare glass: bright in every channel, and grey.
+
+    Parameters
+    ----------
+    rgb
+        (H, W, 3) uint8 image.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool. Very pale tissue can pass too, so statistics over these pixels must be robust.
+    """
+    red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
+    high = rgb.max(axis=-1)
+    return (
+        (rgb.min(axis=-1) >= GLASS_MIN_LEVEL)
+        & (np.abs(red - green) <= GLASS_MAX_SPREAD * high)
+        & (np.abs(2 * blue - red - green) <= 2 * GLASS_MAX_TINT * high)
+    )
+
+
+def glass_intensity(rgb: np.ndarray) -> np.ndarray:
+    """Estimate the light through bare glass (I0) per channel.
+
+    Parameters
+    ----------
+    rgb
+        (H, W, 3) uint8 image.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (3,): the median RGB of `glass_pixels`, or 255 in every channel when fewer than
+        `GLASS_MIN_FRACTION` of the pixels look like glass (a slide that is all tissue).
+    """
+    glass = glass_pixels(rgb)
+    if glass.mean() < GLASS_MIN_FRACTION:
+        return np.full(3, 255.0)
+    return np.median(rgb[glass], axis=0).astype(np.float64)
+
+
+def optical_density(rgb: np.ndarray, i0: np.ndarray) -> np.ndarray:
+    """Per-channel optical density -log(I / I0), clipped at 0 (brighter than glass is glass).
+
+    Parameters
+    ----------
+    rgb
+        (H, W, 3) uint8 image.
+    i0
+        (3,) light through glass, from `glass_intensity`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W, 3).
+    """
+    od = np.log(np.asarray(i0, dtype=np.float32)) - np.log(np.maximum(rgb, 1).astype(np.float32))
+    return np.maximum(od, 0.0, out=od)
+
+
+def od_threshold(od_max: np.ndarray, glass: np.ndarray) -> float:
+    """OD above which a pixel may be tissue: just above the spread of the glass, bounded.
+
+    The spread is measured robustly (median plus four MAD-standard deviations) because the
+    glass-looking pixels include some pale tissue, which must not raise the threshold.
+
+    Parameters
+    ----------
+    od_max
+        (H, W) strongest-channel OD.
+    glass
+        (H, W) bool, pixels that look like glass.
+
+    Returns
+    -------
+    float
+        A threshold within `OD_THRESHOLD_BOUNDS`.
+    """
+    noise = 0.0
+    if glass.any():
+        values = od_max[glass]
+        median = float(np.median(values))
+        noise = median + 4.0 * 1.4826 * float(np.median(np.abs(values - median)))
+    low, high = OD_THRESHOLD_BOUNDS
+    return float(np.clip(noise + OD_MARGIN, low, high))
+
+
+def clean_mask(
+    mask: np.ndarray, mpp: float, *, closing_um: float, min_object_um2: float, max_hole_um2: float
+) -> np.ndarray:
+    """Close small gaps, drop small pieces, fill small holes; every size physical.
+
+    Parameters
+    ----------
+    mask
+        (H, W) bool.
+    mpp
+        µm per pixel.
+    closing_um
+        Radius (µm) of the closing that joins nearby structures; 0 skips it.
+    min_object_um2
+        Pieces this small (µm²) or smaller are dropped.
+    max_hole_um2
+        Holes this small (µm²) or smaller are filled.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool.
+    """
+    radius = round(closing_um / mpp)
+    if radius >= 1:
+        # Pad with the edge values: a closing treats the outside as background, which would
+        # erode tissue that runs off the image edge (a crop of a slide, a region scan).
+        padded = np.pad(mask, radius, mode="edge")
+        mask = ndimage.binary_closing(padded, morphology.disk(radius))[radius:-radius, radius:-radius]
+    px_area = mpp * mpp
+    mask = morphology.remove_small_objects(mask, max_size=max(1, round(min_object_um2 / px_area)))
+    return morphology.remove_small_holes(mask, max_size=max(1, round(max_hole_um2 / px_area)))
+
+
+def brightfield_masks(
+    rgb: np.ndarray,
+    mpp: float,
+    *,
+    min_object_um2: float = 20000.0,
+    max_hole_um2: float = 20000.0,
+    remove_pen: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment tissue and pen ink in a brightfield thumbnail.
+
+    Parameters
+    ----------
+    rgb
+        (H, W, 3) uint8 thumbnail.
+    mpp
+        µm per thumbnail pixel; every size below is physical.
+    min_object_um2
+        Tissue pieces smaller than this area (µm²) are dropped.
+    max_hole_um2
+        Holes in tissue smaller than this area (µm²) are filled (pen ink is cut out again after).
+    remove_pen
+        Find blue, green and black marker ink and exclude it from tissue. When False, ink is
+        not looked for (the pen mask is all False); black and grey things are still excluded.
+
+    Returns
+    -------
+    tissue : numpy.ndarray
+        (H, W) bool, True on tissue; glass, black padding, grey/black debris and ink excluded.
+    pen : numpy.ndarray
+        (H, W) bool, True on pen ink (grown by `PEN_DILATION_UM`).
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+    if not mpp > 0:
+        raise ValueError(f"mpp must be positive, got {mpp}")
+    glass = glass_pixels(rgb)
+    i0 = glass_intensity(rgb)
+    od = optical_density(rgb, i0)
+    sigma = SMOOTHING_UM / mpp
+    if sigma >= 0.5:
+        od = ndimage.gaussian_filter(od, sigma=(sigma, sigma, 0))
+    od_max = od.max(axis=-1)
+    od_min = od.min(axis=-1)
+    chroma = 1.0 - od_min / np.maximum(od_max, 1e-6)
+
+    stained = (od_max > od_threshold(od_max, glass)) & (chroma >= MIN_OD_CHROMA)
+
+    inks = ink_masks(rgb, mpp)
+    radius = max(1, round(PEN_DILATION_UM / mpp))
+    grow = morphology.disk(radius)
+    if remove_pen:
+        pen = inks["blue"] | inks["green"] | inks["black"]
+        pen = ndimage.binary_dilation(pen, grow) if pen.any() else pen
+        excluded = pen
+    else:
+        pen = np.zeros(rgb.shape[:2], dtype=bool)
+        # Black padding and very dark debris are never tissue, asked for or not.
+        excluded = ndimage.binary_dilation(inks["black"], grow) if inks["black"].any() else inks["black"]
+
+    tissue = clean_mask(
+        stained & ~excluded, mpp, closing_um=CLOSING_UM, min_object_um2=min_object_um2, max_hole_um2=max_hole_um2
+    )
+    # Filling holes and closing may have reached into ink or padding: cut it out again, then
+    # drop the slivers that leaves along stroke edges.
+    tissue &= ~excluded
+    tissue = morphology.remove_small_objects(tissue, max_size=max(1, round(min_object_um2 / (mpp * mpp))))
+    return tissue, pen
