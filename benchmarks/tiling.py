@@ -271,6 +271,12 @@ def main(argv: list[str] | None = None) -> None:
         thumbnail = run_child("thumbnail", path, args)
         tile = run_child("tile", path, args)
         rows.append({**asdict(job), "gpx": job.gpx, "truth": truth, "thumbnail": thumbnail, "tile": tile})
+        print(
+            f"  thumbnail {thumbnail['seconds']:.2f} s, tile stage {tile['seconds']:.2f} s, "
+            f"{tile['kept']} tiles kept, peak RSS {tile['peak_rss_mb']:.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"tile stage: TilingConfig(mpp={args.tile_mpp}, tile_px={args.tile_px}); "
         f"baseline: thumbnail({args.thumbnail_mpp}); "

@@ -125,3 +125,64 @@ def test_real_aperio_slide_tiles_tissue_only_and_covers_it(shared_slides):
     assert (stained.mean(axis=(1, 2)) > 0.05).all(), "a kept tile is all glass"
     assert np.median(stained.mean(axis=(1, 2))) > 0.5
     assert tiling.coords[:, 1].max() + 256 > 2967  # the bottom strip, where the tissue is cut, is tiled
+
+
+@pytest.fixture(scope="module")
+def artefact_slide(tmp_path_factory):
+    """Pale and IHC tissue, pen in three colours, a black border, debris and blurred patches, with truth."""
+    from wsi_pipeline.sources.synthetic import write_artefact_slide
+
+    path = tmp_path_factory.mktemp("slides") / "artefacts.tiff"
+    truth = write_artefact_slide(path, seed=0)
+    return path, truth
+
+
+def truth_fraction(mask: np.ndarray, coords: np.ndarray, size: float) -> np.ndarray:
+    """Fraction of each tile a full-resolution truth mask covers (outside the slide: not covered)."""
+    side = int(round(size))
+    return np.array([mask[y : y + side, x : x + side].sum() / side**2 for x, y in coords])
+
+
+def test_pen_tiles_are_dropped_and_counted(artefact_slide):
+    path, truth = artefact_slide
+    with open_source("wsi", path) as source:
+        strict = tile_slide(source, TilingConfig(mpp=2.0, tile_px=64))
+        lenient = tile_slide(source, TilingConfig(mpp=2.0, tile_px=64, qc={"max_pen": 1.0}))
+    size = strict.geometry.size_level0
+    assert strict.dropped["pen"] > 10 and lenient.dropped["pen"] == 0
+    assert len(lenient.coords) - len(strict.coords) == strict.dropped["pen"]
+    assert truth_fraction(truth.pen, strict.coords, size).max() <= 0.2  # no kept tile is mostly ink
+    # The stored pen fraction tracks the truth.
+    estimated, actual = lenient.qc["pen_fraction"], truth_fraction(truth.pen, lenient.coords, size)
+    assert np.corrcoef(estimated, actual)[0, 1] > 0.95
+    assert strict.pen_area_mm2 == pytest.approx(truth.pen.sum() * 2.0**2 / 1e6, rel=0.35)
+
+
+def test_blurred_tiles_are_flagged_and_can_be_dropped(artefact_slide):
+    path, truth = artefact_slide
+    with open_source("wsi", path) as source:
+        flagged = tile_slide(source, TilingConfig(mpp=2.0, tile_px=64, qc={"max_pen": 1.0}))
+        dropped = tile_slide(source, TilingConfig(mpp=2.0, tile_px=64, qc={"max_pen": 1.0, "min_blur": 50}))
+    size = flagged.geometry.size_level0
+    in_patch = truth_fraction(truth.blur, flagged.coords, size) > 0.9
+    clear = truth_fraction(truth.blur, flagged.coords, size) == 0
+    assert in_patch.sum() >= 3
+    assert (flagged.qc["blur"][in_patch] < 50).all() and (flagged.qc["blur"][clear] > 50).mean() > 0.98
+    assert flagged.n_blurred >= in_patch.sum() and flagged.dropped["blur"] == 0
+    assert dropped.dropped["blur"] == flagged.n_blurred and (dropped.qc["blur"] >= 50).all()
+    assert truth_fraction(truth.blur, dropped.coords, size).max() <= 0.9
+
+
+def test_artefacts_never_make_tiles(artefact_slide):
+    path, truth = artefact_slide
+    with open_source("wsi", path) as source:
+        tiling = tile_slide(source, TilingConfig(mpp=2.0, tile_px=64))
+    size = tiling.geometry.size_level0
+    assert truth_fraction(truth.border, tiling.coords, size).max() < 0.2
+    assert truth_fraction(truth.tissue, tiling.coords, size).min() >= 0.1
+    # Pale and IHC tissue are tiled like the rest, where no ink covers them.
+    with open_source("wsi", path) as source:
+        lenient = tile_slide(source, TilingConfig(mpp=2.0, tile_px=64, qc={"max_pen": 1.0}))
+    for name in ("pale", "ihc"):
+        visible = getattr(truth, name) & ~truth.pen
+        assert coverage(visible[::8, ::8], 8, lenient.coords, size) > 0.85, name

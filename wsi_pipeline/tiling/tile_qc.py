@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from wsi_pipeline.tiling.channels import channel_max, channel_min
 
 #: Glass in brightfield: bright and grey. Fractions of 255.
 GLASS_MIN_VALUE = 0.80
@@ -32,10 +33,10 @@ def background_pixels(tiles: np.ndarray, modality: str = "brightfield") -> np.nd
     numpy.ndarray
         (B, H, W) bool.
     """
-    high = tiles.max(axis=-1)
+    high = channel_max(tiles)
     if modality == "fluorescence":
         return high <= DARK_MAX_VALUE * 255
-    low = tiles.min(axis=-1)
+    low = channel_min(tiles)
     spread = high.astype(np.int16) - low
     # HSV saturation is (max - min) / max; compared without dividing.
     return (high >= GLASS_MIN_VALUE * 255) & (spread <= GLASS_MAX_SATURATION * high)

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from wsi_pipeline.config.workflow import TissueConfig
 from wsi_pipeline.tiling.tissue import (
     INK_COLOURS,
     brightfield_masks,
     glass_intensity,
     looks_fluorescent,
     optical_density,
-    segment_tissue,
+    scanner_padding,
 )
 
 
@@ -53,6 +52,8 @@ def test_pale_and_ihc_tissue_found(artefact_segmented, kind):
 def test_black_border_and_debris_are_not_tissue(artefact_segmented):
     result, grid = artefact_segmented
     assert (result.tissue & grid["border"]).sum() / grid["border"].sum() < 0.02
+    # Padding is not ink either: it must not count as pen area in the QC.
+    assert (result.pen & grid["border"] & ~grid["near_pen"]).sum() / grid["border"].sum() < 0.05
     # Some debris clumps are larger than the smallest tissue piece kept (20000 µm² = 556 px at
     # 6 µm/px), so colour, not size, must reject them.
     labels, n = ndimage.label(grid["debris"])
@@ -90,6 +91,20 @@ def test_blank_glass_has_no_tissue():
     glass = np.clip(rng.normal(238, 2, size=(200, 300, 3)), 0, 255).astype(np.uint8)
     tissue, pen = brightfield_masks(glass, 8.0)
     assert not tissue.any() and not pen.any()
+
+
+def test_scanner_padding_is_solid_blocks_on_the_edge():
+    black = np.zeros((60, 80), dtype=bool)
+    black[:6] = True  # a band along the top
+    black[40:, 70:] = True  # a corner block
+    for i in range(30):  # a thin diagonal stroke running off the left edge
+        black[20 + i, max(0, i - 2) : i + 2] = True
+    black[25:30, 40:45] = True  # a dark speck away from the edges
+    black[6:18, 50:53] = True  # a stroke running into the band
+    padding = scanner_padding(black)
+    assert padding[:6].all() and padding[40:, 70:].all()
+    assert padding.sum() == 6 * 80 + 20 * 10
+    assert not scanner_padding(np.zeros((5, 5), dtype=bool)).any()
 
 
 def test_optical_density_against_glass():

@@ -15,7 +15,6 @@ Layout choices, all checked against OpenSlide's generic-TIFF reader:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import tifffile

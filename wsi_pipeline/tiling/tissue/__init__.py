@@ -17,7 +17,12 @@ from wsi_pipeline.tiling.tissue.base import (
     segment_tissue,
     tissue_method_names,
 )
-from wsi_pipeline.tiling.tissue.brightfield import brightfield_masks, glass_intensity, optical_density
+from wsi_pipeline.tiling.tissue.brightfield import (
+    brightfield_masks,
+    glass_intensity,
+    optical_density,
+    scanner_padding,
+)
 from wsi_pipeline.tiling.tissue.fluorescence import fluorescence_mask, looks_fluorescent
 from wsi_pipeline.tiling.tissue.otsu import otsu_saturation_mask
 from wsi_pipeline.tiling.tissue.pen import INK_COLOURS, ink_masks, pen_mask
@@ -44,6 +49,7 @@ __all__ = [
     "otsu_saturation_mask",
     "pen_mask",
     "register_tissue_method",
+    "scanner_padding",
     "segment_tissue",
     "segmentation_mpp",
     "segmentation_thumbnail",

@@ -19,6 +19,7 @@ from scipy import ndimage
 from skimage import morphology
 
 from wsi_pipeline.tiling.tissue.pen import PEN_DILATION_UM, ink_masks
+from wsi_pipeline.tiling.channels import channel_max, channel_min
 
 #: A glass pixel: every channel at least this bright, red and green within `GLASS_MAX_SPREAD` of
 #: each other, blue within `GLASS_MAX_TINT` of them (fractions of the brightest channel). Glass is
@@ -56,9 +57,9 @@ def glass_pixels(rgb: np.ndarray) -> np.ndarray:
         (H, W) bool. Very pale tissue can pass too, so statistics over these pixels must be robust.
     """
     red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
-    high = rgb.max(axis=-1)
+    high = channel_max(rgb)
     return (
-        (rgb.min(axis=-1) >= GLASS_MIN_LEVEL)
+        (channel_min(rgb) >= GLASS_MIN_LEVEL)
         & (np.abs(red - green) <= GLASS_MAX_SPREAD * high)
         & (np.abs(2 * blue - red - green) <= 2 * GLASS_MAX_TINT * high)
     )
@@ -130,6 +131,50 @@ def od_threshold(od_max: np.ndarray, glass: np.ndarray) -> float:
     return float(np.clip(noise + OD_MARGIN, low, high))
 
 
+def scanner_padding(black: np.ndarray, min_fill: float = 0.9) -> np.ndarray:
+    """The parts of a black mask that are scanner padding: bands and blocks along the image edge.
+
+    A scanner fills what lies outside its scan area with black: whole rows or columns along an
+    edge, or a solid block in a corner. A black pen stroke running off the image (or into a
+    band) is a thin curve, which fills neither a row nor its own bounding box.
+
+    Parameters
+    ----------
+    black
+        (H, W) bool, dark pixels (``ink_masks(...)["black"]``).
+    min_fill
+        A row or column from the edge inwards is padding while at least this fraction of it is
+        black; a remaining component touching the edge is padding when it covers at least this
+        fraction of its bounding box.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool.
+    """
+    padding = np.zeros_like(black)
+    if not black.any():
+        return padding
+    rows, cols = black.mean(axis=1) >= min_fill, black.mean(axis=0) >= min_fill
+    for lines, axis in ((rows, 0), (cols, 1)):
+        for ordered, from_end in ((lines, False), (lines[::-1], True)):
+            depth = int(np.argmin(ordered)) if not ordered.all() else ordered.size
+            if depth:
+                band = slice(ordered.size - depth, None) if from_end else slice(0, depth)
+                if axis == 0:
+                    padding[band] = black[band]
+                else:
+                    padding[:, band] = black[:, band]
+    labels, _ = ndimage.label(black & ~padding)
+    edge = set(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]).tolist()) - {0}
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if index in edge and box is not None:
+            component = labels[box] == index
+            if component.mean() >= min_fill:
+                padding[box] |= component
+    return padding
+
+
 def clean_mask(
     mask: np.ndarray, mpp: float, *, closing_um: float, min_object_um2: float, max_hole_um2: float
 ) -> np.ndarray:
@@ -193,7 +238,7 @@ def brightfield_masks(
     tissue : numpy.ndarray
         (H, W) bool, True on tissue; glass, black padding, grey/black debris and ink excluded.
     pen : numpy.ndarray
-        (H, W) bool, True on pen ink (grown by `PEN_DILATION_UM`).
+        (H, W) bool, True on pen ink (grown by `PEN_DILATION_UM`), black padding left out.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
@@ -205,23 +250,27 @@ def brightfield_masks(
     sigma = SMOOTHING_UM / mpp
     if sigma >= 0.5:
         od = ndimage.gaussian_filter(od, sigma=(sigma, sigma, 0))
-    od_max = od.max(axis=-1)
-    od_min = od.min(axis=-1)
+    od_max = channel_max(od)
+    od_min = channel_min(od)
     chroma = 1.0 - od_min / np.maximum(od_max, 1e-6)
 
     stained = (od_max > od_threshold(od_max, glass)) & (chroma >= MIN_OD_CHROMA)
 
     inks = ink_masks(rgb, mpp)
-    radius = max(1, round(PEN_DILATION_UM / mpp))
-    grow = morphology.disk(radius)
+    padding = scanner_padding(inks["black"])
+    grow = morphology.disk(max(1, round(PEN_DILATION_UM / mpp)))
+
+    def grown(mask: np.ndarray) -> np.ndarray:
+        return ndimage.binary_dilation(mask, grow) if mask.any() else mask
+
+    # Black padding and very dark debris are never tissue, pen removal asked for or not; the
+    # padding is not reported as pen either (it would count as ink area in the QC).
+    excluded = grown(inks["black"])
     if remove_pen:
-        pen = inks["blue"] | inks["green"] | inks["black"]
-        pen = ndimage.binary_dilation(pen, grow) if pen.any() else pen
-        excluded = pen
+        pen = grown(inks["blue"] | inks["green"] | (inks["black"] & ~padding)) & ~padding
+        excluded |= pen
     else:
         pen = np.zeros(rgb.shape[:2], dtype=bool)
-        # Black padding and very dark debris are never tissue, asked for or not.
-        excluded = ndimage.binary_dilation(inks["black"], grow) if inks["black"].any() else inks["black"]
 
     tissue = clean_mask(
         stained & ~excluded, mpp, closing_um=CLOSING_UM, min_object_um2=min_object_um2, max_hole_um2=max_hole_um2

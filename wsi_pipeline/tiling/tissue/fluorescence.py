@@ -13,6 +13,7 @@ from scipy import ndimage
 from skimage import filters
 
 from wsi_pipeline.tiling.tissue.brightfield import clean_mask, glass_pixels
+from wsi_pipeline.tiling.channels import channel_max
 
 #: A pixel is dark when its brightest channel is below this level.
 DARK_LEVEL = 64
@@ -44,7 +45,7 @@ def looks_fluorescent(rgb: np.ndarray) -> bool:
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise ValueError(f"expected a non-empty (H, W, 3) RGB image, got shape {rgb.shape}")
-    dark_fraction = float((rgb.max(axis=-1) < DARK_LEVEL).mean())
+    dark_fraction = float((channel_max(rgb) < DARK_LEVEL).mean())
     glass_fraction = float(glass_pixels(rgb).mean())
     return dark_fraction >= MIN_DARK_FRACTION and glass_fraction <= MAX_GLASS_SHARE * (1.0 - dark_fraction)
 
@@ -79,7 +80,7 @@ def fluorescence_mask(
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
     if not mpp > 0:
         raise ValueError(f"mpp must be positive, got {mpp}")
-    brightness = rgb.max(axis=-1).astype(np.float32)
+    brightness = channel_max(rgb).astype(np.float32)
     sigma = SMOOTHING_UM / mpp
     if sigma >= 0.5:
         brightness = ndimage.gaussian_filter(brightness, sigma)
