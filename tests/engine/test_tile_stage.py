@@ -113,3 +113,33 @@ def test_slide_without_mpp_fails_alone_naming_the_column(cohort):
     assert sum(o.status == "done" for o in result.record.outcomes if o.stage == "tile") == len(rows)
     qc = pd.read_csv(tmp_path / "out" / "qc" / "tiling_qc.csv")
     assert qc.set_index("slide_id").loc["plain", "flags"].startswith("failed")
+
+
+def test_a_segmentation_model_named_in_the_manifest_runs_on_the_workers(cohort):
+    import warnings
+
+    torch = pytest.importorskip("torch")
+
+    class PinkOrPurple(torch.nn.Module):
+        """Tissue logit from colour: H&E has (R + B) / 2 well above G, glass does not."""
+
+        def forward(self, x):
+            return 40.0 * ((x[:, 0:1] + x[:, 2:3]) / 2 - x[:, 1:2] - 0.05)
+
+    tmp_path, folder, table = cohort
+    (tmp_path / "models").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(PinkOrPurple()), str(tmp_path / "models" / "seg.pt"))
+    manifest = write_manifest(tmp_path, str(table))
+    data = yaml.safe_load(manifest.read_text())
+    data["overrides"] = {"tiling": {"tissue": {"method": "model", "model": {"path": "models/seg.pt", "mpp": 16}}}}
+    manifest.write_text(yaml.safe_dump(data))
+    result, _ = run(manifest)
+    assert result.exit_code == EXIT_OK
+    qc = pd.read_csv(tmp_path / "out" / "qc" / "tiling_qc.csv")
+    assert (qc["n_kept"] >= 5).all() and (qc["n_kept"] < qc["n_grid_tiles"]).all() and (qc["tissue_area_mm2"] > 0.02).all()
+    entry = next((tmp_path / "out" / "store" / "tiling").glob("*/*/zarr.json"))
+    attrs = json.loads(entry.read_text())["attributes"]
+    assert attrs["mask_mpp"] == pytest.approx(16.0)  # the model's own scale, not the thumbnail's
+    assert attrs["tiling_params"]["tissue"]["model"]["sha256"] and attrs["tiling_params"]["tissue"]["model"]["path"] is None

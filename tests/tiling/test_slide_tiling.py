@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -186,3 +188,52 @@ def test_artefacts_never_make_tiles(artefact_slide):
     for name in ("pale", "ihc"):
         visible = getattr(truth, name) & ~truth.pen
         assert coverage(visible[::8, ::8], 8, lenient.coords, size) > 0.85, name
+
+
+def test_fluorescence_slide_is_tiled_on_its_signal_not_edge_to_edge(tmp_path):
+    from wsi_pipeline.sources.synthetic import render_fluorescence_slide
+
+    rgb, tissue = render_fluorescence_slide(2048, 1536, mpp=1.0, seed=2)
+    path = tmp_path / "dapi.tiff"
+    write_pyramidal_tiff(path, rgb, 1.0, 3)
+    with open_source("wsi", path) as source:
+        tiling = tile_slide(source, TilingConfig(mpp=2.0, tile_px=64))
+    size = tiling.geometry.size_level0
+    assert tiling.tissue.modality == "fluorescence"
+    assert len(tiling.coords) < 0.8 * tiling.n_grid_tiles  # not the whole dark slide
+    assert coverage(tissue[::8, ::8], 8, tiling.coords, size) >= 0.9
+    assert truth_fraction(tissue, tiling.coords, size).min() >= 0.1
+    # Background is dark here: a tile full of tissue is not "background" for its QC column.
+    inside = truth_fraction(tissue, tiling.coords, size) > 0.95
+    assert inside.any() and np.median(tiling.qc["background_fraction"][inside]) < 0.5
+
+
+def test_a_segmentation_model_is_identified_by_its_content(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Flat(torch.nn.Module):
+        def __init__(self, bias: float) -> None:
+            super().__init__()
+            self.bias = bias
+
+        def forward(self, x):
+            return x[:, :1] * 0 + self.bias
+
+    def save(bias, path):
+        with warnings.catch_warnings():  # TorchScript is deprecated on recent torch; still our format
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.script(Flat(bias)), str(path))
+        return path
+
+    first = save(1.0, tmp_path / "a.pt")
+    config = TilingConfig(tissue={"method": "model", "model": {"path": str(first), "mpp": 16}})
+    moved = tmp_path / "moved.pt"
+    moved.write_bytes(first.read_bytes())
+    same = TilingConfig(tissue={"method": "model", "model": {"path": str(moved), "mpp": 16}})
+    assert tiling_id(config) == tiling_id(same)  # a model moved elsewhere is the same model
+    save(-1.0, first)
+    assert tiling_id(config) != tiling_id(same)  # the file changed: new tiles
+    missing = TilingConfig(tissue={"method": "model", "model": {"path": str(tmp_path / "nope.pt"), "mpp": 16}})
+    with pytest.raises(WSIPipelineError, match="tiling.tissue.model.path"):
+        tiling_id(missing)
+
