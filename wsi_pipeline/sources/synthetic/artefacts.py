@@ -16,15 +16,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from wsi_pipeline.atomic import atomic_path
-from wsi_pipeline.errors import WSIPipelineError
 
-from . import tiff
+from .generate import write_rendered_slide
 from .fields import resample_rows, smooth_noise
 from .layout import make_layout
 from .nuclei import LYMPHOCYTE, TUMOUR, make_stamp_bank, sample_centres, stamp_nuclei
@@ -412,15 +409,6 @@ def write_artefact_slide(
     WSIPipelineError
         If the file cannot be written.
     """
-    path = Path(path)
     rgb, truth = render_artefact_slide(width, height, mpp, seed)
-    try:
-        with atomic_path(path) as tmp:
-            tiff.write_pyramidal_tiff(tmp, rgb, mpp, n_levels)
-    except OSError as exc:
-        raise WSIPipelineError(
-            f"cannot write the synthetic slide ({exc.strerror or exc})",
-            where=str(path),
-            fix="choose an output folder that exists, is writable and has free space",
-        ) from exc
+    write_rendered_slide(path, rgb, mpp, n_levels)
     return truth

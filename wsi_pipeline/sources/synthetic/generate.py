@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.errors import WSIPipelineError
 
@@ -37,17 +39,28 @@ def generate_slide(spec: SyntheticSlideSpec, path: str | os.PathLike[str]) -> Sl
     WSIPipelineError
         If the file cannot be written (folder not writable, disk full).
     """
-    path = Path(path)
     rgb, truth = render_slide(spec)
+    write_rendered_slide(path, rgb, spec.mpp, spec.n_levels)
+    return truth
+
+
+def write_rendered_slide(path: str | os.PathLike[str], rgb: np.ndarray, mpp: float, n_levels: int) -> None:
+    """Write rendered level-0 pixels as a pyramidal TIFF that appears under ``path`` only once complete.
+
+    Raises
+    ------
+    WSIPipelineError
+        If the file cannot be written (folder not writable, disk full).
+    """
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Look the writer up on the module at call time, so it can be swapped (tests, tracing).
         with atomic_path(path) as tmp:
-            tiff.write_pyramidal_tiff(tmp, rgb, spec.mpp, spec.n_levels)
+            tiff.write_pyramidal_tiff(tmp, rgb, mpp, n_levels)
     except OSError as exc:
         raise WSIPipelineError(
             f"cannot write the synthetic slide ({exc.strerror or exc})",
             where=str(path),
             fix="choose an output folder that exists, is writable and has free space",
         ) from exc
-    return truth
