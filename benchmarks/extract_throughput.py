@@ -1,7 +1,7 @@
 """Tile-embedding throughput of the extract path against the encoder alone, in one run.
 
 Prints tiles/s of (a) the encoder on tiles already in memory and (b) the full per-slide path
-(OpenSlide reads + preprocessing + encoder + float16 writes to the store), and their ratio:
+(batched source reads + preprocessing + encoder + float16 writes to the store), and their ratio:
 a ratio near 1 means reading keeps up with the model. Usage::
 
     python benchmarks/extract_throughput.py [--encoder demo-resnet18-random] [--size 4096] [--device auto]
@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from wsi_pipeline.config import TilingConfig
 from wsi_pipeline.features import extract_slide_features, get_encoder_spec, load_encoder
-from wsi_pipeline.features.tile_loader import read_tile_batch
 from wsi_pipeline.sources.synthetic import SyntheticSlideSpec, generate_slide
-from wsi_pipeline.sources.wsi import WholeSlide
+from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.store import FeatureStore
 from wsi_pipeline.tiling import tile_slide
 
@@ -40,10 +40,10 @@ def main() -> None:
         path = Path(folder) / "slide.tiff"
         generate_slide(SyntheticSlideSpec(width=args.size, height=args.size, mpp=0.5, positive=True, seed=0), path)
         config = TilingConfig(mpp=spec.recommended_mpp, tile_px=spec.recommended_tile_px)
-        with WholeSlide(path) as slide:
+        with open_source("wsi", path) as slide:
             tiling = tile_slide(slide, config)
             coords, size = tiling.coords, tiling.geometry.size_level0
-            tiles = read_tile_batch(slide, coords, size, config.tile_px)
+            tiles = np.concatenate(list(slide.read_tiles(coords, size, config.tile_px, args.batch_size)))
             encoder.embed(tiles[: args.batch_size])  # warm-up
             if encoder.device.type == "cuda":
                 torch.cuda.synchronize()

@@ -4,7 +4,7 @@ The tile stage (tissue segmentation at thumbnail scale, the tile grid at a physi
 per-tile QC) should cost in proportion to the tissue area, not to the level-0 pixel count, and
 its peak memory should stay flat as slides grow. This script writes synthetic slides of the
 requested sizes (`write_large_slide`, cached in ``--workdir``), then, for each slide and in a
-fresh subprocess each (so ``ru_maxrss`` is that slide's own peak):
+fresh subprocess each (so its peak resident memory, ``VmHWM``, is that slide's own):
 
 (a) opens it with ``open_source("wsi", path)`` and times ``source.thumbnail(8.0)`` alone: reading
     the segmentation-scale picture is the least any tile stage must do (the baseline);
@@ -131,6 +131,18 @@ def ensure_slide(job: SlideJob, args: argparse.Namespace) -> tuple[Path, dict[st
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak resident memory, MB.
+
+    Linux keeps ``ru_maxrss`` across ``execve``, so a child forked from a parent that had just
+    written a big slide would report the parent's peak; ``VmHWM`` belongs to the process's own
+    address space, new at exec.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

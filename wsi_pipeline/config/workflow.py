@@ -71,6 +71,12 @@ class TissueConfig(StrictModel):
     thumbnail_mpp: float = Field(
         8.0, gt=0, description="coarsest µm/px of the thumbnail the mask is computed on (finer for small images)"
     )
+    max_thumbnail_megapixels: float = Field(
+        8.0,
+        gt=0,
+        description="a slide whose thumbnail at thumbnail_mpp would be larger is segmented coarser: bounds "
+        "the memory of segmentation (8 Mpx keeps 8 µm/px up to ~25 x 30 mm of slide)",
+    )
     min_object_um2: float = Field(20000.0, ge=0, description="tissue pieces smaller than this are dropped")
     max_hole_um2: float = Field(20000.0, ge=0, description="holes smaller than this are filled")
     remove_pen: bool = Field(True, description="exclude blue, green and black pen ink from tissue")

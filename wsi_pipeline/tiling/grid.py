@@ -139,8 +139,12 @@ def mask_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size_leve
     """
     if len(coords) == 0:
         return np.zeros(0, dtype=np.float32)
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
+    # One int32 table filled in place (int32 counts up to 2^31 mask pixels): a thumbnail of a
+    # huge slide has tens of millions of pixels, and int64 temporaries would triple the memory.
+    dtype = np.int32 if mask.size < 2**31 else np.int64
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=dtype)
+    np.cumsum(mask, axis=0, dtype=dtype, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
     side = size_level0 / scale
     x0 = np.round(coords[:, 0] / scale).astype(np.int64)
     y0 = np.round(coords[:, 1] / scale).astype(np.int64)
@@ -149,5 +153,5 @@ def mask_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size_leve
     x1, y1 = x0 + cells, y0 + cells
     cx0, cx1 = np.clip(x0, 0, mask.shape[1]), np.clip(x1, 0, mask.shape[1])
     cy0, cy1 = np.clip(y0, 0, mask.shape[0]), np.clip(y1, 0, mask.shape[0])
-    inside = table[cy1, cx1] - table[cy0, cx1] - table[cy1, cx0] + table[cy0, cx0]
+    inside = table[cy1, cx1].astype(np.int64) - table[cy0, cx1] - table[cy1, cx0] + table[cy0, cx0]
     return (inside / (cells * cells)).astype(np.float32)

@@ -134,3 +134,19 @@ def test_real_aperio_slide(shared_slides):
     assert result.pen.mean() < 0.01
     # The old method found 0.36-0.39 of this slide; the two agree on where the tissue is.
     assert 2 * (result.tissue & old.tissue).sum() / (result.tissue.sum() + old.tissue.sum()) >= 0.9
+
+
+def test_small_component_removal_matches_scikit_image():
+    import numpy as np
+    from skimage import morphology
+
+    from wsi_pipeline.tiling.tissue.components import remove_small_holes, remove_small_objects
+
+    rng = np.random.default_rng(3)
+    for density in (0.3, 0.55, 0.8):
+        mask = rng.random((120, 90)) < density
+        for size in (1, 4, 30):
+            np.testing.assert_array_equal(remove_small_objects(mask, size), morphology.remove_small_objects(mask, max_size=size))
+            np.testing.assert_array_equal(remove_small_holes(mask, size), morphology.remove_small_holes(mask, max_size=size))
+    empty = np.zeros((5, 5), dtype=bool)
+    assert not remove_small_objects(empty, 3).any() and remove_small_holes(empty, 3).sum() == 0

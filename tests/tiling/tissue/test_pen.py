@@ -111,3 +111,20 @@ def test_fine_thumbnails_are_judged_on_the_blend_of_nuclei_and_stroma():
 def test_rejects_non_rgb():
     with pytest.raises(ValueError, match="RGB"):
         ink_masks(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_hsv_planes_match_scikit_image():
+    from skimage import color
+
+    from wsi_pipeline.tiling.tissue.pen import hsv_planes
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64, 3)).astype(np.float32) / 255
+    image[:4] = 0.5  # greys: hue 0
+    image[4:8, :, 2] = image[4:8, :, 1]  # ties between green and blue
+    image[8:12] = 0.0  # black: saturation 0
+    hue, saturation, value = hsv_planes(image)
+    reference = color.rgb2hsv(image)
+    np.testing.assert_allclose(hue, reference[..., 0] * 360, atol=1e-3)
+    np.testing.assert_allclose(saturation, reference[..., 1], atol=1e-6)
+    np.testing.assert_allclose(value, reference[..., 2], atol=1e-6)

@@ -14,12 +14,16 @@ works on a slide that is all tissue or all pale, where a histogram split has not
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage
 from skimage import morphology
 
+from wsi_pipeline.tiling.tissue.bands import gaussian_halo, row_bands
 from wsi_pipeline.tiling.tissue.pen import PEN_DILATION_UM, ink_masks
 from wsi_pipeline.tiling.channels import channel_max, channel_min
+from wsi_pipeline.tiling.tissue.components import remove_small_objects, remove_small_holes
 
 #: A glass pixel: every channel at least this bright, red and green within `GLASS_MAX_SPREAD` of
 #: each other, blue within `GLASS_MAX_TINT` of them (fractions of the brightest channel). Glass is
@@ -37,6 +41,8 @@ OD_MARGIN = 0.02
 #: Minimum colour in OD, 1 - min(OD) / max(OD): stains are >= ~0.25 (DAB plus haematoxylin is the
 #: greyest), black or grey things <= ~0.1.
 MIN_OD_CHROMA = 0.15
+#: Whole-image statistics are measured on a regular subsample of at most this many pixels.
+STATS_PIXELS = 1 << 21
 #: Gaps this wide (µm) between stained structures are closed: nuclei and stroma form one piece.
 CLOSING_UM = 8.0
 #: OD is smoothed with this sigma (µm) so a fine thumbnail is read as tissue, not as single nuclei.
@@ -104,7 +110,7 @@ def optical_density(rgb: np.ndarray, i0: np.ndarray) -> np.ndarray:
     return np.maximum(od, 0.0, out=od)
 
 
-def od_threshold(od_max: np.ndarray, glass: np.ndarray) -> float:
+def od_threshold(glass_od: np.ndarray) -> float:
     """OD above which a pixel may be tissue: just above the spread of the glass, bounded.
 
     The spread is measured robustly (median plus four MAD-standard deviations) because the
@@ -112,10 +118,8 @@ def od_threshold(od_max: np.ndarray, glass: np.ndarray) -> float:
 
     Parameters
     ----------
-    od_max
-        (H, W) strongest-channel OD.
-    glass
-        (H, W) bool, pixels that look like glass.
+    glass_od
+        Strongest-channel OD of pixels that look like glass (any shape; a sample is enough).
 
     Returns
     -------
@@ -123,12 +127,16 @@ def od_threshold(od_max: np.ndarray, glass: np.ndarray) -> float:
         A threshold within `OD_THRESHOLD_BOUNDS`.
     """
     noise = 0.0
-    if glass.any():
-        values = od_max[glass]
-        median = float(np.median(values))
-        noise = median + 4.0 * 1.4826 * float(np.median(np.abs(values - median)))
+    if glass_od.size:
+        median = float(np.median(glass_od))
+        noise = median + 4.0 * 1.4826 * float(np.median(np.abs(glass_od - median)))
     low, high = OD_THRESHOLD_BOUNDS
     return float(np.clip(noise + OD_MARGIN, low, high))
+
+
+def stats_stride(height: int, width: int, pixels: int = STATS_PIXELS) -> int:
+    """Step of the regular subsample on which whole-image statistics are measured."""
+    return max(1, math.ceil(math.sqrt(height * width / pixels)))
 
 
 def scanner_padding(black: np.ndarray, min_fill: float = 0.9) -> np.ndarray:
@@ -205,8 +213,8 @@ def clean_mask(
         padded = np.pad(mask, radius, mode="edge")
         mask = ndimage.binary_closing(padded, morphology.disk(radius))[radius:-radius, radius:-radius]
     px_area = mpp * mpp
-    mask = morphology.remove_small_objects(mask, max_size=max(1, round(min_object_um2 / px_area)))
-    return morphology.remove_small_holes(mask, max_size=max(1, round(max_hole_um2 / px_area)))
+    mask = remove_small_objects(mask, max_size=max(1, round(min_object_um2 / px_area)))
+    return remove_small_holes(mask, max_size=max(1, round(max_hole_um2 / px_area)))
 
 
 def brightfield_masks(
@@ -244,17 +252,32 @@ def brightfield_masks(
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
     if not mpp > 0:
         raise ValueError(f"mpp must be positive, got {mpp}")
-    glass = glass_pixels(rgb)
-    i0 = glass_intensity(rgb)
-    od = optical_density(rgb, i0)
-    sigma = SMOOTHING_UM / mpp
-    if sigma >= 0.5:
-        od = ndimage.gaussian_filter(od, sigma=(sigma, sigma, 0))
-    od_max = channel_max(od)
-    od_min = channel_min(od)
-    chroma = 1.0 - od_min / np.maximum(od_max, 1e-6)
+    height, width = rgb.shape[:2]
+    # Whole-image statistics (the glass's colour and noise) come from a regular subsample; the
+    # per-pixel tests run a band of rows at a time, so no float image of a large thumbnail is
+    # ever whole (see `bands`).
+    stride = stats_stride(height, width)
+    i0 = glass_intensity(rgb[::stride, ::stride])
+    sigma = SMOOTHING_UM / mpp if SMOOTHING_UM / mpp >= 0.5 else 0.0
+    halo = gaussian_halo(sigma)
 
-    stained = (od_max > od_threshold(od_max, glass)) & (chroma >= MIN_OD_CHROMA)
+    def od_extremes(read: slice, keep: slice) -> tuple[np.ndarray, np.ndarray]:
+        od = optical_density(rgb[read], i0)
+        if sigma:
+            od = ndimage.gaussian_filter(od, sigma=(sigma, sigma, 0))
+        return channel_max(od)[keep], channel_min(od)[keep]
+
+    glass_od = []
+    for read, keep, out in row_bands(height, width, halo):
+        od_max, _ = od_extremes(read, keep)
+        glass = glass_pixels(rgb[out][::stride, ::stride])
+        glass_od.append(od_max[::stride, ::stride][glass])
+    threshold = od_threshold(np.concatenate(glass_od))
+    stained = np.zeros((height, width), dtype=bool)
+    for read, keep, out in row_bands(height, width, halo):
+        od_max, od_min = od_extremes(read, keep)
+        chroma = 1.0 - od_min / np.maximum(od_max, 1e-6)
+        stained[out] = (od_max > threshold) & (chroma >= MIN_OD_CHROMA)
 
     inks = ink_masks(rgb, mpp)
     padding = scanner_padding(inks["black"])
@@ -278,5 +301,5 @@ def brightfield_masks(
     # Filling holes and closing may have reached into ink or padding: cut it out again, then
     # drop the slivers that leaves along stroke edges.
     tissue &= ~excluded
-    tissue = morphology.remove_small_objects(tissue, max_size=max(1, round(min_object_um2 / (mpp * mpp))))
+    tissue = remove_small_objects(tissue, max_size=max(1, round(min_object_um2 / (mpp * mpp))))
     return tissue, pen

@@ -9,6 +9,7 @@ from wsi_pipeline.config.workflow import TissueConfig
 from wsi_pipeline.sources.protocol import TileSource
 from wsi_pipeline.tiling.tissue.base import TissueMap, register_tissue_method
 from wsi_pipeline.tiling.tissue.thumbnail import segmentation_thumbnail
+from wsi_pipeline.tiling.tissue.components import remove_small_objects, remove_small_holes
 
 #: Pixels this bright and this grey are glass whatever Otsu says: keeps a slide that is almost
 #: all tissue from having its paler tissue thrown out as "background".
@@ -60,8 +61,8 @@ def otsu_saturation_mask(
     mask = morphology.closing(mask, morphology.disk(radius))
     min_size = max(1, round(min_object_um2 / px_area))
     max_hole = max(1, round(max_hole_um2 / px_area))
-    mask = morphology.remove_small_objects(mask, max_size=min_size)
-    mask = morphology.remove_small_holes(mask, max_size=max_hole)
+    mask = remove_small_objects(mask, max_size=min_size)
+    mask = remove_small_holes(mask, max_size=max_hole)
     return mask
 
 

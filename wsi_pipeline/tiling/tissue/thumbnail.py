@@ -13,14 +13,20 @@ MIN_LONG_SIDE = 1024
 
 
 def segmentation_mpp(
-    source_mpp: float, width: int, height: int, thumbnail_mpp: float, min_long_side: int = MIN_LONG_SIDE
+    source_mpp: float,
+    width: int,
+    height: int,
+    thumbnail_mpp: float,
+    min_long_side: int = MIN_LONG_SIDE,
+    max_pixels: float | None = None,
 ) -> float:
     """Return the µm/px to segment a slide at.
 
     The configured ``thumbnail_mpp`` suits a resection slide; a small image (a biopsy crop, a
     test region) would then give a mask of a few hundred pixels, so it is segmented finer, at
     whatever gives about ``min_long_side`` pixels on its long side, but never finer than the
-    slide itself.
+    slide itself. A huge slide is segmented coarser when ``thumbnail_mpp`` would give more than
+    ``max_pixels``: the segmentation's memory follows its thumbnail, and this bounds it.
 
     Parameters
     ----------
@@ -32,6 +38,8 @@ def segmentation_mpp(
         The coarsest µm/px wanted (``TissueConfig.thumbnail_mpp``).
     min_long_side
         Pixels wanted on the long side of the mask when ``thumbnail_mpp`` would give fewer.
+    max_pixels
+        Most pixels the thumbnail may have; None for no bound.
 
     Returns
     -------
@@ -44,6 +52,8 @@ def segmentation_mpp(
     8.0
     >>> segmentation_mpp(0.5, 2048, 1024, 8.0)  # 1 mm wide: 1024 px across
     1.0
+    >>> round(segmentation_mpp(0.25, 150_000, 100_000, 8.0, max_pixels=8e6), 2)  # 37.5 x 25 mm
+    10.83
     """
     if not (source_mpp > 0 and thumbnail_mpp > 0 and min_long_side > 0):
         raise ValueError(
@@ -51,7 +61,10 @@ def segmentation_mpp(
             f"min_long_side={min_long_side})"
         )
     long_side_um = max(width, height) * source_mpp
-    return float(max(source_mpp, min(thumbnail_mpp, long_side_um / min_long_side)))
+    mpp = max(source_mpp, min(thumbnail_mpp, long_side_um / min_long_side))
+    if max_pixels is not None:
+        mpp = max(mpp, source_mpp * (width * height / max_pixels) ** 0.5)
+    return float(mpp)
 
 
 def read_thumbnail(source: TileSource, mpp: float) -> tuple[np.ndarray, float, float]:
@@ -99,4 +112,7 @@ def segmentation_thumbnail(source: TileSource, config: TissueConfig) -> tuple[np
     """
     slide_mpp = require_mpp(source)
     width, height = source.dimensions
-    return read_thumbnail(source, segmentation_mpp(slide_mpp, width, height, config.thumbnail_mpp))
+    mpp = segmentation_mpp(
+        slide_mpp, width, height, config.thumbnail_mpp, max_pixels=config.max_thumbnail_megapixels * 1e6
+    )
+    return read_thumbnail(source, mpp)
