@@ -30,7 +30,7 @@ LEVEL_TOLERANCE = 0.02
 #: Pixels of a pyramid level read in one piece for a thumbnail; a larger level is streamed in
 #: horizontal bands so memory follows the thumbnail, not the slide (a flat 150k x 100k TIFF
 #: would otherwise need 60 GB).
-THUMBNAIL_READ_PIXELS = 8 * 1024 * 1024
+THUMBNAIL_READ_PIXELS = 2 * 1024 * 1024
 
 #: Pixel sizes are square when x and y agree this closely.
 SQUARE_PIXEL_TOLERANCE = 0.01
