@@ -72,10 +72,10 @@ class TissueConfig(StrictModel):
         8.0, gt=0, description="coarsest µm/px of the thumbnail the mask is computed on (finer for small images)"
     )
     max_thumbnail_megapixels: float = Field(
-        8.0,
+        4.0,
         gt=0,
-        description="a slide whose thumbnail at thumbnail_mpp would be larger is segmented coarser: bounds "
-        "the memory of segmentation (8 Mpx keeps 8 µm/px up to ~25 x 30 mm of slide)",
+        description="a slide whose thumbnail at thumbnail_mpp would be larger is segmented coarser, which bounds "
+        "the memory of segmentation: 4 Mpx keeps 8 µm/px up to ~16 x 16 mm and 15 µm/px for a 37 x 25 mm slide",
     )
     min_object_um2: float = Field(20000.0, ge=0, description="tissue pieces smaller than this are dropped")
     max_hole_um2: float = Field(20000.0, ge=0, description="holes smaller than this are filled")

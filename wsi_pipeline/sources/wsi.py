@@ -209,28 +209,47 @@ class OpenSlideSource:
 
         The picture comes from the coarsest level at least as fine as wanted, resized with an
         area filter. A level too big to read at once (a slide without a coarse level) is read in
-        horizontal bands, each shrunk before the next is read.
+        blocks, each shrunk before the next is read: bands about one stored tile high, cut into
+        column chunks, so memory stays at one block and each stored (JPEG) tile is decoded about
+        once rather than once per band it straddles.
         """
         downsample = max(1.0, float(downsample))
         width, height = self.dimensions
         out_w, out_h = max(1, round(width / downsample)), max(1, round(height / downsample))
         level = self.level_for_downsample(downsample)
         level_w, level_h = self.level_dimensions[level]
-        level_ds = self.level_downsamples[level]
         if level_w * level_h <= THUMBNAIL_READ_PIXELS:
             rgb = self.read_region(0, 0, level, level_w, level_h)
             return resize_rgb(rgb, out_w, out_h), width / out_w
-        # Bands of whole output rows; each band's level rows are found from the exact scale so
-        # rounding never drifts over thousands of bands.
-        rows_per_band = max(1, int(THUMBNAIL_READ_PIXELS / level_w / (level_h / out_h)))
+        tile_w, tile_h = self.level_tile_size(level)
+        # Output rows and columns per block, from level pixels per output pixel; block edges in
+        # level pixels come from the exact scale, so rounding never drifts over many blocks.
+        rows = max(1, round(max(tile_h, 1) * out_h / level_h))
+        band_level_rows = max(1, round(rows * level_h / out_h))
+        cols = max(1, int(max(THUMBNAIL_READ_PIXELS // band_level_rows, tile_w) * out_w / level_w))
         out = np.empty((out_h, out_w, 3), dtype=np.uint8)
-        for row in range(0, out_h, rows_per_band):
-            end = min(out_h, row + rows_per_band)
-            top = round(row * level_h / out_h)
-            bottom = max(top + 1, round(end * level_h / out_h))
-            band = self.read_region(0, round(top * level_ds), level, level_w, bottom - top)
-            out[row:end] = resize_rgb(band, out_w, end - row)
+        for row in range(0, out_h, rows):
+            end = min(out_h, row + rows)
+            top, bottom = _edges(row, end, level_h, out_h)
+            for col in range(0, out_w, cols):
+                stop = min(out_w, col + cols)
+                left, right = _edges(col, stop, level_w, out_w)
+                block = self.read_level_region(left, top, level, right - left, bottom - top)
+                out[row:end, col:stop] = resize_rgb(block, stop - col, end - row)
         return out, width / out_w
+
+    def read_level_region(self, left: int, top: int, level: int, width: int, height: int) -> np.ndarray:
+        """Read an RGB region whose corner (``left``, ``top``) is in pixels of ``level`` itself."""
+        scale = self.level_downsamples[level]
+        return self.read_region(round(left * scale), round(top * scale), level, width, height)
+
+    def level_tile_size(self, level: int) -> tuple[int, int]:
+        """(width, height) of the stored tiles of a level, 256 x 256 when the format does not say."""
+        props = self._slide.properties
+        try:
+            return int(props[f"openslide.level[{level}].tile-width"]), int(props[f"openslide.level[{level}].tile-height"])
+        except (KeyError, ValueError):
+            return 256, 256
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -244,6 +263,12 @@ class OpenSlideSource:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _edges(start: int, stop: int, level_size: int, out_size: int) -> tuple[int, int]:
+    """Level pixels [first, last) that output pixels [start, stop) cover (at least one)."""
+    first = round(start * level_size / out_size)
+    return first, max(first + 1, round(stop * level_size / out_size))
 
 
 def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -52,8 +52,8 @@ def segmentation_mpp(
     8.0
     >>> segmentation_mpp(0.5, 2048, 1024, 8.0)  # 1 mm wide: 1024 px across
     1.0
-    >>> round(segmentation_mpp(0.25, 150_000, 100_000, 8.0, max_pixels=8e6), 2)  # 37.5 x 25 mm
-    10.83
+    >>> round(segmentation_mpp(0.25, 150_000, 100_000, 8.0, max_pixels=4e6), 2)  # 37.5 x 25 mm
+    15.31
     """
     if not (source_mpp > 0 and thumbnail_mpp > 0 and min_long_side > 0):
         raise ValueError(
