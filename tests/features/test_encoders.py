@@ -10,7 +10,7 @@ import torch
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features import ENCODERS, get_encoder_spec, load_encoder
 from wsi_pipeline.features.encoder import encoder_id_for
-from wsi_pipeline.features.weights import file_sha256
+from wsi_pipeline.store.keys import file_sha256
 from wsi_pipeline.features.encoders import build_uni
 
 

@@ -51,14 +51,14 @@ def test_slide_without_mpp_opens_but_cannot_be_tiled(tiff_without_mpp):
 
 def test_mpp_override_is_used_and_reported(tiff_without_mpp):
     with OpenSlideSource(tiff_without_mpp, mpp_override=0.25) as source:
-        assert source.mpp == 0.25 and source.mpp_source == "override" and require_mpp(source) == 0.25
+        assert source.mpp == 0.25 and source.metadata_mpp is None and require_mpp(source) == 0.25
 
 
 @pytest.mark.parametrize("unit", ["CENTIMETER", "INCH"])
 def test_resolution_tags_give_mpp_in_either_unit(tmp_path, unit):
     path = write_tiff(tmp_path / f"{unit}.tiff", np.full((512, 512, 3), 200, np.uint8), mpp=0.5, unit=unit)
     with OpenSlideSource(path) as source:
-        assert source.mpp == pytest.approx(0.5) and source.mpp_source == "metadata"
+        assert source.mpp == pytest.approx(0.5) == source.metadata_mpp
         assert source.vendor == "generic-tiff" and source.objective_power is None
 
 

@@ -120,9 +120,8 @@ def test_tiles_past_the_slide_edge_are_clipped(scene):
 
 def test_save_writes_a_png_and_leaves_no_temporary_file(scene, tmp_path):
     thumbnail, tissue = scene
-    path = save_qc_picture(
-        tmp_path / "qc" / "s01.png", thumbnail, 10.0, tissue, 20.0, np.array([[1000, 500]]), 250.0, caption=["s01"], long_side=600
-    )
+    picture = qc_picture(thumbnail, 10.0, tissue, 20.0, np.array([[1000, 500]]), 250.0, caption=["s01"], long_side=600)
+    path = save_qc_picture(tmp_path / "qc" / "s01.png", picture)
     assert list(path.parent.iterdir()) == [path]
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width == 600 and image.height > 400

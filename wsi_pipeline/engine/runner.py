@@ -30,7 +30,7 @@ from wsi_pipeline.features.registry import get_encoder_spec
 from wsi_pipeline.scoring.predictions import load_predictions
 from wsi_pipeline.sources.registry import get_source_factory
 from wsi_pipeline.store.feature_store import FeatureStore, features_key
-from wsi_pipeline.tiling.slide_tiling import tiling_id
+from wsi_pipeline.tiling.slide_tiling import tiling_id, tiling_params
 
 if TYPE_CHECKING:
     from wsi_pipeline.sources.synthetic import SyntheticCohortPlan
@@ -331,8 +331,10 @@ def run_stages(config: RunConfig, stages: Collection[str], client: Client, conso
     threads = config.manifest.cluster.threads_per_worker
     source_name = workflow.modality
     if "tile" in stages:
+        params = tiling_params(workflow.tiling)
         items = [
-            (r.slide_id, (r, source_name, workflow.tiling, tid, str(config.store_path), str(output / "qc"))) for r in records
+            (r.slide_id, (r, source_name, workflow.tiling, tid, params, str(config.store_path), str(output / "qc")))
+            for r in records
         ]
         with record.stage("tile"):
             outcomes = run_tasks(client, "tile", tile_task, items, console)

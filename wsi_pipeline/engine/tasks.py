@@ -19,7 +19,8 @@ from wsi_pipeline.engine.outcome import ItemOutcome, guarded
 from wsi_pipeline.sources.protocol import TileSource, mpp_disagreement, require_mpp
 from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.store.feature_store import FeatureStore, features_key, slide_entry, tiling_key
-from wsi_pipeline.tiling.slide_tiling import SlideTiling, tile_slide, tiling_params
+from wsi_pipeline.tiling.qc_table import QC_TABLE_COLUMNS
+from wsi_pipeline.tiling.slide_tiling import SlideTiling, tile_slide
 
 
 #: Tiling attributes repeated on every feature entry, so an entry explains itself alone.
@@ -66,12 +67,20 @@ def generate_synthetic_task(slide_id: str, spec: object, path: str) -> ItemOutco
 
 # -- tile ---------------------------------------------------------------------------------------
 def tile_task(
-    record: SlideRecord, source_name: str, config: TilingConfig, tid: str, store_root: str, qc_dir: str | None
+    record: SlideRecord,
+    source_name: str,
+    config: TilingConfig,
+    tid: str,
+    params: dict,
+    store_root: str,
+    qc_dir: str | None,
 ) -> ItemOutcome:
     """Tile one slide into the store (skipped when its entry is complete) and write its QC files.
 
-    The QC picture and contours are written for skipped slides too when they are missing, so
-    every slide of the cohort has them whichever run tiled it.
+    ``tid`` and ``params`` (``tiling_id`` and ``tiling_params``) are computed once by the client,
+    so a segmentation model is not hashed again for every slide. The QC picture and contours are
+    written for skipped slides too when they are missing, so every slide of the cohort has them
+    whichever run tiled it.
     """
 
     def work() -> ItemOutcome:
@@ -91,7 +100,7 @@ def tile_task(
                     entry,
                     tiling.coords,
                     tiling.qc,
-                    attrs=tiling_attrs(record, source, config, tiling),
+                    attrs=tiling_attrs(record, source, config, params, tiling),
                     masks={"tissue": tiling.tissue.tissue, "pen": tiling.tissue.pen},
                 )
                 status, reason = "done", None
@@ -108,14 +117,12 @@ def tile_task(
     return guarded("tile", record.slide_id, work)
 
 
-#: Per-slide numbers of a tiling entry that go to the cohort QC table.
-QC_SUMMARY_KEYS = (
-    "slide_mpp", "target_mpp", "effective_mpp", "modality", "tissue_area_mm2", "pen_area_mm2", "n_grid_tiles", "n_kept",
-    "dropped_tissue", "dropped_pen", "dropped_blur", "n_blurred", "median_blur",
-)
+#: Per-slide numbers of a tiling entry that go to the cohort QC table: its columns but those the
+#: run itself knows (which slide, its status) and the flags the table derives.
+QC_SUMMARY_KEYS = tuple(c for c in QC_TABLE_COLUMNS if c not in {"slide_id", "slide_uid", "status", "reason", "flags"})
 
 
-def tiling_attrs(record: SlideRecord, source: TileSource, config: TilingConfig, tiling: SlideTiling) -> dict:
+def tiling_attrs(record: SlideRecord, source: TileSource, config: TilingConfig, params: dict, tiling: SlideTiling) -> dict:
     """Provenance and summary stored on a tiling entry."""
     geometry = tiling.geometry
     return {
@@ -132,7 +139,7 @@ def tiling_attrs(record: SlideRecord, source: TileSource, config: TilingConfig, 
         "tile_px": config.tile_px,
         "tile_um": config.tile_px * geometry.mpp,
         "tile_size_level0": geometry.size_level0,
-        "tiling_params": tiling_params(config),
+        "tiling_params": params,
         "mask_scale": tiling.tissue.scale,
         "mask_mpp": tiling.tissue.mpp,
         **tiling.summary(),

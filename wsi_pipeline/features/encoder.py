@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsi_pipeline.features.registry import EncoderSpec, get_encoder_spec
-from wsi_pipeline.features.weights import file_sha256, resolve_weights, state_dict_sha256
+from wsi_pipeline.features.weights import resolve_weights, state_dict_sha256
+from wsi_pipeline.store.keys import file_sha256
 
 
 def pick_device(requested: str) -> torch.device:

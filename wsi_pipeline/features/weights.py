@@ -66,15 +66,6 @@ def resolve_weights(name: str, weights_file: str, hf_repo: str | None, explicit:
 
 
 @lru_cache(maxsize=16)
-def file_sha256(path: str) -> str:
-    """Return the SHA-256 of a file (cached per process: checkpoints are large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def state_dict_sha256(module: nn.Module) -> str:
     """Return a SHA-256 over a module's parameters and buffers, in key order."""
     digest = hashlib.sha256()

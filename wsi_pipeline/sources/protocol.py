@@ -134,7 +134,14 @@ def require_mpp(source: TileSource, fix: str = MPP_FIX_COHORT) -> float:
     return source.mpp
 
 
-def level_for_downsample(level_downsamples: tuple[float, ...], downsample: float, tolerance: float = 0.02) -> int:
+#: A level counts as "fine enough" when its downsample exceeds the wanted one by at most this
+#: fraction: reading 0.499 µm/px pixels for a 0.5 µm/px tile is fine, upsampling is not.
+LEVEL_TOLERANCE = 0.02
+
+
+def level_for_downsample(
+    level_downsamples: tuple[float, ...], downsample: float, tolerance: float = LEVEL_TOLERANCE
+) -> int:
     """Return the coarsest level still at least as fine as ``downsample``.
 
     Parameters

@@ -21,15 +21,11 @@ from PIL import Image
 
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.fingerprint import slide_uid
-from wsi_pipeline.sources.protocol import level_for_downsample
+from wsi_pipeline.sources.protocol import level_for_downsample, require_mpp
 
-#: A level counts as "fine enough" when its downsample exceeds the wanted one by at most this
-#: fraction: reading 0.499 µm/px pixels for a 0.5 µm/px tile is fine, upsampling is not.
-LEVEL_TOLERANCE = 0.02
-
-#: Pixels of a pyramid level read in one piece for a thumbnail; a larger level is streamed in
-#: horizontal bands so memory follows the thumbnail, not the slide (a flat 150k x 100k TIFF
-#: would otherwise need 60 GB).
+#: Pixels of a pyramid level read in one piece for a thumbnail; a larger level is read in blocks
+#: so memory follows the thumbnail, not the slide (a flat 150k x 100k TIFF would otherwise need
+#: 60 GB).
 THUMBNAIL_READ_PIXELS = 2 * 1024 * 1024
 
 #: Pixel sizes are square when x and y agree this closely.
@@ -88,13 +84,6 @@ class OpenSlideSource:
         return self._override if self._override is not None else self.metadata_mpp
 
     @property
-    def mpp_source(self) -> str | None:
-        """Where :attr:`mpp` comes from: ``"override"``, ``"metadata"`` or None."""
-        if self._override is not None:
-            return "override"
-        return "metadata" if self.metadata_mpp is not None else None
-
-    @property
     def objective_power(self) -> float | None:
         """Scanning objective magnification (``openslide.objective-power``), None if unknown."""
         try:
@@ -141,7 +130,7 @@ class OpenSlideSource:
 
     def level_for_downsample(self, downsample: float) -> int:
         """Return the coarsest level that is still at least as fine as ``downsample``."""
-        return level_for_downsample(self.level_downsamples, downsample, LEVEL_TOLERANCE)
+        return level_for_downsample(self.level_downsamples, downsample)
 
     # -- pixels ---------------------------------------------------------------------------------
     def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
@@ -196,13 +185,7 @@ class OpenSlideSource:
         WSIPipelineError
             When the slide's µm/px is unknown (use :meth:`thumbnail_at` with a downsample).
         """
-        if self.mpp is None:
-            raise WSIPipelineError(
-                "a thumbnail at a physical scale needs the slide's µm/px, which is unknown",
-                where=str(self.path),
-                fix="set the slide's level-0 µm/px (cohort 'mpp' column or --slide-mpp)",
-            )
-        return self.thumbnail_at(max(1.0, mpp / self.mpp))
+        return self.thumbnail_at(max(1.0, mpp / require_mpp(self)))
 
     def thumbnail_at(self, downsample: float) -> tuple[np.ndarray, float]:
         """Return an RGB picture of the whole slide shrunk ``downsample`` times (≥ 1) from level 0.

@@ -196,7 +196,7 @@ class FeatureStore:
             group.create_array(name, shape=values.shape, dtype="float32", chunks=(chunk,))[...] = values
         for name, mask in (masks or {}).items():
             mask = np.asarray(mask, dtype=bool)
-            group.create_array(f"mask_{name}", shape=mask.shape, dtype="bool", chunks=mask.shape or (1,))[...] = mask
+            group.create_array(f"mask_{name}", shape=mask.shape, dtype="bool", chunks=mask.shape)[...] = mask
         group.attrs.update(
             {
                 **attrs,

@@ -111,36 +111,8 @@ def qc_picture(
     return picture
 
 
-def save_qc_picture(
-    path: str | os.PathLike[str],
-    thumbnail: np.ndarray,
-    thumbnail_scale: float,
-    tissue: np.ndarray,
-    mask_scale: float,
-    coords: np.ndarray,
-    size_level0: float,
-    *,
-    pen: np.ndarray | None = None,
-    caption: Sequence[str] = (),
-    long_side: int = 1000,
-) -> Path:
-    """Draw :func:`qc_picture` and save it as a PNG at ``path`` atomically.
-
-    Parameters
-    ----------
-    path
-        Destination ``.png``; its folder is created if needed.
-    thumbnail, thumbnail_scale, tissue, mask_scale, coords, size_level0, pen, caption, long_side
-        As in :func:`qc_picture`.
-
-    Returns
-    -------
-    Path
-        ``path`` as a ``Path``.
-    """
-    picture = qc_picture(
-        thumbnail, thumbnail_scale, tissue, mask_scale, coords, size_level0, pen=pen, caption=caption, long_side=long_side
-    )
+def save_qc_picture(path: str | os.PathLike[str], picture: Image.Image) -> Path:
+    """Save a :func:`qc_picture` as a PNG at ``path`` atomically; return ``path`` as a ``Path``."""
     with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG")
     return Path(path)

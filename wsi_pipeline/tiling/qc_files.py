@@ -7,7 +7,7 @@ from pathlib import Path
 from wsi_pipeline.sources.protocol import TileSource
 from wsi_pipeline.store.feature_store import FeatureStore
 from wsi_pipeline.tiling.contours import contours_geojson, write_geojson
-from wsi_pipeline.tiling.overlay import save_qc_picture
+from wsi_pipeline.tiling.overlay import qc_picture, save_qc_picture
 
 #: Long side of the QC picture in pixels: large enough to judge tissue and tiles by eye.
 PICTURE_LONG_SIDE = 1000
@@ -63,8 +63,7 @@ def write_slide_qc(
     width, height = source.dimensions
     mpp = float(attrs["slide_mpp"])
     thumbnail, thumbnail_scale = source.thumbnail(max(mpp, max(width, height) * mpp / PICTURE_LONG_SIDE))
-    save_qc_picture(
-        png,
+    picture = qc_picture(
         thumbnail,
         thumbnail_scale,
         tissue,
@@ -73,7 +72,9 @@ def write_slide_qc(
         float(attrs["tile_size_level0"]),
         pen=pen,
         caption=caption_lines(slide_id, attrs),
+        long_side=PICTURE_LONG_SIDE,
     )
+    save_qc_picture(png, picture)
     write_geojson(geojson, contours_geojson(tissue, scale, pen=pen, properties={"slide_id": slide_id}, mpp=mpp))
     return png, geojson
 

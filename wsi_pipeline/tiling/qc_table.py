@@ -21,6 +21,7 @@ QC_TABLE_COLUMNS: tuple[str, ...] = (
     "reason",
     "slide_mpp",
     "target_mpp",
+    "effective_mpp",
     "modality",
     "tissue_area_mm2",
     "pen_area_mm2",
@@ -38,7 +39,7 @@ QC_TABLE_COLUMNS: tuple[str, ...] = (
 QC_FLAGS: tuple[str, ...] = ("failed", "no_tissue", "mostly_pen", "blurred", "tissue_area_outlier", "few_tiles")
 
 _TEXT_COLUMNS = ("slide_id", "slide_uid", "status", "reason", "modality")
-_FLOAT_COLUMNS = ("slide_mpp", "target_mpp", "tissue_area_mm2", "pen_area_mm2", "median_blur")
+_FLOAT_COLUMNS = ("slide_mpp", "target_mpp", "effective_mpp", "tissue_area_mm2", "pen_area_mm2", "median_blur")
 _COUNT_COLUMNS = ("n_grid_tiles", "n_kept", "dropped_tissue", "dropped_pen", "dropped_blur", "n_blurred")
 
 #: Cohort rules (see :func:`qc_frame`).
@@ -62,7 +63,7 @@ def qc_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     rows
         One mapping per slide with the keys of :data:`QC_TABLE_COLUMNS` but ``flags``:
         ``slide_id``, ``slide_uid``, ``status`` (``"done"``, ``"skipped"`` or ``"failed"``),
-        ``reason``, ``slide_mpp``, ``target_mpp``, ``modality``, ``tissue_area_mm2``,
+        ``reason``, ``slide_mpp``, ``target_mpp``, ``effective_mpp``, ``modality``, ``tissue_area_mm2``,
         ``pen_area_mm2``, ``n_grid_tiles``, ``n_kept``, ``dropped_tissue``, ``dropped_pen``,
         ``dropped_blur``, ``n_blurred``, ``median_blur``. A missing key or ``None`` is an
         unknown value (typical of failed slides); other keys are kept as extra columns.

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +10,7 @@ import numpy as np
 from wsi_pipeline.config.workflow import TilingConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.protocol import TileSource, require_mpp
-from wsi_pipeline.store.keys import short_hash
+from wsi_pipeline.store.keys import file_sha256, short_hash
 from wsi_pipeline.tiling.grid import GridGeometry, grid_coordinates, mask_fractions
 from wsi_pipeline.tiling.tile_qc import background_pixels, laplacian_variance
 from wsi_pipeline.tiling.tissue import TissueMap, segment_tissue
@@ -98,7 +96,7 @@ def mask_area_mm2(mask: np.ndarray, mpp: float) -> float:
     return float(mask.sum()) * mpp * mpp / 1e6
 
 
-def tiling_params(config: TilingConfig, base_dir: str | Path | None = None) -> dict[str, Any]:
+def tiling_params(config: TilingConfig) -> dict[str, Any]:
     """Return every parameter that changes which tiles come out (what ``tiling_id`` hashes).
 
     A segmentation model is identified by the sha256 of its file, not its path, so replacing
@@ -107,36 +105,21 @@ def tiling_params(config: TilingConfig, base_dir: str | Path | None = None) -> d
     params: dict[str, Any] = {"algorithm": ALGORITHM, **config.model_dump(mode="json")}
     model = config.tissue.model
     if config.tissue.method == "model" and model is not None:
-        params["tissue"]["model"]["path"] = None
-        params["tissue"]["model"]["sha256"] = file_sha256(model_path(model.path, base_dir))
+        try:
+            sha256 = file_sha256(model.path)
+        except OSError as error:
+            raise WSIPipelineError(
+                f"cannot read the tissue segmentation model ({error.strerror or error})",
+                where=f"tiling.tissue.model.path: {model.path}",
+                fix="give the path of a TorchScript file saved with torch.jit.save",
+            ) from None
+        params["tissue"]["model"].update(path=None, sha256=sha256)
     return params
 
 
-def model_path(path: str, base_dir: str | Path | None) -> Path:
-    """A tissue model's path, relative ones starting from ``base_dir``."""
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() or base_dir is None else Path(base_dir) / candidate
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as error:
-        raise WSIPipelineError(
-            f"cannot read the tissue segmentation model ({error.strerror or error})",
-            where=f"tiling.tissue.model.path: {path}",
-            fix="give the path of a TorchScript file saved with torch.jit.save",
-        ) from None
-    return digest.hexdigest()
-
-
-def tiling_id(config: TilingConfig, base_dir: str | Path | None = None) -> str:
+def tiling_id(config: TilingConfig) -> str:
     """Return a short readable id of the tiling parameters, e.g. ``0.5um_256px_3f2a9c01bd``."""
-    return f"{config.mpp:g}um_{config.tile_px}px_{short_hash(tiling_params(config, base_dir))}"
+    return f"{config.mpp:g}um_{config.tile_px}px_{short_hash(tiling_params(config))}"
 
 
 def tile_slide(source: TileSource, config: TilingConfig) -> SlideTiling:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from wsi_pipeline.tiling.channels import channel_max, channel_min
 
-#: Glass in brightfield: bright and grey. Fractions of 255.
-GLASS_MIN_VALUE = 0.80
-GLASS_MAX_SATURATION = 0.10
-#: Background in fluorescence: dark.
-DARK_MAX_VALUE = 0.12
+from wsi_pipeline.tiling.channels import channel_max
+from wsi_pipeline.tiling.tissue.brightfield import glass_pixels
+
+#: Background of a fluorescence tile: pixels darker than this (of 255). Lower than the
+#: fluorescence method's `DARK_LEVEL`, which judges smoothed thumbnails: at tile scale the dim
+#: space between nuclei is tissue, not background.
+FLUORESCENCE_BACKGROUND_LEVEL = 31
 #: Below this fraction of non-background pixels the blur score uses the whole tile (a nearly
 #: empty tile has no tissue to judge focus on).
 MIN_TISSUE_FOR_BLUR = 0.05
@@ -18,33 +19,24 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def background_pixels(tiles: np.ndarray, modality: str = "brightfield") -> np.ndarray:
-    """Return which pixels of each tile are background.
+    """Return which pixels of each tile are background, by the tissue segmentation's own rules.
 
     Parameters
     ----------
     tiles
         (B, H, W, 3) uint8 RGB.
     modality
-        ``"brightfield"`` (background is bright, unsaturated glass, or white padding) or
-        ``"fluorescence"`` (background is dark).
+        ``"brightfield"``: background is glass (or white padding) as `glass_pixels` sees it;
+        ``"fluorescence"``: background is dark, below `FLUORESCENCE_BACKGROUND_LEVEL`.
 
     Returns
     -------
     numpy.ndarray
         (B, H, W) bool.
     """
-    high = channel_max(tiles)
     if modality == "fluorescence":
-        return high <= DARK_MAX_VALUE * 255
-    low = channel_min(tiles)
-    spread = high.astype(np.int16) - low
-    # HSV saturation is (max - min) / max; compared without dividing.
-    return (high >= GLASS_MIN_VALUE * 255) & (spread <= GLASS_MAX_SATURATION * high)
-
-
-def background_fraction(tiles: np.ndarray, modality: str = "brightfield") -> np.ndarray:
-    """Return the fraction of each tile's pixels that are background, (B,) float32 in [0, 1]."""
-    return background_pixels(tiles, modality).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+        return channel_max(tiles) < FLUORESCENCE_BACKGROUND_LEVEL
+    return glass_pixels(tiles)
 
 
 def laplacian_variance(tiles: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:

@@ -45,8 +45,9 @@ from wsi_pipeline.atomic import atomic_path
 
 from .fields import resize_bilinear, smooth_noise
 from .nuclei import FIBROBLAST, LYMPHOCYTE, TUMOUR, make_stamp_bank, sample_centres, stamp_nuclei
+from .slide import DENSITY_FIBROBLAST, DENSITY_TUMOUR, EOSIN_NEST, EOSIN_STROMA, FIBRE_STROMA, TEXTURE_UM
 from .stain import compose_rgb
-from .tiff import SOFTWARE, downsample_2x
+from .tiff import downsample_2x, level_page_options
 
 #: Level-0 pixels per cell of the layout grid (and of the truth mask).
 CELL_PX = 64
@@ -62,16 +63,8 @@ GLASS_LEVEL = 240
 GLASS_NOISE = 2
 #: The default pyramid stops at the first level whose longer side is at most this.
 SMALLEST_LEVEL_PX = 2000
-#: Texture cell in µm (collagen fibres are a few cells long), as in `slide.py`.
-TEXTURE_UM = 2.0
-#: Nuclei per µm² in tumour nests, in stroma (fibroblasts) and everywhere (lymphocytes).
-DENSITY_TUMOUR = 1 / 160
-DENSITY_FIBROBLAST = 1 / 700
+#: Lymphocytes per µm² everywhere in tissue (stain, texture and other densities are `slide.py`'s).
 DENSITY_LYMPHOCYTE = 1 / 1500
-#: Eosin concentration of stroma and of tumour-cell cytoplasm; fibre-texture amplitude in stroma.
-EOSIN_STROMA = 0.55
-EOSIN_NEST = 0.33
-FIBRE_AMPLITUDE = 0.5
 #: Nests cover about this fraction of a patch.
 NEST_FRACTION = 0.35
 
@@ -243,7 +236,7 @@ def render_patch(rng: np.random.Generator, size: int, mpp: float, strength: floa
     nest = nest_field > np.quantile(nest_field, 1.0 - NEST_FRACTION)
     level = np.where(nest, EOSIN_NEST, EOSIN_STROMA).astype(np.float32)
     level *= 1.0 + 0.08 * smooth_noise(rng, shape, max(1.0, 60.0 / texture_um))
-    amplitude = np.where(nest, 0.15 * FIBRE_AMPLITUDE, FIBRE_AMPLITUDE).astype(np.float32)
+    amplitude = np.where(nest, 0.15 * FIBRE_STROMA, FIBRE_STROMA).astype(np.float32)
     along, across = 14.0 / texture_um, 4.0 / texture_um
     horizontal = _ridges(smooth_noise(rng, shape, (across, along)))
     vertical = _ridges(smooth_noise(rng, shape, (along, across)))
@@ -535,20 +528,11 @@ def write_large_slide(
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=raw_bytes > 2**31) as writer:
             for level in model.levels:
-                pixels_per_cm = 1e4 / (mpp * 2**level.index)
                 writer.write(
                     level_tiles(level.index),
                     shape=(level.height, level.width, 3),
                     dtype=np.uint8,
-                    photometric="rgb",
-                    tile=(tile, tile),
-                    compression="jpeg",
-                    compressionargs={"level": quality},
-                    resolution=(pixels_per_cm, pixels_per_cm),
-                    resolutionunit="CENTIMETER",
-                    subfiletype=1 if level.index else 0,
-                    software=SOFTWARE,
-                    metadata=None,
+                    **level_page_options(mpp, level.index, tile, quality),
                 )
     return LargeSlideTruth(
         tissue_mask=model.mask,

@@ -48,6 +48,27 @@ def downsample_2x(rgb: np.ndarray) -> np.ndarray:
     return total.astype(np.uint8)
 
 
+def level_page_options(mpp: float, index: int, tile: int, quality: int) -> dict:
+    """``TiffWriter.write`` options of pyramid level ``index`` in the layout OpenSlide reads.
+
+    Tiled JPEG (photometric RGB, stored as YCbCr), resolution in pixels per centimetre (which
+    OpenSlide reports as ``openslide.mpp-x``), reduced levels tagged ``subfiletype=1`` (or
+    OpenSlide does not see them), and no date or description, so the bytes are reproducible.
+    """
+    pixels_per_cm = 1e4 / (mpp * 2**index)
+    return {
+        "photometric": "rgb",
+        "tile": (tile, tile),
+        "compression": "jpeg",
+        "compressionargs": {"level": quality},
+        "resolution": (pixels_per_cm, pixels_per_cm),
+        "resolutionunit": "CENTIMETER",
+        "subfiletype": 1 if index else 0,
+        "software": SOFTWARE,
+        "metadata": None,
+    }
+
+
 def write_pyramidal_tiff(
     path: str | os.PathLike[str],
     rgb: np.ndarray,
@@ -96,19 +117,6 @@ def write_pyramidal_tiff(
         for index in range(n_levels):
             if index:
                 level = downsample_2x(level)
-            pixels_per_cm = 1e4 / (mpp * 2**index)
-            writer.write(
-                level,
-                photometric="rgb",
-                tile=(tile, tile),
-                compression="jpeg",
-                compressionargs={"level": quality},
-                resolution=(pixels_per_cm, pixels_per_cm),
-                resolutionunit="CENTIMETER",
-                subfiletype=1 if index else 0,
-                software=SOFTWARE,
-                metadata=None,
-                # One thread: the engine runs one slide per worker, so threads here would only
-                # oversubscribe the cores.
-                maxworkers=1,
-            )
+            # One thread: the engine runs one slide per worker, so threads here would only
+            # oversubscribe the cores.
+            writer.write(level, **level_page_options(mpp, index, tile, quality), maxworkers=1)

@@ -32,9 +32,6 @@ from wsi_pipeline.tiling.tissue.thumbnail import segmentation_mpp, segmentation_
 from wsi_pipeline.tiling.tissue import auto as _auto  # noqa: F401  (isort: skip)
 from wsi_pipeline.tiling.tissue import model as _model  # noqa: F401  (isort: skip)
 
-#: The old name of `otsu_saturation_mask`, kept while callers move over.
-tissue_mask = otsu_saturation_mask
-
 __all__ = [
     "INK_COLOURS",
     "TissueMap",
@@ -53,6 +50,5 @@ __all__ = [
     "segment_tissue",
     "segmentation_mpp",
     "segmentation_thumbnail",
-    "tissue_mask",
     "tissue_method_names",
 ]

@@ -25,7 +25,7 @@ def auto(source: TileSource, config: TissueConfig) -> TissueMap:
             rgb, mpp, min_object_um2=config.min_object_um2, max_hole_um2=config.max_hole_um2
         )
         return TissueMap(
-            tissue=tissue, pen=np.zeros_like(tissue), scale=scale, mpp=mpp, modality="fluorescence", thumbnail=rgb
+            tissue=tissue, pen=np.zeros_like(tissue), scale=scale, mpp=mpp, modality="fluorescence"
         )
     tissue, pen = brightfield_masks(
         rgb,
@@ -34,4 +34,4 @@ def auto(source: TileSource, config: TissueConfig) -> TissueMap:
         max_hole_um2=config.max_hole_um2,
         remove_pen=config.remove_pen,
     )
-    return TissueMap(tissue=tissue, pen=pen, scale=scale, mpp=mpp, modality="brightfield", thumbnail=rgb)
+    return TissueMap(tissue=tissue, pen=pen, scale=scale, mpp=mpp, modality="brightfield")

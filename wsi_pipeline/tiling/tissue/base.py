@@ -29,8 +29,6 @@ class TissueMap:
         µm per mask pixel.
     modality
         ``"brightfield"`` or ``"fluorescence"``: how the image was read.
-    thumbnail
-        (H, W, 3) uint8: the RGB picture the masks were computed on.
     """
 
     tissue: np.ndarray
@@ -38,7 +36,6 @@ class TissueMap:
     scale: float
     mpp: float
     modality: str
-    thumbnail: np.ndarray
 
 
 #: ``method(source, config) -> TissueMap``; ``source.mpp`` is known when a method is called.

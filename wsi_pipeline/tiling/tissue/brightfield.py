@@ -55,12 +55,12 @@ def glass_pixels(rgb: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     rgb
-        (H, W, 3) uint8 image.
+        (..., 3) uint8 image(s): a thumbnail, or a batch of tiles.
 
     Returns
     -------
     numpy.ndarray
-        (H, W) bool. Very pale tissue can pass too, so statistics over these pixels must be robust.
+        (...) bool. Very pale tissue can pass too, so statistics over these pixels must be robust.
     """
     red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
     high = channel_max(rgb)

@@ -165,19 +165,13 @@ def model_method(source: TileSource, config: TissueConfig) -> TissueMap:
     and holes smaller than ``max_hole_um2`` filled. Pen is not looked for: the mask is the model's.
     """
     model = config.model
-    if model is None:
-        raise WSIPipelineError(
-            "method 'model' needs a 'model' section",
-            where="tiling.tissue.model",
-            fix="add tiling.tissue.model with at least 'path' (a TorchScript file) and 'mpp'",
-        )
+    assert model is not None, "TissueConfig requires a 'model' section for method 'model'"
     module = load_tissue_model(model.path)
-    slide_mpp = require_mpp(source)
-    rgb, scale, mpp = read_thumbnail(source, max(model.mpp, slide_mpp))
+    rgb, scale, mpp = read_thumbnail(source, max(model.mpp, require_mpp(source)))
     tissue = tissue_probability(module, rgb, model) > model.threshold
 
     tissue = clean_mask(
         tissue, mpp, closing_um=0.0, min_object_um2=config.min_object_um2, max_hole_um2=config.max_hole_um2
     )
     modality = "fluorescence" if looks_fluorescent(rgb) else "brightfield"
-    return TissueMap(tissue=tissue, pen=np.zeros_like(tissue), scale=scale, mpp=mpp, modality=modality, thumbnail=rgb)
+    return TissueMap(tissue=tissue, pen=np.zeros_like(tissue), scale=scale, mpp=mpp, modality=modality)

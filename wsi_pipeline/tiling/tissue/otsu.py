@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage import color, filters, morphology
+from skimage import color, filters
 
 from wsi_pipeline.config.workflow import TissueConfig
 from wsi_pipeline.sources.protocol import TileSource
 from wsi_pipeline.tiling.tissue.base import TissueMap, register_tissue_method
 from wsi_pipeline.tiling.tissue.thumbnail import segmentation_thumbnail
-from wsi_pipeline.tiling.tissue.components import remove_small_objects, remove_small_holes
+from wsi_pipeline.tiling.tissue.brightfield import CLOSING_UM, clean_mask
 
 #: Pixels this bright and this grey are glass whatever Otsu says: keeps a slide that is almost
 #: all tissue from having its paler tissue thrown out as "background".
@@ -56,14 +56,8 @@ def otsu_saturation_mask(
     mask = saturation > threshold
     mask &= ~((value >= GLASS_MIN_VALUE) & (saturation <= GLASS_MAX_SATURATION))
 
-    px_area = mpp * mpp
-    radius = max(1, round(8.0 / mpp))  # join structures up to ~16 µm apart
-    mask = morphology.closing(mask, morphology.disk(radius))
-    min_size = max(1, round(min_object_um2 / px_area))
-    max_hole = max(1, round(max_hole_um2 / px_area))
-    mask = remove_small_objects(mask, max_size=min_size)
-    mask = remove_small_holes(mask, max_size=max_hole)
-    return mask
+    # Join structures up to ~16 µm apart, then the same size clean-up as every method.
+    return clean_mask(mask, mpp, closing_um=CLOSING_UM, min_object_um2=min_object_um2, max_hole_um2=max_hole_um2)
 
 
 @register_tissue_method("otsu_saturation")
@@ -79,5 +73,4 @@ def otsu_saturation(source: TileSource, config: TissueConfig) -> TissueMap:
         scale=scale,
         mpp=mpp,
         modality="brightfield",
-        thumbnail=rgb,
     )
