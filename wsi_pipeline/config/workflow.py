@@ -137,12 +137,44 @@ class TilingConfig(StrictModel):
 
 
 class FeaturesConfig(StrictModel):
-    """Which encoder embeds the tiles, and how inference is batched."""
+    """Which encoder embeds the tiles, how tiles are read, and how inference runs."""
 
     encoder: str = "demo-resnet18-random"
     weights: str | None = Field(None, description="local weights file; default: the encoder's documented location")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int | Literal["auto"] = Field(
+        64, description="tiles per forward pass; 'auto' picks the largest power of two up to 1024 that fits in GPU memory (64 on the CPU)"
+    )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="autocast dtype of the forward pass: 'auto' is bfloat16 on CUDA and float32 on the CPU"
+    )
+    compile: bool = Field(False, description="torch.compile the encoder (pays a compile once per worker; worth it for long GPU runs)")
+    reader: Literal["auto", "openslide"] = Field(
+        "auto",
+        description="'auto' reads the compressed JPEG tiles of TIFF/SVS slides directly and decodes them in batches, after "
+        "checking their pixels against OpenSlide's on the slide's first tiles (falling back to OpenSlide otherwise); "
+        "'openslide' always reads through OpenSlide",
+    )
+    read_workers: int | None = Field(
+        None, ge=1, description="reader threads per extraction task; default: the worker's threads, at least 2"
+    )
+    jpeg_scaled_decode: bool = Field(
+        True,
+        description="decode JPEG tiles at 1/2, 1/4 or 1/8 scale in the DCT domain when a tile is shrunk that much "
+        "(a 0.5 µm/px tile from a 0.25 µm/px level); false decodes at full size and box-filters",
+    )
+    jpeg_decoder: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description="where raw JPEG tiles are decoded: 'cpu' (libjpeg-turbo threads), 'gpu' (nvImageCodec or nvJPEG; "
+        "needs the 'gpu' extra and CUDA), 'auto' (the GPU when the encoder runs on one and a GPU decoder is installed)",
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"batch_size must be at least 1 or 'auto', got {value}")
+        return value
 
 
 class ModelConfig(StrictModel):

@@ -16,7 +16,7 @@ import numpy as np
 from wsi_pipeline.cohort.table import SlideRecord
 from wsi_pipeline.config.workflow import FeaturesConfig, ModelConfig, TilingConfig
 from wsi_pipeline.engine.outcome import ItemOutcome, guarded
-from wsi_pipeline.sources.protocol import TileSource, mpp_disagreement, require_mpp
+from wsi_pipeline.sources.protocol import ReadOptions, TileSource, mpp_disagreement, require_mpp
 from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.store.feature_store import FeatureStore, features_key, slide_entry, tiling_key
 from wsi_pipeline.tiling.qc_table import QC_TABLE_COLUMNS
@@ -36,13 +36,13 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
-def open_slide(record: SlideRecord, source_name: str) -> tuple[TileSource, str]:
+def open_slide(record: SlideRecord, source_name: str, read_options: ReadOptions | None = None) -> tuple[TileSource, str]:
     """Open a slide through the named source and return it with its store entry name.
 
     The entry name joins the content fingerprint with the level-0 µm/px in use, so the
     same file tiled under another µm/px override never reuses these coordinates or features.
     """
-    source = open_source(source_name, record.path, record.mpp_override)
+    source = open_source(source_name, record.path, record.mpp_override, read_options)
     try:
         return source, slide_entry(source.uid, require_mpp(source))
     except BaseException:

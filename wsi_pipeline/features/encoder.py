@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -108,7 +109,14 @@ def load_encoder(name: str, weights: str | Path | None = None, device: str = "au
     LoadedEncoder
         In eval mode. Cached per process, so per-slide tasks on a worker share one copy.
     """
-    return _load_encoder_cached(name, None if weights is None else str(weights), device)
+    # One build at a time per process: the threads of a Dask worker would otherwise build the
+    # same encoder at once, loading a checkpoint once per thread and racing on torch's global
+    # random state (a seeded random-weight encoder then gets the wrong weights).
+    with _BUILD_LOCK:
+        return _load_encoder_cached(name, None if weights is None else str(weights), device)
+
+
+_BUILD_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=4)

@@ -9,6 +9,7 @@ what are the pixels of these tiles.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, runtime_checkable
@@ -16,6 +17,35 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from wsi_pipeline.errors import WSIPipelineError
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a source reads tiles: a source that has no choice to make ignores what it cannot use.
+
+    Attributes
+    ----------
+    reader
+        ``'auto'``: the fastest path the file allows (compressed JPEG tiles read and decoded in
+        batches, checked against the reference decoder on the slide's first tiles);
+        ``'openslide'``: always the reference reader.
+    workers
+        Reader threads: regions are read and decoded by this many threads at once.
+    scaled_decode
+        Let JPEG decoding shrink by 2, 4 or 8 in the DCT domain when a tile is shrunk that much.
+    decoder
+        ``'cpu'``, ``'gpu'`` or ``'auto'`` (the GPU when ``device`` is CUDA and a GPU decoder is
+        installed); only the raw-JPEG path decodes on the GPU.
+    device
+        The device batches are meant for (``'cpu'``, ``'cuda:0'``...): batches come back as torch
+        tensors on that device when decoding happens there.
+    """
+
+    reader: str = "auto"
+    workers: int = 2
+    scaled_decode: bool = True
+    decoder: str = "cpu"
+    device: str = "cpu"
 
 
 @runtime_checkable

@@ -5,8 +5,9 @@ A third-party package adds a source by declaring, in its ``pyproject.toml``::
     [project.entry-points."wsi_pipeline.sources"]
     myformat = "my_package.reader:open_my_format"
 
-where ``open_my_format(path, mpp_override=None)`` returns an object meeting
-:class:`~wsi_pipeline.sources.protocol.TileSource`. Names registered in code (tests, notebooks)
+where ``open_my_format(path, mpp_override=None, read_options=None)`` returns an object meeting
+:class:`~wsi_pipeline.sources.protocol.TileSource` (``read_options`` is a
+:class:`~wsi_pipeline.sources.protocol.ReadOptions`; a source may ignore what it cannot use). Names registered in code (tests, notebooks)
 with :func:`register_source` win over entry points of the same name.
 """
 
@@ -18,19 +19,19 @@ from importlib import metadata
 from pathlib import Path
 
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.sources.protocol import TileSource
+from wsi_pipeline.sources.protocol import ReadOptions, TileSource
 
 ENTRY_POINT_GROUP = "wsi_pipeline.sources"
 
-#: ``factory(path, mpp_override=None) -> TileSource``.
+#: ``factory(path, mpp_override=None, read_options=None) -> TileSource``.
 SourceFactory = Callable[..., TileSource]
 
 
-def _open_wsi(path: str | Path, mpp_override: float | None = None) -> TileSource:
+def _open_wsi(path: str | Path, mpp_override: float | None = None, read_options: ReadOptions | None = None) -> TileSource:
     # Imported on use: OpenSlide loads a native library that a source-less caller need not pay for.
     from wsi_pipeline.sources.wsi import OpenSlideSource
 
-    return OpenSlideSource(path, mpp_override=mpp_override)
+    return OpenSlideSource(path, mpp_override=mpp_override, read_options=read_options)
 
 
 _BUILTIN: dict[str, SourceFactory] = {"wsi": _open_wsi}
@@ -88,7 +89,9 @@ def get_source_factory(name: str, where: str = "modality") -> SourceFactory:
     )
 
 
-def open_source(name: str, path: str | Path, mpp_override: float | None = None) -> TileSource:
+def open_source(
+    name: str, path: str | Path, mpp_override: float | None = None, read_options: ReadOptions | None = None
+) -> TileSource:
     """Open ``path`` with the source registered as ``name``.
 
     Parameters
@@ -99,10 +102,15 @@ def open_source(name: str, path: str | Path, mpp_override: float | None = None) 
         The image file.
     mpp_override
         Level-0 µm/px to use instead of the metadata (the cohort table's ``mpp`` column).
+    read_options
+        How tiles are read (reader, threads, decoder); default :class:`ReadOptions`.
 
     Returns
     -------
     TileSource
         The open source; use it as a context manager to close it.
     """
-    return get_source_factory(name)(path, mpp_override=mpp_override)
+    factory = get_source_factory(name)
+    if read_options is None:  # sources written before read options existed keep working
+        return factory(path, mpp_override=mpp_override)
+    return factory(path, mpp_override=mpp_override, read_options=read_options)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.fingerprint import slide_uid
-from wsi_pipeline.sources.protocol import level_for_downsample, require_mpp
+from wsi_pipeline.sources.protocol import ReadOptions, level_for_downsample, require_mpp
 
 #: Pixels of a pyramid level read in one piece for a thumbnail; a larger level is read in blocks
 #: so memory follows the thumbnail, not the slide (a flat 150k x 100k TIFF would otherwise need
@@ -41,6 +41,8 @@ class OpenSlideSource:
         The slide file (for DICOM, any file of the series, or the folder holding it).
     mpp_override
         Level-0 µm/px to use instead of the metadata (the cohort table's ``mpp`` column).
+    read_options
+        How :meth:`read_tiles` reads (default :class:`ReadOptions`).
 
     Raises
     ------
@@ -48,8 +50,9 @@ class OpenSlideSource:
         When the file is missing or OpenSlide cannot read it; the message says why and how to fix it.
     """
 
-    def __init__(self, path: str | Path, mpp_override: float | None = None) -> None:
+    def __init__(self, path: str | Path, mpp_override: float | None = None, read_options: ReadOptions | None = None) -> None:
         self.path = resolve_slide_path(Path(path))
+        self.read_options = read_options or ReadOptions()
         try:
             self._slide = openslide.OpenSlide(str(self.path))
         except (openslide.OpenSlideError, OSError) as error:
