@@ -7,10 +7,30 @@ from typing import Any
 
 import numpy as np
 
-from wsi_pipeline.features.encoder import LoadedEncoder
+from wsi_pipeline.config.workflow import FeaturesConfig
+from wsi_pipeline.features.encoder import LoadedEncoder, pick_device
 from wsi_pipeline.features.tile_loader import iter_tile_batches
-from wsi_pipeline.sources.protocol import TileSource
+from wsi_pipeline.sources.protocol import ReadOptions, TileSource
 from wsi_pipeline.store.feature_store import FeatureStore
+
+
+def read_options_for(features: FeaturesConfig, threads: int) -> ReadOptions:
+    """How an extraction task reads tiles, from the features config and the worker's threads.
+
+    Reader threads default to the worker's threads but at least 2: reading and decoding
+    release the GIL, so they overlap the encoder even on a one-thread worker.
+    """
+    device = str(pick_device(features.device))
+    decoder = features.jpeg_decoder
+    if decoder == "auto":
+        decoder = "gpu" if device.startswith("cuda") else "cpu"
+    return ReadOptions(
+        reader=features.reader,
+        workers=features.read_workers or max(2, threads),
+        scaled_decode=features.jpeg_scaled_decode,
+        decoder=decoder,
+        device=device,
+    )
 
 
 def extract_slide_features(
