@@ -98,3 +98,69 @@ def test_encoder_id_of_a_checkpoint_hashes_the_file_without_building_the_model(t
     monkeypatch.setitem(ENCODERS, "uni", dataclasses.replace(ENCODERS["uni"], build=refuse))
     monkeypatch.setenv("WSI_PIPELINE_WEIGHTS", str(tmp_path))
     assert encoder_id_for("uni") == f"uni-{file_sha256(str(weights))[:12]}"
+
+
+def test_precision_and_memory_format_follow_the_device():
+    from wsi_pipeline.features.encoder import is_convolutional, resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) is None and resolve_precision("auto", cuda) is torch.bfloat16
+    assert resolve_precision("float16", cpu) is torch.float16 and resolve_precision("float32", cuda) is None
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("fp8", cuda)
+    assert is_convolutional(get_encoder_spec("demo-resnet18-random").build(None))
+    import timm
+
+    assert not is_convolutional(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0))
+
+
+def test_bfloat16_autocast_on_the_cpu_stays_close_to_float32_and_is_recorded():
+    plain = load_encoder("demo-resnet18-random", device="cpu")
+    bf16 = load_encoder("demo-resnet18-random", device="cpu", precision="bfloat16")
+    assert plain.precision == "float32" and bf16.precision == "bfloat16"
+    assert bf16.provenance()["precision"] == "bfloat16" and bf16.encoder_id == plain.encoder_id
+    tiles = np.random.default_rng(2).integers(0, 255, (4, 128, 128, 3), dtype=np.uint8)
+    exact, approx = plain.embed(tiles), bf16.embed(tiles)
+    assert approx.dtype == np.float32
+    cosine = (exact * approx).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(approx, axis=1)
+    assert cosine.min() > 0.99 and not np.array_equal(exact, approx)
+
+
+def test_tiles_may_arrive_as_tensors_and_auto_batch_is_64_on_the_cpu():
+    encoder = load_encoder("demo-resnet18-random", device="cpu")
+    tiles = np.random.default_rng(4).integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(encoder.embed(torch.from_numpy(tiles)), encoder.embed(tiles))
+    assert encoder.batch_size("auto") == 64 and encoder.batch_size(17) == 17
+
+
+def test_threads_of_one_process_share_one_encoder_built_once(monkeypatch):
+    """A worker's threads asking at once get the same encoder, built once (not once per thread)."""
+    import dataclasses
+    import threading
+
+    from wsi_pipeline.features import encoder as encoder_module
+
+    builds = []
+    spec = ENCODERS["demo-resnet18-random"]
+
+    def counting_build(path):
+        builds.append(threading.get_ident())
+        return spec.build(path)
+
+    monkeypatch.setitem(ENCODERS, "demo-resnet18-random", dataclasses.replace(spec, build=counting_build))
+    encoder_module._load_encoder_cached.cache_clear()
+    barrier = threading.Barrier(4)
+    got = []
+
+    def load():
+        barrier.wait()
+        got.append(load_encoder("demo-resnet18-random", device="cpu"))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    encoder_module._load_encoder_cached.cache_clear()
+    assert len(builds) == 1 and len({id(e) for e in got}) == 1
+    assert got[0].encoder_id == load_encoder("demo-resnet18-random", device="cpu").encoder_id

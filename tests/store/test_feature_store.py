@@ -94,3 +94,29 @@ def test_slide_entry_names_carry_the_mpp():
 
     assert slide_entry("abc", 0.499) == "abc_0.499um"
     assert slide_entry("abc", 0.25) != slide_entry("abc", 0.5)
+
+
+def test_features_reach_the_array_in_whole_chunks(tmp_path, monkeypatch):
+    """Rows wait for a whole chunk, so each chunk is compressed and written once, not once per batch."""
+    from wsi_pipeline.store import feature_store
+
+    monkeypatch.setattr(feature_store, "FEATURE_ROWS_PER_CHUNK", 100)
+    store = FeatureStore(tmp_path / "store")
+    writer = store.begin_features("e", "t", "u", n_rows=250, dim=3, attrs={})
+    writes = []
+    array = writer._array
+
+    class Recording:
+        def __setitem__(self, key, value):
+            writes.append((key.start, key.stop))
+            array[key] = value
+
+    writer._array = Recording()
+    rows = np.arange(750, dtype=np.float32).reshape(250, 3)
+    for start in range(0, 250, 30):
+        writer.write(rows[start : start + 30])
+        if start == 60:
+            assert writes == []  # 90 rows held back: less than a chunk
+    writer.complete()
+    assert writes == [(0, 100), (100, 200), (200, 250)]
+    np.testing.assert_array_equal(store.read_features("e", "t", "u").features, rows.astype(np.float16))

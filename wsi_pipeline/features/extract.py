@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from wsi_pipeline.config.workflow import FeaturesConfig
+from wsi_pipeline.features.background_writer import BackgroundWriter
 from wsi_pipeline.features.encoder import LoadedEncoder, pick_device
 from wsi_pipeline.features.tile_loader import iter_tile_batches
 from wsi_pipeline.sources.protocol import ReadOptions, TileSource
@@ -43,11 +44,15 @@ def extract_slide_features(
     *,
     tiling_id: str,
     slide_uid: str,
-    batch_size: int,
+    batch_size: int | str,
     attrs: dict[str, Any],
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Embed the tiles at ``coords`` and write them, marking the entry complete only at the end.
+
+    Three things overlap: the source's reader threads read and decode the next tiles, the
+    encoder embeds the current batch, and a writer thread compresses and stores the previous
+    ones (see :class:`~wsi_pipeline.features.background_writer.BackgroundWriter`).
 
     Parameters
     ----------
@@ -64,7 +69,7 @@ def extract_slide_features(
     tiling_id, slide_uid
         Keys of the entry.
     batch_size
-        Tiles per forward pass.
+        Tiles per forward pass, or ``'auto'`` (see :meth:`LoadedEncoder.batch_size`).
     attrs
         Provenance added to the entry (slide path, µm/px...).
     on_batch
@@ -75,22 +80,25 @@ def extract_slide_features(
     int
         Number of tiles embedded.
     """
+    batch_size = encoder.batch_size(batch_size)
     writer = store.begin_features(
         encoder.encoder_id,
         tiling_id,
         slide_uid,
         n_rows=len(coords),
         dim=encoder.spec.dim,
-        attrs={**attrs, **encoder.provenance(), "tiling_id": tiling_id, "slide_uid": slide_uid},
+        attrs={**attrs, **encoder.provenance(), "tiling_id": tiling_id, "slide_uid": slide_uid, "batch_size": batch_size},
     )
     done = 0
-    for batch in iter_tile_batches(source, coords, size_level0, tile_px, batch_size):
-        features = encoder.embed(batch)
-        if not np.isfinite(features).all():
-            raise FloatingPointError(f"encoder '{encoder.spec.name}' produced non-finite features")
-        writer.write(features)
-        done += len(batch)
-        if on_batch is not None:
-            on_batch(done)
-    writer.complete()
+    with BackgroundWriter(writer) as background:
+        for batch in iter_tile_batches(source, coords, size_level0, tile_px, batch_size):
+            features = encoder.embed(batch)
+            if not np.isfinite(features).all():
+                raise FloatingPointError(f"encoder '{encoder.spec.name}' produced non-finite features")
+            background.write(features)
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done)
+    # Known only once tiles were read: the raw JPEG path, or OpenSlide and why.
+    writer.complete(tile_reader=getattr(source, "read_path", type(source).__name__))
     return done

@@ -10,7 +10,7 @@ target resolution with antialiasing, and errors that say what to do.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -22,11 +22,17 @@ from PIL import Image
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.fingerprint import slide_uid
 from wsi_pipeline.sources.protocol import ReadOptions, level_for_downsample, require_mpp
+from wsi_pipeline.sources.tile_reader import RegionReader, plan_strips, read_tiles_in_strips
 
 #: Pixels of a pyramid level read in one piece for a thumbnail; a larger level is read in blocks
 #: so memory follows the thumbnail, not the slide (a flat 150k x 100k TIFF would otherwise need
 #: 60 GB).
 THUMBNAIL_READ_PIXELS = 2 * 1024 * 1024
+
+#: The raw JPEG path is used only when its pixels differ from OpenSlide's by at most this mean
+#: absolute difference (grey levels) on the first strip: both decode with libjpeg-turbo, so a
+#: right path agrees to rounding, while a wrong colour transform is off by tens of levels.
+RAW_PATH_TOLERANCE = 1.0
 
 #: Pixel sizes are square when x and y agree this closely.
 SQUARE_PIXEL_TOLERANCE = 0.01
@@ -64,6 +70,9 @@ class OpenSlideSource:
                 fix="give the slide's level-0 µm/px (e.g. 0.25 for 40x, 0.5 for 20x) in the 'mpp' column, or leave it empty",
             )
         self._override = None if mpp_override is None else float(mpp_override)
+        self._raw: object | None = None
+        self._read_path = ""  # decided on the first read_tiles call
+        self._closers: list = []
 
     # -- physical scale -------------------------------------------------------------------------
     @cached_property
@@ -159,6 +168,13 @@ class OpenSlideSource:
     ) -> Iterator[np.ndarray]:
         """Yield the tiles at ``coords`` as (B, tile_px, tile_px, 3) uint8 batches, in order.
 
+        Adjacent tiles of a row are read as one strip, by ``read_options.workers`` threads (see
+        :mod:`~wsi_pipeline.sources.tile_reader`). With ``read_options.reader == 'auto'`` and a
+        JPEG-tiled TIFF/SVS, the strips come from the stored JPEG tiles decoded directly
+        (:mod:`~wsi_pipeline.sources.raw_jpeg`), once their pixels have matched OpenSlide's on the
+        first strip this source reads; otherwise, and after a mismatch, through OpenSlide.
+        :attr:`read_path` says which.
+
         Parameters
         ----------
         coords
@@ -173,12 +189,69 @@ class OpenSlideSource:
         coords = np.asarray(coords).reshape(-1, 2)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        for start in range(0, len(coords), batch_size):
-            chunk = coords[start : start + batch_size]
-            batch = np.empty((len(chunk), tile_px, tile_px, 3), dtype=np.uint8)
-            for i, (x, y) in enumerate(chunk):
-                batch[i] = self.read_tile(int(x), int(y), size_level0, tile_px)
-            yield batch
+        if len(coords) == 0:
+            return
+        level = self.level_for_downsample(size_level0 / tile_px)
+        downsample = self.level_downsamples[level]
+        read_region, scaled = self._region_reader(coords, size_level0, level)
+        yield from read_tiles_in_strips(
+            read_region,
+            coords,
+            size_level0,
+            level,
+            downsample,
+            tile_px,
+            batch_size,
+            resize=resize_rgb,
+            workers=self.read_options.workers,
+            scaled_decode=scaled,
+            allocate=pinned_batches(self.read_options.device, tile_px),
+        )
+
+    @property
+    def read_path(self) -> str:
+        """How tiles are read: ``openslide``, or the raw JPEG path; with the reason for a fallback."""
+        return self._read_path
+
+    def _openslide_region(self, level: int, left: int, top: int, width: int, height: int, reduce: int = 1) -> np.ndarray:
+        if reduce != 1:
+            raise ValueError("OpenSlide reads regions at full scale only")
+        return self.read_level_region(left, top, level, width, height)
+
+    def _region_reader(self, coords: np.ndarray, size_level0: float, level: int) -> tuple[RegionReader, bool]:
+        """The region reader for this slide, and whether it decodes at reduced scale.
+
+        The raw JPEG path is opened once per source and checked once, on the first strip asked
+        for: its pixels must match OpenSlide's there (mean absolute difference at most
+        :data:`RAW_PATH_TOLERANCE`), which catches a colour transform a decoder got wrong (Aperio's
+        RGB-coded JPEG read as YCbCr) as well as a page mapped to the wrong level.
+        """
+        if self._raw is None and self._read_path == "":
+            self._raw, self._read_path = self._open_raw_path(coords, size_level0, level)
+        if self._raw is None:
+            return self._openslide_region, False
+        return self._raw.read_region, self.read_options.scaled_decode
+
+    def _open_raw_path(self, coords: np.ndarray, size_level0: float, level: int) -> tuple[object | None, str]:
+        if self.read_options.reader == "openslide":
+            return None, "openslide"
+        from wsi_pipeline.sources.raw_jpeg import RawJpegPyramid, RawPathUnavailable
+
+        try:
+            raw = RawJpegPyramid.open(self.path, self.level_dimensions)
+        except RawPathUnavailable as why:
+            return None, f"openslide (raw JPEG path unavailable: {why})"
+        strip = plan_strips(coords[:2], size_level0, self.level_downsamples[level])[0]
+        region = (level, strip.left, strip.top, strip.width, strip.height)
+        difference = float(np.abs(raw.read_region(*region).astype(np.int16) - self._openslide_region(*region)).mean())
+        if difference > RAW_PATH_TOLERANCE:
+            raw.close()
+            return None, (
+                f"openslide (raw JPEG pixels differed from OpenSlide's on the first tiles: mean |difference| "
+                f"{difference:.1f} grey levels)"
+            )
+        self._closers.append(raw.close)
+        return raw, raw.description
 
     def thumbnail(self, mpp: float) -> tuple[np.ndarray, float]:
         """Return an RGB picture of the whole slide at about ``mpp`` µm/px and its level-0 px per pixel.
@@ -239,7 +312,10 @@ class OpenSlideSource:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the OpenSlide handle."""
+        """Release the OpenSlide handle (and the raw JPEG reader's file)."""
+        for close in self._closers:
+            close()
+        self._closers.clear()
         self._slide.close()
 
     def __enter__(self) -> "OpenSlideSource":
@@ -249,6 +325,22 @@ class OpenSlideSource:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def pinned_batches(device: str, tile_px: int) -> Callable[[int], np.ndarray] | None:
+    """Batch allocator in page-locked memory when batches go to a CUDA device, else None.
+
+    A copy from pinned memory to the GPU runs asynchronously (``non_blocking=True``) at full bus
+    speed; from pageable memory it is staged through a bounce buffer and blocks. A new buffer per
+    batch: the previous one may still be in flight to the device.
+    """
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return lambda n: torch.empty((n, tile_px, tile_px, 3), dtype=torch.uint8, pin_memory=True).numpy()
 
 
 def _edges(start: int, stop: int, level_size: int, out_size: int) -> tuple[int, int]:
