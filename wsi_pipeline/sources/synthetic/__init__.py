@@ -29,7 +29,7 @@ from .cohort import (
     write_cohort_table,
 )
 from .generate import generate_slide
-from .large import LargeSlideTruth, write_large_slide
+from .large import LargeSlideTruth, write_aperio_like_slide, write_large_slide
 from .slide import render_slide
 from .spec import MASK_DOWNSAMPLE, SlideTruth, SyntheticSlideSpec
 from .tiff import write_pyramidal_tiff
@@ -51,6 +51,7 @@ __all__ = [
     "render_fluorescence_slide",
     "render_slide",
     "slide_seed",
+    "write_aperio_like_slide",
     "write_artefact_slide",
     "write_cohort_table",
     "write_large_slide",

@@ -25,6 +25,13 @@ The TIFF layout is the one of `tiff.write_pyramidal_tiff` (reduced levels ``subf
 photometric RGB stored as YCbCr 4:2:0 JPEG, resolution in px/cm), which OpenSlide's generic-TIFF
 reader opens and for which it reports ``openslide.mpp-x``. The same arguments always give the
 same bytes.
+
+Options bring it closer to what Aperio scanners write (see `aperio`): ``level_downsample=4``
+writes pages at 1x, 4x, 16x... (a 40x scan has no 20x level, so 20x tiles are read from 40x);
+``jpeg_colour='rgb'`` stores RGB-coded JPEG under TIFF photometric RGB with the tables in a shared
+JPEGTables tag and no colour marker in the tiles; ``aperio_description=True`` adds the Aperio
+ImageDescription (OpenSlide then reports vendor ``aperio``) and a thumbnail page after level 0.
+`write_aperio_like_slide` combines the three.
 """
 
 from __future__ import annotations
@@ -43,11 +50,18 @@ import tifffile
 
 from wsi_pipeline.atomic import atomic_path
 
+from .aperio import (
+    encode_rgb_coded_jpeg,
+    level0_description,
+    reduced_description,
+    split_aperio_tile,
+    thumbnail_description,
+)
 from .fields import resize_bilinear, smooth_noise
 from .nuclei import FIBROBLAST, LYMPHOCYTE, TUMOUR, make_stamp_bank, sample_centres, stamp_nuclei
 from .slide import DENSITY_FIBROBLAST, DENSITY_TUMOUR, EOSIN_NEST, EOSIN_STROMA, FIBRE_STROMA, TEXTURE_UM
 from .stain import compose_rgb
-from .tiff import downsample_2x, level_page_options
+from .tiff import SOFTWARE, downsample_2x, level_page_options
 
 #: Level-0 pixels per cell of the layout grid (and of the truth mask).
 CELL_PX = 64
@@ -67,6 +81,14 @@ SMALLEST_LEVEL_PX = 2000
 DENSITY_LYMPHOCYTE = 1 / 1500
 #: Nests cover about this fraction of a patch.
 NEST_FRACTION = 0.35
+#: Longer side of the thumbnail page of an Aperio-style slide is at most this.
+THUMBNAIL_PX = 1024
+#: Pages of `write_aperio_like_slide` at most (1x, 4x, 16x).
+APERIO_LEVELS = 3
+#: Ratios between written pyramid levels that `write_large_slide` supports.
+LEVEL_DOWNSAMPLES = (2, 4)
+#: JPEG colour codings: ``ycbcr`` (YCbCr 4:2:0, photometric YCbCr) or ``rgb`` (Aperio's).
+JPEG_COLOURS = ("ycbcr", "rgb")
 
 
 @dataclass(frozen=True)
@@ -90,7 +112,10 @@ class LargeSlideTruth:
     mpp
         Level-0 µm per pixel (written to the resolution tags).
     level_dimensions
-        ``(width, height)`` of every level, level 0 first; level k is ``ceil(size / 2**k)``.
+        ``(width, height)`` of every level, level 0 first; level k is
+        ``ceil(size / level_downsample**k)``.
+    level_downsample
+        Ratio between consecutive levels (2, or 4 for the Aperio 40x layout).
     """
 
     tissue_mask: np.ndarray
@@ -100,6 +125,7 @@ class LargeSlideTruth:
     height: int
     mpp: float
     level_dimensions: tuple[tuple[int, int], ...]
+    level_downsample: int = 2
 
     @property
     def n_levels(self) -> int:
@@ -112,8 +138,8 @@ class LargeSlideTruth:
         return self.tissue_fraction * self.width * self.height * (self.mpp * 1e-3) ** 2
 
 
-def default_n_levels(width: int, height: int, smallest: int = SMALLEST_LEVEL_PX) -> int:
-    """Return the number of 2x levels for the longer side of the last one to be at most ``smallest``.
+def default_n_levels(width: int, height: int, smallest: int = SMALLEST_LEVEL_PX, factor: int = 2) -> int:
+    """Return the number of levels for the longer side of the last one to be at most ``smallest``.
 
     Parameters
     ----------
@@ -121,6 +147,8 @@ def default_n_levels(width: int, height: int, smallest: int = SMALLEST_LEVEL_PX)
         Level-0 size in pixels.
     smallest
         Largest acceptable longer side of the last level.
+    factor
+        Ratio between consecutive levels.
 
     Returns
     -------
@@ -129,7 +157,7 @@ def default_n_levels(width: int, height: int, smallest: int = SMALLEST_LEVEL_PX)
     """
     n, side = 1, max(width, height)
     while side > smallest:
-        side = -(-side // 2)
+        side = -(-side // factor)
         n += 1
     return n
 
@@ -294,6 +322,7 @@ class _SlideModel:
         tissue_fraction: float,
         seed: int,
         n_levels: int,
+        grid_levels: int | None = None,
     ) -> None:
         streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
         layout_rng, patch_rng, assign_rng, glass_rng = streams
@@ -315,9 +344,11 @@ class _SlideModel:
                 _Level(index, -(-width // 2**index), -(-height // 2**index), bank)
             )
         # Patch cell -> (patch, orientation), one byte each; the grid covers the padded
-        # edge tiles of every level.
-        p_rows = max(-(-(-(-lv.height // tile) * tile << lv.index) // PATCH_PX) for lv in self.levels)
-        p_cols = max(-(-(-(-lv.width // tile) * tile << lv.index) // PATCH_PX) for lv in self.levels)
+        # edge tiles of the first ``grid_levels`` levels (the written pyramid). Coarser levels
+        # made only for a thumbnail wrap around it, so adding them leaves the pyramid unchanged.
+        gridded = self.levels[: grid_levels or n_levels]
+        p_rows = max(-(-(-(-lv.height // tile) * tile << lv.index) // PATCH_PX) for lv in gridded)
+        p_cols = max(-(-(-(-lv.width // tile) * tile << lv.index) // PATCH_PX) for lv in gridded)
         self.patch = assign_rng.integers(0, N_PATCHES, size=(p_rows, p_cols), dtype=np.uint8)
         self.orientation = assign_rng.integers(0, 8, size=(p_rows, p_cols), dtype=np.uint8)
         noise = glass_rng.integers(-GLASS_NOISE, GLASS_NOISE + 1, size=(tile, tile, 3), dtype=np.int16)
@@ -372,12 +403,14 @@ class _SlideModel:
         size = PATCH_PX >> level
         out = np.empty((self.tile, self.tile, 3), dtype=np.uint8)
         y_end, x_end = y0 + self.tile, x0 + self.tile
+        grid_rows, grid_cols = self.patch.shape
         for pi in range(y0 // size, (y_end - 1) // size + 1):
             ya, yb = max(y0, pi * size), min(y_end, (pi + 1) * size)
             for pj in range(x0 // size, (x_end - 1) // size + 1):
                 xa, xb = max(x0, pj * size), min(x_end, (pj + 1) * size)
-                patch = bank[self.patch[pi, pj]]
-                o = self.orientation[pi, pj]
+                cell = pi % grid_rows, pj % grid_cols  # wraps only for thumbnail-only levels
+                patch = bank[self.patch[cell]]
+                o = self.orientation[cell]
                 if o & 4:
                     patch = patch.transpose(1, 0, 2)
                 if o & 1:
@@ -387,6 +420,17 @@ class _SlideModel:
                 block = patch[ya - pi * size : yb - pi * size, xa - pj * size : xb - pj * size]
                 out[ya - y0 : yb - y0, xa - x0 : xb - x0] = block
         return out
+
+    def render_level(self, level: int) -> np.ndarray:
+        """The whole of ``level`` as one uint8 (H, W, 3) array; for small levels (a thumbnail)."""
+        spec = self.levels[level]
+        out = np.empty((-(-spec.height // self.tile) * self.tile, -(-spec.width // self.tile) * self.tile, 3), np.uint8)
+        for y0 in range(0, spec.height, self.tile):
+            for x0 in range(0, spec.width, self.tile):
+                kind = self.tile_kind(level, y0, x0)
+                pixels = self.glass if kind == "glass" else self.tile_pixels(level, y0, x0, kind)
+                out[y0 : y0 + self.tile, x0 : x0 + self.tile] = pixels
+        return out[: spec.height, : spec.width]
 
     def tile_pixels(self, level: int, y0: int, x0: int, kind: str) -> np.ndarray:
         """RGB of one tile (a non-glass kind)."""
@@ -415,6 +459,79 @@ def _ordered_map(tasks: Iterator[Callable[[], bytes]], workers: int) -> Iterator
             yield window.popleft().result()
 
 
+@dataclass(frozen=True)
+class _TileCoder:
+    """How the tiles of a slide are JPEG-coded and which TIFF options describe those bytes."""
+
+    encode: Callable[[np.ndarray], bytes]
+    page_options: dict
+
+
+def _tile_coder(jpeg_colour: str, quality: int, glass: np.ndarray) -> _TileCoder:
+    """The tile encoder and TIFF options for ``jpeg_colour`` (see `write_large_slide`)."""
+    if jpeg_colour == "ycbcr":
+        jpeg_args = {"level": quality, "subsampling": (2, 2), "colorspace": "RGB", "outcolorspace": "YCBCR"}
+        # The same call tifffile makes for compression='jpeg', photometric='rgb', so the tags it
+        # writes (YCbCr photometric, 2x2 subsampling, ReferenceBlackWhite) describe these bytes.
+        return _TileCoder(lambda pixels: bytes(imagecodecs.jpeg_encode(pixels, **jpeg_args)), {})
+    tables, _ = split_aperio_tile(encode_rgb_coded_jpeg(glass, quality))
+
+    def encode(pixels: np.ndarray) -> bytes:
+        tile_tables, tile = split_aperio_tile(encode_rgb_coded_jpeg(pixels, quality))
+        if tile_tables != tables:
+            # The page's one JPEGTables tag would decode this tile with the wrong tables.
+            raise RuntimeError("JPEG tiles of one quality came out with different tables; cannot share them")
+        return tile
+
+    # Photometric RGB (2) with RGB-coded data; YCbCrSubSampling is irrelevant for RGB, so (1, 1).
+    options = {
+        "compressionargs": {"level": quality, "outcolorspace": "rgb"},
+        "subsampling": (1, 1),
+        "jpegtables": tables,
+    }
+    return _TileCoder(encode, options)
+
+
+def _thumbnail_level(width: int, height: int, max_level: int) -> int:
+    """The first 2x level whose longer side is at most `THUMBNAIL_PX` (at most ``max_level``)."""
+    level, side = 0, max(width, height)
+    while side > THUMBNAIL_PX and level < max_level:
+        side = -(-side // 2)
+        level += 1
+    return level
+
+
+def _check_arguments(
+    width: int,
+    height: int,
+    mpp: float,
+    tile: int,
+    quality: int,
+    tissue_fraction: float,
+    seed: int,
+    level_downsample: int,
+    jpeg_colour: str,
+) -> None:
+    """ValueError naming the first unusable argument of `write_large_slide`."""
+    for name, value in (("width", width), ("height", height)):
+        if not isinstance(value, (int, np.integer)) or value < CELL_PX:
+            raise ValueError(f"{name} must be an integer >= {CELL_PX}, got {value!r}")
+    if not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
+        raise ValueError(f"mpp must be a positive number, got {mpp!r}")
+    if not isinstance(tile, (int, np.integer)) or tile <= 0 or tile % 16:
+        raise ValueError(f"tile must be a positive multiple of 16, got {tile!r}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be within 1-100, got {quality!r}")
+    if not 0.0 < tissue_fraction < 1.0:
+        raise ValueError(f"tissue_fraction must be in (0, 1), got {tissue_fraction!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if level_downsample not in LEVEL_DOWNSAMPLES:
+        raise ValueError(f"level_downsample must be one of {LEVEL_DOWNSAMPLES}, got {level_downsample!r}")
+    if jpeg_colour not in JPEG_COLOURS:
+        raise ValueError(f"jpeg_colour must be one of {JPEG_COLOURS}, got {jpeg_colour!r}")
+
+
 def write_large_slide(
     path: str | os.PathLike[str],
     width: int,
@@ -428,6 +545,9 @@ def write_large_slide(
     flat: bool = False,
     quality: int = 80,
     workers: int = 1,
+    level_downsample: int = 2,
+    jpeg_colour: str = "ycbcr",
+    aperio_description: bool = False,
 ) -> LargeSlideTruth:
     """Write a synthetic H&E slide of any size as a tiled JPEG pyramidal TIFF, in bounded memory.
 
@@ -450,8 +570,9 @@ def write_large_slide(
     mpp
         Level-0 µm per pixel, written as the resolution (OpenSlide's ``openslide.mpp-x``).
     n_levels
-        Pyramid levels, each half the previous one (``ceil``); default: enough for the last one's
-        longer side to be at most `SMALLEST_LEVEL_PX`. At most ``log2(PATCH_PX) + 1``.
+        Pyramid levels written, each ``level_downsample`` times smaller than the previous one
+        (``ceil``); default: enough for the last one's longer side to be at most
+        `SMALLEST_LEVEL_PX`. The last level is at most ``PATCH_PX`` times smaller than level 0.
     tile
         Tile side in pixels, a multiple of 16.
     tissue_fraction
@@ -465,6 +586,18 @@ def write_large_slide(
     workers
         Threads generating and encoding tiles (JPEG encoding releases the GIL). The output does
         not depend on it.
+    level_downsample
+        2, or 4 for the Aperio 40x layout (pages at 1x, 4x, 16x...). The content of a page does not
+        depend on it: a 4x page is the 2x slide's level 2 (same seed and internal level count).
+    jpeg_colour
+        ``"ycbcr"``: YCbCr 4:2:0 JPEG, complete streams, photometric YCbCr (the default, as
+        `tiff.write_pyramidal_tiff`). ``"rgb"``: what Aperio writes: RGB-coded JPEG (no colour
+        transform) under photometric RGB, abbreviated tiles sharing one JPEGTables tag per page,
+        no Adobe or JFIF marker, components numbered 0, 1, 2 (see `aperio`).
+    aperio_description
+        Write Aperio ImageDescriptions (page 0 carries ``AppMag`` and ``MPP``, so OpenSlide
+        reports vendor ``aperio``, ``openslide.mpp-x`` and the objective power) and a stripped
+        JPEG thumbnail page (longer side at most `THUMBNAIL_PX`) right after level 0.
 
     Returns
     -------
@@ -474,38 +607,42 @@ def write_large_slide(
     Raises
     ------
     ValueError
-        If a size, the level count, the tile size, the quality or the tissue fraction is unusable.
+        If a size, the level count, the tile size, the quality, the tissue fraction, the level
+        downsample or the JPEG colour coding is unusable.
+    RuntimeError
+        If RGB-coded tiles of one page do not share their JPEG tables (then no JPEGTables tag can
+        describe them).
     OSError
         If the file cannot be written.
     """
-    for name, value in (("width", width), ("height", height)):
-        if not isinstance(value, (int, np.integer)) or value < CELL_PX:
-            raise ValueError(f"{name} must be an integer >= {CELL_PX}, got {value!r}")
-    if not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
-        raise ValueError(f"mpp must be a positive number, got {mpp!r}")
-    if not isinstance(tile, (int, np.integer)) or tile <= 0 or tile % 16:
-        raise ValueError(f"tile must be a positive multiple of 16, got {tile!r}")
-    if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be within 1-100, got {quality!r}")
-    if not 0.0 < tissue_fraction < 1.0:
-        raise ValueError(f"tissue_fraction must be in (0, 1), got {tissue_fraction!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_arguments(width, height, mpp, tile, quality, tissue_fraction, seed, level_downsample, jpeg_colour)
+    step = int(math.log2(level_downsample))  # internal 2x levels per written page
     if flat:
         if n_levels not in (None, 1):
             raise ValueError(f"flat=True writes one level, got n_levels={n_levels!r}")
         n_levels = 1
     elif n_levels is None:
-        n_levels = default_n_levels(width, height)
-    max_levels = int(math.log2(PATCH_PX)) + 1
+        n_levels = default_n_levels(width, height, factor=level_downsample)
+    max_levels = int(math.log2(PATCH_PX)) // step + 1
     if not isinstance(n_levels, (int, np.integer)) or not 1 <= n_levels <= max_levels:
         raise ValueError(f"n_levels must be an integer within 1-{max_levels}, got {n_levels!r}")
 
-    model = _SlideModel(int(width), int(height), float(mpp), int(tile), tissue_fraction, int(seed), n_levels)
-    jpeg_args = {"level": quality, "subsampling": (2, 2), "colorspace": "RGB", "outcolorspace": "YCBCR"}
-    # The same call tifffile makes for compression='jpeg', photometric='rgb', so the tags it
-    # writes (YCbCr photometric, 2x2 subsampling, ReferenceBlackWhite) describe these bytes.
-    glass_bytes = bytes(imagecodecs.jpeg_encode(model.glass, **jpeg_args))
+    # The procedural model works in 2x levels; a 4x pyramid writes every other one.
+    internal = (int(n_levels) - 1) * step + 1
+    written = list(range(0, internal, step))
+    thumbnail = _thumbnail_level(width, height, int(math.log2(PATCH_PX))) if aperio_description else None
+    model = _SlideModel(
+        int(width),
+        int(height),
+        float(mpp),
+        int(tile),
+        tissue_fraction,
+        int(seed),
+        max(internal, (thumbnail or 0) + 1),
+        grid_levels=internal,
+    )
+    coder = _tile_coder(jpeg_colour, quality, model.glass)
+    glass_bytes = coder.encode(model.glass)
 
     def level_tiles(level: int) -> Iterator[bytes]:
         spec = model.levels[level]
@@ -517,23 +654,35 @@ def write_large_slide(
                     if kind == "glass":
                         yield lambda: glass_bytes
                     else:
-                        yield lambda y0=y0, x0=x0, kind=kind: bytes(
-                            imagecodecs.jpeg_encode(model.tile_pixels(level, y0, x0, kind), **jpeg_args)
-                        )
+                        yield lambda y0=y0, x0=x0, kind=kind: coder.encode(model.tile_pixels(level, y0, x0, kind))
 
         return _ordered_map(tasks(), workers)
 
-    raw_bytes = sum(level.width * level.height * 3 for level in model.levels)
+    def page_options(level: int) -> dict:
+        options = {**level_page_options(mpp, level, tile, quality), **coder.page_options}
+        if aperio_description:
+            size = (model.levels[level].width, model.levels[level].height)
+            options["description"] = (
+                level0_description(width, height, tile, quality, mpp)
+                if level == 0
+                else reduced_description(width, height, tile, quality, size)
+            )
+        return options
+
+    raw_bytes = sum(model.levels[level].width * model.levels[level].height * 3 for level in written)
     path = Path(path)
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=raw_bytes > 2**31) as writer:
-            for level in model.levels:
+            for level in written:
+                spec = model.levels[level]
                 writer.write(
-                    level_tiles(level.index),
-                    shape=(level.height, level.width, 3),
+                    level_tiles(level),
+                    shape=(spec.height, spec.width, 3),
                     dtype=np.uint8,
-                    **level_page_options(mpp, level.index, tile, quality),
+                    **page_options(level),
                 )
+                if level == 0 and thumbnail is not None:
+                    _write_thumbnail(writer, model.render_level(thumbnail), width, height, quality)
     return LargeSlideTruth(
         tissue_mask=model.mask,
         cell_px=CELL_PX,
@@ -541,5 +690,66 @@ def write_large_slide(
         width=int(width),
         height=int(height),
         mpp=float(mpp),
-        level_dimensions=tuple((level.width, level.height) for level in model.levels),
+        level_dimensions=tuple((model.levels[level].width, model.levels[level].height) for level in written),
+        level_downsample=int(level_downsample),
+    )
+
+
+def _write_thumbnail(writer: tifffile.TiffWriter, pixels: np.ndarray, width: int, height: int, quality: int) -> None:
+    """Append the stripped JPEG thumbnail page OpenSlide's Aperio reader names ``thumbnail``."""
+    writer.write(
+        pixels,
+        photometric="rgb",
+        compression="jpeg",
+        compressionargs={"level": quality},
+        description=thumbnail_description(width, height, (pixels.shape[1], pixels.shape[0])),
+        software=SOFTWARE,
+        metadata=None,
+        maxworkers=1,
+    )
+
+
+def aperio_n_levels(width: int, height: int, tile: int) -> int:
+    """Pages of `write_aperio_like_slide`: 1x, then 4x reductions whose longer side is at least a tile.
+
+    At most `APERIO_LEVELS` (1x, 4x, 16x).
+    """
+    n, side = 1, max(width, height)
+    while n < APERIO_LEVELS and -(-side // 4) >= tile:
+        side = -(-side // 4)
+        n += 1
+    return n
+
+
+def write_aperio_like_slide(
+    path: str | os.PathLike[str],
+    width: int,
+    height: int,
+    seed: int = 0,
+    tile: int = 256,
+    quality: int = 80,
+    flat: bool = False,
+    workers: int = 1,
+) -> LargeSlideTruth:
+    """Write a synthetic slide laid out and coded like an Aperio 40x SVS.
+
+    0.25 µm/px; pages at 1x, 4x and 16x (as many as keep the smallest page's longer side at least
+    one tile, see `aperio_n_levels`), a thumbnail page after level 0; RGB-coded JPEG with shared
+    tables and no colour marker; Aperio ImageDescription (AppMag 40, MPP 0.25). OpenSlide opens
+    it with its ``aperio`` reader. See `write_large_slide` for the other arguments.
+    """
+    return write_large_slide(
+        path,
+        width,
+        height,
+        mpp=0.25,
+        n_levels=None if flat else aperio_n_levels(width, height, tile),
+        tile=tile,
+        seed=seed,
+        flat=flat,
+        quality=quality,
+        workers=workers,
+        level_downsample=4,
+        jpeg_colour="rgb",
+        aperio_description=True,
     )
