@@ -144,3 +144,41 @@ def test_memory_stays_bounded_on_a_long_slide(tmp_path):
         assert total == (4096 // 512) * (height // 512)
         peaks[name] = peak
     assert peaks["long"] <= 1.25 * peaks["short"] + 20, peaks
+
+
+def test_tiles_decoded_by_the_device_decoder_arrive_as_tensors_with_the_same_pixels(ycbcr_slide):
+    """The GPU path's code (torch decode, assembly, area resize) runs here with torchvision on the CPU."""
+    import torch
+
+    coords = tile_grid(3072, 2048, 512)[:10]
+    with open_source("wsi", ycbcr_slide, read_options=ReadOptions(decoder="gpu", device="cpu")) as source:
+        batches = list(source.read_tiles(coords, 512, 256, 4))
+        assert "decoded on cpu" in source.read_path, source.read_path
+    assert all(isinstance(b, torch.Tensor) and b.dtype == torch.uint8 for b in batches)
+    tiles = torch.cat(batches).numpy()
+    assert mean_abs(tiles, reference_tiles(ycbcr_slide, coords, 512, 256)) < 0.6
+
+
+def test_a_device_decoder_with_wrong_colours_falls_back_to_the_cpu_decoder(aperio_like, monkeypatch):
+    """What nvJPEG does to Aperio's RGB-coded JPEG (ignores the Adobe marker), simulated on the CPU."""
+    real = raw_jpeg.decode_streams_torch
+
+    def as_if_ycbcr(streams, device):
+        return [tile.flip(-1) for tile in real(streams, device)]  # any colour error will do
+
+    monkeypatch.setattr(raw_jpeg, "decode_streams_torch", as_if_ycbcr)
+    coords = tile_grid(4096, 4096, 512)[:6]
+    with open_source("wsi", aperio_like, read_options=ReadOptions(decoder="gpu", device="cpu", scaled_decode=False)) as source:
+        tiles = np.concatenate(list(source.read_tiles(coords, 512, 256, 4)))
+        assert source.read_path.startswith("raw JPEG") and "CPU decoder used" in source.read_path, source.read_path
+    assert mean_abs(tiles, reference_tiles(aperio_like, coords, 512, 256)) <= 0.05
+
+
+def test_a_missing_device_decoder_is_noted_and_the_cpu_decoder_used(ycbcr_slide, monkeypatch):
+    def missing(streams, device):
+        raise ImportError("no module named 'nvidia.nvimgcodec'")
+
+    monkeypatch.setattr(raw_jpeg, "decode_streams_torch", missing)
+    with open_source("wsi", ycbcr_slide, read_options=ReadOptions(decoder="gpu", device="cpu")) as source:
+        batch = next(iter(source.read_tiles(tile_grid(3072, 2048, 512)[:2], 512, 256, 2)))
+        assert isinstance(batch, np.ndarray) and "device decoder unavailable: ImportError" in source.read_path

@@ -120,7 +120,8 @@ class TileSource(Protocol):
         ``coords`` are (N, 2) level-0 top-left (x, y); each tile spans ``size_level0`` level-0
         pixels and comes out ``tile_px`` wide, read from the coarsest level at least as fine as
         needed and resampled with an antialiasing filter. Areas outside the image are glass
-        (white). Every batch holds ``batch_size`` tiles but the last.
+        (white). Every batch holds ``batch_size`` tiles but the last. Batches are numpy arrays,
+        or uint8 torch tensors on ``ReadOptions.device`` when the source decodes there.
         """
         ...
 

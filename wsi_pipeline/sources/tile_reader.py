@@ -138,7 +138,8 @@ def jpeg_reduction(strip: Strip, side: int, tile_px: int) -> int:
 
 
 def cut_strip(
-    region: np.ndarray, strip: Strip, side: int, reduce: int, tile_px: int, resize: Resizer
+    region: np.ndarray, strip: Strip, side: int, reduce: int, tile_px: int, resize: Resizer,
+    allocate: Callable[[int], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Cut a strip's region into its tiles, each resized to ``tile_px``.
 
@@ -156,14 +157,17 @@ def cut_strip(
         Tile side out.
     resize
         The resampling function.
+    allocate
+        ``allocate(n)`` returns an empty (n, tile_px, tile_px, 3) uint8 array (a tensor on the
+        device when the region is one); default ``numpy.empty``.
 
     Returns
     -------
     numpy.ndarray
-        (strip.count, tile_px, tile_px, 3) uint8.
+        (strip.count, tile_px, tile_px, 3) uint8, of the kind ``allocate`` makes.
     """
     cut = side // reduce
-    tiles = np.empty((strip.count, tile_px, tile_px, 3), dtype=np.uint8)
+    tiles = allocate(strip.count) if allocate else np.empty((strip.count, tile_px, tile_px, 3), dtype=np.uint8)
     for i, offset in enumerate(strip.offsets):
         start = offset // reduce
         tiles[i] = resize(region[:cut, start : start + cut], tile_px, tile_px)
@@ -183,6 +187,7 @@ def read_tiles_in_strips(
     workers: int = 2,
     scaled_decode: bool = False,
     allocate: Callable[[int], np.ndarray] | None = None,
+    allocate_strip: Callable[[int], np.ndarray] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the tiles at ``coords`` in order, as (B, tile_px, tile_px, 3) uint8 batches.
 
@@ -211,7 +216,10 @@ def read_tiles_in_strips(
         Ask ``read_region`` for a DCT-domain reduction when tiles shrink by 2x or more.
     allocate
         ``allocate(n)`` returns an empty (n, tile_px, tile_px, 3) uint8 batch (pinned memory
-        for a GPU); default ``numpy.empty``.
+        for a GPU, or a tensor on it when tiles are decoded there); default ``numpy.empty``.
+    allocate_strip
+        The same for a strip's tiles (default ``numpy.empty``; a tensor on the device when
+        ``read_region`` decodes there).
     """
     coords = np.asarray(coords).reshape(-1, 2)
     if batch_size < 1:
@@ -225,7 +233,7 @@ def read_tiles_in_strips(
     def read(strip: Strip) -> np.ndarray:
         reduce = jpeg_reduction(strip, side, tile_px) if scaled_decode else 1
         region = read_region(level, strip.left, strip.top, strip.width, strip.height, reduce)
-        return cut_strip(region, strip, side, reduce, tile_px, resize)
+        return cut_strip(region, strip, side, reduce, tile_px, resize, allocate_strip)
 
     workers = max(1, int(workers))
     in_flight: deque[Future[np.ndarray]] = deque()
@@ -268,3 +276,34 @@ def _take(iterator: Iterator[Strip], n: int) -> list[Strip]:
             break
     return out
 
+
+
+def resize_rgb_tensor(rgb, width: int, height: int):  # noqa: ANN001, ANN201 - torch imported on use
+    """Resize an (H, W, 3) uint8 tensor on its device: area filter when shrinking, bicubic when enlarging.
+
+    The tensor counterpart of :func:`wsi_pipeline.sources.wsi.resize_rgb`, for tiles decoded on a
+    GPU; an area filter is PIL's box filter, so the two agree to rounding.
+
+    Parameters
+    ----------
+    rgb
+        ``torch.Tensor`` uint8 (H, W, 3).
+    width, height
+        Output size.
+
+    Returns
+    -------
+    torch.Tensor
+        uint8 (height, width, 3) on the same device; the input itself when the size matches.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb
+    image = rgb.permute(2, 0, 1).unsqueeze(0).float()
+    if rgb.shape[1] >= width and rgb.shape[0] >= height:
+        image = F.interpolate(image, size=(height, width), mode="area")
+    else:
+        image = F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False)
+    return image.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0)

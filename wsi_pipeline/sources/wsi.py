@@ -22,7 +22,7 @@ from PIL import Image
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.fingerprint import slide_uid
 from wsi_pipeline.sources.protocol import ReadOptions, level_for_downsample, require_mpp
-from wsi_pipeline.sources.tile_reader import RegionReader, plan_strips, read_tiles_in_strips
+from wsi_pipeline.sources.tile_reader import RegionReader, plan_strips, read_tiles_in_strips, resize_rgb_tensor
 
 #: Pixels of a pyramid level read in one piece for a thumbnail; a larger level is read in blocks
 #: so memory follows the thumbnail, not the slide (a flat 150k x 100k TIFF would otherwise need
@@ -72,6 +72,7 @@ class OpenSlideSource:
         self._override = None if mpp_override is None else float(mpp_override)
         self._raw: object | None = None
         self._read_path = ""  # decided on the first read_tiles call
+        self._decodes_on_device = False
         self._closers: list = []
 
     # -- physical scale -------------------------------------------------------------------------
@@ -194,6 +195,15 @@ class OpenSlideSource:
         level = self.level_for_downsample(size_level0 / tile_px)
         downsample = self.level_downsamples[level]
         read_region, scaled = self._region_reader(coords, size_level0, level)
+        on_device = self._read_path.startswith("raw JPEG") and self._decodes_on_device
+        if on_device:
+            import torch
+
+            device = torch.device(self.read_options.device)
+
+            def allocate(n: int) -> torch.Tensor:
+                return torch.empty((n, tile_px, tile_px, 3), dtype=torch.uint8, device=device)
+
         yield from read_tiles_in_strips(
             read_region,
             coords,
@@ -202,10 +212,11 @@ class OpenSlideSource:
             downsample,
             tile_px,
             batch_size,
-            resize=resize_rgb,
+            resize=resize_rgb_tensor if on_device else resize_rgb,
             workers=self.read_options.workers,
             scaled_decode=scaled,
-            allocate=pinned_batches(self.read_options.device, tile_px),
+            allocate=allocate if on_device else pinned_batches(self.read_options.device, tile_px),
+            allocate_strip=allocate if on_device else None,
         )
 
     @property
@@ -224,34 +235,57 @@ class OpenSlideSource:
         The raw JPEG path is opened once per source and checked once, on the first strip asked
         for: its pixels must match OpenSlide's there (mean absolute difference at most
         :data:`RAW_PATH_TOLERANCE`), which catches a colour transform a decoder got wrong (Aperio's
-        RGB-coded JPEG read as YCbCr) as well as a page mapped to the wrong level.
+        RGB-coded JPEG read as YCbCr, as nvJPEG does) as well as a page mapped to the wrong level.
+        A GPU decoder that fails the check falls back to the CPU decoder, which is checked in turn.
         """
-        if self._raw is None and self._read_path == "":
-            self._raw, self._read_path = self._open_raw_path(coords, size_level0, level)
+        if self._read_path == "":
+            self._raw, self._read_path, self._decodes_on_device = self._open_raw_path(coords, size_level0, level)
         if self._raw is None:
             return self._openslide_region, False
-        return self._raw.read_region, self.read_options.scaled_decode
+        raw = self._raw
+        if self._decodes_on_device:
+            device = self.read_options.device
 
-    def _open_raw_path(self, coords: np.ndarray, size_level0: float, level: int) -> tuple[object | None, str]:
+            def on_device(level: int, left: int, top: int, width: int, height: int, reduce: int = 1):  # noqa: ANN202
+                return raw.read_region_torch(level, left, top, width, height, device)
+
+            return on_device, False
+        return raw.read_region, self.read_options.scaled_decode
+
+    def _open_raw_path(self, coords: np.ndarray, size_level0: float, level: int) -> tuple[object | None, str, bool]:
+        """Open and check the raw JPEG path: (reader or None, read path description, decodes on the device)."""
         if self.read_options.reader == "openslide":
-            return None, "openslide"
+            return None, "openslide", False
         from wsi_pipeline.sources.raw_jpeg import RawJpegPyramid, RawPathUnavailable
 
         try:
             raw = RawJpegPyramid.open(self.path, self.level_dimensions)
         except RawPathUnavailable as why:
-            return None, f"openslide (raw JPEG path unavailable: {why})"
+            return None, f"openslide (raw JPEG path unavailable: {why})", False
         strip = plan_strips(coords[:2], size_level0, self.level_downsamples[level])[0]
         region = (level, strip.left, strip.top, strip.width, strip.height)
-        difference = float(np.abs(raw.read_region(*region).astype(np.int16) - self._openslide_region(*region)).mean())
+        reference = self._openslide_region(*region)
+        notes = []
+        if self.read_options.decoder == "gpu":
+            try:
+                decoded = raw.read_region_torch(*region, self.read_options.device).cpu().numpy()
+                difference = _mean_abs_difference(decoded, reference)
+            except Exception as error:  # noqa: BLE001 - no GPU decoder here: the CPU one is checked next
+                difference, notes = None, [f"device decoder unavailable: {type(error).__name__}: {error}"]
+            if difference is not None and difference <= RAW_PATH_TOLERANCE:
+                self._closers.append(raw.close)
+                return raw, f"{raw.description}, decoded on {self.read_options.device}", True
+            if difference is not None:
+                notes = [f"device decoder's pixels differed from OpenSlide's by {difference:.1f} grey levels; CPU decoder used"]
+        difference = _mean_abs_difference(raw.read_region(*region), reference)
         if difference > RAW_PATH_TOLERANCE:
             raw.close()
             return None, (
                 f"openslide (raw JPEG pixels differed from OpenSlide's on the first tiles: mean |difference| "
                 f"{difference:.1f} grey levels)"
-            )
+            ), False
         self._closers.append(raw.close)
-        return raw, raw.description
+        return raw, "; ".join([raw.description, *notes]), False
 
     def thumbnail(self, mpp: float) -> tuple[np.ndarray, float]:
         """Return an RGB picture of the whole slide at about ``mpp`` µm/px and its level-0 px per pixel.
@@ -325,6 +359,10 @@ class OpenSlideSource:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _mean_abs_difference(pixels: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(pixels.astype(np.int16) - reference).mean())
 
 
 def pinned_batches(device: str, tile_px: int) -> Callable[[int], np.ndarray] | None:
