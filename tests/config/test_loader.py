@@ -116,3 +116,22 @@ def test_parse_mpp_aliases(value, expected):
 def test_parse_mpp_rejects_nonsense():
     with pytest.raises(ValueError, match="magnification"):
         parse_mpp("twenty")
+
+
+def test_model_device_is_checked_when_loading(tmp_path):
+    assert load_run_config(write_manifest(tmp_path)).workflow.model.device == "auto"
+    chosen = load_run_config(write_manifest(tmp_path, overrides={"model": {"device": "cuda:1"}}))
+    assert chosen.workflow.model.device == "cuda:1"
+    with pytest.raises(WSIPipelineError, match=r"overrides\.model\.device.*'cuda:x'") as error:
+        load_run_config(write_manifest(tmp_path, overrides={"model": {"device": "cuda:x"}}))
+    assert "'auto', 'cpu', 'cuda' or 'cuda:N'" in str(error.value)
+
+
+def test_cluster_gpu_settings_default_to_every_visible_gpu(tmp_path):
+    cluster = load_run_config(write_manifest(tmp_path)).manifest.cluster
+    assert (cluster.gpus, cluster.threads_per_gpu_worker, cluster.dashboard_address) == ("auto", 2, None)
+    chosen = load_run_config(write_manifest(tmp_path, cluster={"gpus": 0, "threads_per_gpu_worker": 4})).manifest.cluster
+    assert (chosen.gpus, chosen.threads_per_gpu_worker) == (0, 4)
+    for bad in (-1, "all"):
+        with pytest.raises(WSIPipelineError, match=r"cluster\.gpus"):
+            load_run_config(write_manifest(tmp_path, cluster={"gpus": bad}))

@@ -74,7 +74,13 @@ def test_run_writes_the_output_contract(synthetic_run):
     assert record["seed"] == 3 and record["versions"]["torch"]
     assert record["config"]["workflow"]["name"] == "demo"
     assert {"tile", "extract", "train", "score"} <= set(record["timings_seconds"])
-    assert record["failed"] == []
+    assert record["wall_seconds"] >= record["timings_seconds"]["extract"] > 0
+    assert record["cluster"].startswith("local cluster: 2 CPU workers x 1 thread")
+    assert record["failed"] == [] and record["blocked"] == []
+    import torch
+
+    trained = [item for item in record["items"] if item["stage"] == "train"]
+    assert len(trained) == 3 * 2 and {item["info"]["device"] for item in trained} == {"cuda" if torch.cuda.is_available() else "cpu"}
     assert (out / "plots" / "roc.png").stat().st_size > 1000
     assert (out / "report.md").read_text().count("demo-resnet18-random") >= 1
     assert "DEMO" in (out / "report.md").read_text()
@@ -158,6 +164,24 @@ def test_existing_scheduler_is_used(synthetic_run, tmp_path):
         assert result.record.config["scheduler_address"] == cluster.scheduler_address
         prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert "tile" in prefixes and "generate" in prefixes
+
+
+@pytest.mark.timeout(240)  # were extraction to wait for a GPU slot no worker has, it would hang: fail instead
+def test_an_external_scheduler_without_gpu_slots_still_extracts_with_a_warning(synthetic_run):
+    from distributed import LocalCluster
+
+    config, _ = synthetic_run
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        other = load_run_config(config.manifest_path, scheduler=cluster.scheduler_address)
+        result = run_pipeline(other, stages=("extract",), console=quiet())
+        address = cluster.scheduler_address
+    assert result.exit_code == EXIT_OK
+    assert result.record.count("extract")["skipped"] == len(pd.read_csv(config.output_dir / "cohort" / "cohort.csv"))
+    (warning,) = result.record.run_warnings
+    assert "no worker of the scheduler advertises the 'GPU' resource" in warning and "--resources GPU=1" in warning
+    record = json.loads((config.output_dir / "run.json").read_text())
+    assert warning in record["warnings"]
+    assert record["cluster"] == f"scheduler {address}: 1 worker, 1 thread, none advertises GPU"
 
 
 def test_too_few_patients_left_fails_the_training_item_not_the_run(tmp_path):

@@ -20,6 +20,7 @@ from wsi_pipeline.mil.train import (
     bag_logits,
     fit_aggregator,
     predict_bags,
+    resolve_device,
     validation_scores,
 )
 
@@ -216,3 +217,24 @@ def test_bad_inputs_are_user_errors_naming_the_patient():
         fit_aggregator("abmil", bags, labels, ids[0:8:2], ids[8:], config, seed=0)
     with pytest.raises(WSIPipelineError, match="lr"):
         TrainConfig(lr=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="'auto' is the CPU only where CUDA is absent")
+def test_auto_device_trains_exactly_as_the_cpu_without_a_gpu():
+    bags, labels = synthetic_mil(n_bags=20, dim=16)
+    plan = plan_folds(list(labels), list(labels.values()), n_folds=4, seed=1)[0]
+    config = TrainConfig(max_epochs=3, max_instances=16)
+    on_cpu = train_fold(plan, "abmil", bags, labels, config, seed=2, device="cpu")
+    on_auto = train_fold(plan, "abmil", bags, labels, config, seed=2, device="auto")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert on_auto["score"].tolist() == on_cpu["score"].tolist()
+    assert on_auto.attrs["history"]["val_loss"] == on_cpu.attrs["history"]["val_loss"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_a_user_error_naming_the_setting():
+    bags, labels = synthetic_mil(n_bags=12, dim=8)
+    ids = list(bags)
+    with pytest.raises(WSIPipelineError, match="cuda:1.*0 CUDA device") as error:
+        fit_aggregator("abmil", bags, labels, ids[:8], ids[8:], TrainConfig(max_epochs=1), seed=0, device="cuda:1")
+    assert error.value.where == "model.device"

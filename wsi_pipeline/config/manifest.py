@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from wsi_pipeline.config.workflow import StrictModel
 
@@ -36,12 +36,38 @@ class CohortConfig(StrictModel):
 
 
 class ClusterConfig(StrictModel):
-    """The Dask cluster: a local one by default, or an existing scheduler."""
+    """The Dask cluster: a local one by default, or an existing scheduler.
+
+    A local cluster has ``n_workers`` CPU workers (tiling, training) plus one worker per GPU
+    (extraction); see :func:`wsi_pipeline.engine.cluster.local_worker_specs`.
+    """
 
     address: str | None = Field(None, description="existing scheduler, e.g. tcp://host:8786")
-    n_workers: int = Field(2, ge=1)
-    threads_per_worker: int = Field(1, ge=1)
+    n_workers: int = Field(2, ge=1, description="CPU workers of a local cluster")
+    threads_per_worker: int = Field(1, ge=1, description="threads of each CPU worker")
     memory_limit: str = "auto"
+    gpus: int | Literal["auto"] = Field(
+        "auto",
+        description="GPU workers of a local cluster, one per GPU: 'auto' = every visible GPU, 0 = none (the "
+        "encoder then runs on the CPU workers, which do not see the GPUs)",
+    )
+    threads_per_gpu_worker: int = Field(
+        2,
+        ge=1,
+        description="threads of each GPU worker: one runs the extraction (a GPU worker embeds one slide at a time), "
+        "the other tiles or trains meanwhile, so the worker's CPU is not idle while its GPU works",
+    )
+    dashboard_address: str | None = Field(
+        None, description="serve the Dask dashboard of a local cluster here, e.g. ':8787' (needs bokeh); null: no dashboard"
+    )
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_count(cls, value: object) -> object:
+        # One message instead of pydantic's one per member of the union.
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise ValueError("gpus must be 'auto' (every visible GPU) or a number of GPUs, 0 or more")
 
 
 class RunManifest(StrictModel):

@@ -188,6 +188,20 @@ class ModelConfig(StrictModel):
     hidden_dim: int = Field(128, ge=1)
     dropout: float = Field(0.25, ge=0, lt=1)
     max_instances: int | None = Field(512, ge=1)
+    device: str = Field(
+        "auto",
+        description="where aggregators train: 'auto' (CUDA when the worker has a GPU, else the CPU), 'cpu', 'cuda' or "
+        "'cuda:N' (a GPU worker of the local cluster sees only its own GPU, as 'cuda')",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        # Checked here, not on the worker: a typo would otherwise fail every fold after the
+        # whole cohort was tiled and embedded.
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index)")
+        return value
 
 
 class TaskConfig(StrictModel):

@@ -10,12 +10,19 @@ from typing import Any, Literal
 
 from wsi_pipeline.errors import WSIPipelineError
 
-Status = Literal["done", "skipped", "failed"]
+#: ``blocked``: not attempted because the item's previous stage failed (a slide whose tiling
+#: failed is not extracted); the slide counts once, as that stage's failure.
+Status = Literal["done", "skipped", "failed", "blocked"]
+STATUSES: tuple[Status, ...] = ("done", "skipped", "failed", "blocked")
 
 
 @dataclass
 class ItemOutcome:
-    """The result of one task, as recorded in ``run.json``."""
+    """The result of one task, as recorded in ``run.json``.
+
+    ``started`` and ``finished`` are wall-clock (Unix) seconds of the work on its worker, so
+    tasks of overlapping stages can be ordered; ``seconds`` is its duration.
+    """
 
     stage: str
     item: str
@@ -23,6 +30,8 @@ class ItemOutcome:
     reason: str | None = None
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None
+    finished: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -35,7 +44,7 @@ def guarded(stage: str, item: str, work: Callable[[], ItemOutcome]) -> ItemOutco
     A :class:`WSIPipelineError` keeps its user-facing message; anything else is reported with
     its type and where it was raised, because it is a bug worth reporting, not bad input.
     """
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     try:
         outcome = work()
     except WSIPipelineError as error:
@@ -49,4 +58,5 @@ def guarded(stage: str, item: str, work: Callable[[], ItemOutcome]) -> ItemOutco
             reason=f"{type(error).__name__}: {error} (at {frame.filename}:{frame.lineno}; please report this)",
         )
     outcome.seconds = round(time.perf_counter() - start, 3)
+    outcome.started, outcome.finished = round(started, 3), round(time.time(), 3)
     return outcome

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from wsi_pipeline.atomic import atomic_write_text
-from wsi_pipeline.engine.outcome import ItemOutcome
+from wsi_pipeline.engine.outcome import STATUSES, ItemOutcome
 
 PACKAGES = ("wsi-pipeline", "torch", "torchvision", "timm", "openslide-python", "openslide-bin", "zarr", "dask", "distributed", "numpy", "scikit-image", "scikit-learn", "pandas", "lifelines", "pydantic")
 
@@ -50,15 +50,22 @@ def archive_previous(path: Path) -> None:
 
 @dataclass
 class RunRecord:
-    """Collects what a run did; written to ``run.json`` at the end (and on failure)."""
+    """Collects what a run did; written to ``run.json`` at the end (and on failure).
+
+    ``timings`` holds each stage's wall time, from its first task submitted to its last one
+    finished; tile and extract overlap, so they do not add up to ``wall_seconds``, the run's.
+    """
 
     config: dict[str, Any]
     seed: int
     started: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     timings: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float | None = None
     outcomes: list[ItemOutcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     excluded_patients: dict[str, str] = field(default_factory=dict)
+    run_warnings: list[str] = field(default_factory=list)
+    cluster: str | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -69,13 +76,17 @@ class RunRecord:
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
 
+    def add_timing(self, name: str, seconds: float) -> None:
+        """Record a stage's wall time measured elsewhere (stages that overlap)."""
+        self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
+
     def add(self, outcomes: list[ItemOutcome]) -> None:
         """Record task outcomes."""
         self.outcomes.extend(outcomes)
 
     def count(self, stage: str) -> dict[str, int]:
-        """Done/skipped/failed counts of a stage."""
-        counts = {"done": 0, "skipped": 0, "failed": 0}
+        """Done/skipped/failed/blocked counts of a stage."""
+        counts = dict.fromkeys(STATUSES, 0)
         for outcome in self.outcomes:
             if outcome.stage == stage:
                 counts[outcome.status] += 1
@@ -83,8 +94,8 @@ class RunRecord:
 
     @property
     def warnings(self) -> list[str]:
-        """Warnings the tasks raised (e.g. a µm/px override far from the metadata), once each."""
-        seen: dict[str, None] = {}
+        """Warnings, once each: the run's own (no worker offers a GPU), then the tasks' (a µm/px override far from the metadata)."""
+        seen: dict[str, None] = dict.fromkeys(self.run_warnings)
         for outcome in self.outcomes:
             for warning in outcome.info.get("warnings", ()):
                 seen.setdefault(warning, None)
@@ -107,11 +118,14 @@ class RunRecord:
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "seed": self.seed,
                 "versions": package_versions(),
+                "cluster": self.cluster,
                 "config": self.config,
+                "wall_seconds": self.wall_seconds,
                 "timings_seconds": self.timings,
                 "counts": {s: self.count(s) for s in stages},
                 "failed": [o.as_dict() for o in self.failures],
                 "skipped": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "skipped"],
+                "blocked": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "blocked"],
                 "excluded_patients": self.excluded_patients,
                 "warnings": self.warnings,
                 "notes": self.notes,

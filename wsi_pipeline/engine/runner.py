@@ -19,12 +19,12 @@ from rich.console import Console
 from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.cohort.table import Cohort, load_cohort
 from wsi_pipeline.config.loader import RunConfig
-from wsi_pipeline.engine.cluster import dask_client
+from wsi_pipeline.engine.cluster import ClusterLayout, cluster_layout, dask_client
 from wsi_pipeline.engine.freshness import is_fresh, mark_fresh, stage_key
 from wsi_pipeline.engine.outcome import ItemOutcome
-from wsi_pipeline.engine.progress import run_tasks
+from wsi_pipeline.engine.progress import run_tasks, submit_tasks, wait_for
 from wsi_pipeline.engine.record import RunRecord
-from wsi_pipeline.engine.tasks import BagSource, extract_task, generate_synthetic_task, tile_task, train_task
+from wsi_pipeline.engine.tasks import TILING_FAILED, BagSource, extract_task, generate_synthetic_task, tile_task, train_task
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features.registry import get_encoder_spec
 from wsi_pipeline.scoring.predictions import load_predictions
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from wsi_pipeline.sources.synthetic import SyntheticCohortPlan
 
 STAGES = ("tile", "extract", "train", "score")
+
+#: Dask priority of extraction over tiling: a worker with a free encoder slot embeds a slide
+#: already tiled before it tiles the next one, so the GPU starts with the first tiled slide.
+EXTRACT_PRIORITY = 1
 
 #: Exit statuses: everything worked; the run finished but some items failed. (Bad input is the
 #: CLI's status 2: it raises before any work.)
@@ -91,7 +95,8 @@ def report_stage(console: Console, record: RunRecord, stage: str, skip_reason: s
     counts = record.count(stage)
     skipped = f", {counts['skipped']} skipped ({skip_reason})" if counts["skipped"] else ""
     failed = f", [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
-    console.print(f"  {stage}: {counts['done']} done{skipped}{failed}")
+    blocked = f", {counts['blocked']} not run (an earlier stage failed for them)" if counts["blocked"] else ""
+    console.print(f"  {stage}: {counts['done']} done{skipped}{failed}{blocked}")
 
 
 def encoder_id_of(config: RunConfig) -> str:
@@ -147,8 +152,13 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
     return BagSource(str(config.store_path), encoder_id, tid, tuple(patient_slides))
 
 
-def train_stage(config: RunConfig, cohort: Cohort, client: Client, console: Console, record: RunRecord) -> pd.DataFrame | None:
-    """Cross-validate every aggregator; writes ``predictions.csv`` and ``folds.csv``."""
+def train_stage(
+    config: RunConfig, cohort: Cohort, client: Client, console: Console, record: RunRecord, layout: ClusterLayout | None = None
+) -> pd.DataFrame | None:
+    """Cross-validate every aggregator; writes ``predictions.csv`` and ``folds.csv``.
+
+    Training tasks hold a GPU slot when the cluster has GPUs and ``model.device`` is not 'cpu'.
+    """
     from wsi_pipeline.mil.splits import plan_folds
 
     workflow = config.workflow
@@ -195,7 +205,9 @@ def train_stage(config: RunConfig, cohort: Cohort, client: Client, console: Cons
         for plan in plans
         for name in workflow.model.aggregators
     ]
-    outcomes = run_tasks(client, "train", train_task, items, console, retries=0)
+    layout = layout or cluster_layout(client)
+    resources = layout.training_resources(workflow.model.device)
+    outcomes = run_tasks(client, "train", train_task, items, console, retries=0, resources=resources)
     record.add(outcomes)
     report_stage(console, record, "train", "")
     if any(o.status == "failed" for o in outcomes):
@@ -303,6 +315,7 @@ def run_pipeline(
     output.mkdir(parents=True, exist_ok=True)
     record = RunRecord(config=config.resolved(), seed=config.seed)
     status = "crashed"
+    run_started = time.perf_counter()
     try:
         check_names(config)
         if "extract" in stages or "train" in stages:
@@ -313,15 +326,36 @@ def run_pipeline(
             run_stages(config, stages, client, console, record)
         status = "failed items" if record.failures else "ok"
     finally:
+        record.wall_seconds = round(time.perf_counter() - run_started, 3)
         record.write(output / "run.json", status)
     summarise(console, record, output)
     return RunResult(EXIT_ITEMS_FAILED if record.failures else EXIT_OK, output, record)
 
 
-def run_stages(config: RunConfig, stages: Collection[str], client: Client, console: Console, record: RunRecord) -> None:
-    """Run the stages in order on a connected client, recording every outcome."""
+def run_stages(
+    config: RunConfig,
+    stages: Collection[str],
+    client: Client,
+    console: Console,
+    record: RunRecord,
+    layout: ClusterLayout | None = None,
+) -> None:
+    """Run the stages on a connected client, recording every outcome.
+
+    Tile and extract run together: a slide's extraction task takes its tile task's future, so
+    it starts as soon as that slide is tiled rather than after the whole cohort. Train and
+    score follow once both are done.
+    """
     workflow, output = config.workflow, config.output_dir
     console.print(f"[bold]wsi-pipeline[/bold] {workflow.name}: output {output}, scheduler {client.scheduler.address}")
+    layout = layout or cluster_layout(client)
+    record.cluster = layout.description
+    console.print(f"  cluster: {layout.description}", highlight=False)
+    if layout.dashboard:
+        console.print(f"  dashboard: {layout.dashboard}", highlight=False)
+    if layout.warning and "extract" in stages:
+        record.run_warnings.append(layout.warning)
+        console.print(f"  [yellow]warning[/yellow]: {layout.warning}", highlight=False)
     cohort = prepare_cohort(config, client, console, record)
     records = cohort.slide_records()
     console.print(f"  cohort: {cohort.patients.shape[0]} patients, {len(records)} slides")
@@ -330,36 +364,48 @@ def run_stages(config: RunConfig, stages: Collection[str], client: Client, conso
     store.prepare(f"tiling/{tid}")
     threads = config.manifest.cluster.threads_per_worker
     source_name = workflow.modality
+    failed_before = {o.item for o in record.failures}  # slides whose file could not be generated
+    tiling = extraction = None
     if "tile" in stages:
         params = tiling_params(workflow.tiling)
         items = [
             (r.slide_id, (r, source_name, workflow.tiling, tid, params, str(config.store_path), str(output / "qc")))
             for r in records
         ]
-        with record.stage("tile"):
-            outcomes = run_tasks(client, "tile", tile_task, items, console)
-        record.add(outcomes)
-        report_stage(console, record, "tile", "already in store")
-        report_tiling_qc(console, outcomes, output / "qc" / "tiling_qc.csv")
+        tiling = submit_tasks(client, "tile", tile_task, items)
     if "extract" in stages:
-        failed = {o.item for o in record.failures}
         encoder_id = encoder_id_of(config)
         store.prepare(f"features/{encoder_id}/{tid}")
+        # Without a tile stage there is nothing to wait for: what is in the store is extracted.
+        tiled = dict(zip(tiling.names, tiling.futures)) if tiling else {}
         items = [
             (
                 r.slide_id,
-                (r, source_name, tid, workflow.tiling.tile_px, workflow.features, encoder_id, str(config.store_path), threads),
+                (r, source_name, tid, workflow.tiling.tile_px, workflow.features, encoder_id, str(config.store_path), threads,
+                 tiled.get(r.slide_id)),
             )
             for r in records
-            if r.slide_id not in failed
+            if r.slide_id not in failed_before
         ]
-        with record.stage("extract"):
-            record.add(run_tasks(client, "extract", extract_task, items, console))
+        extraction = submit_tasks(
+            client, "extract", extract_task, items, resources=layout.encoder_resources, priority=EXTRACT_PRIORITY
+        )
+    wait_for([batch for batch in (tiling, extraction) if batch is not None], console)
+    tile_outcomes: list[ItemOutcome] = []
+    if tiling is not None:
+        tile_outcomes = tiling.results()
+        record.add_timing("tile", tiling.seconds)
+        record.add(tile_outcomes)
+        report_stage(console, record, "tile", "already in store")
+        report_tiling_qc(console, tile_outcomes, output / "qc" / "tiling_qc.csv")
+    if extraction is not None:
+        record.add_timing("extract", extraction.seconds)
+        record.add(blocked_by_tiling(tile_outcomes, extraction.results()))
         report_stage(console, record, "extract", "already in store")
     predictions = None
     if "train" in stages:
         with record.stage("train"):
-            predictions = train_stage(config, cohort, client, console, record)
+            predictions = train_stage(config, cohort, client, console, record, layout)
     if "score" in stages:
         path = output / "predictions.csv"
         if predictions is None and "train" not in stages and path.is_file():
@@ -369,6 +415,20 @@ def run_stages(config: RunConfig, stages: Collection[str], client: Client, conso
             return
         with record.stage("score"):
             score_stage(config, predictions, console, record)
+
+
+def blocked_by_tiling(tile_outcomes: list[ItemOutcome], extract_outcomes: list[ItemOutcome]) -> list[ItemOutcome]:
+    """Extraction outcomes where a failure that only repeats its slide's tiling failure is ``blocked``.
+
+    An extraction task whose tiling failed returns ``blocked`` itself; but when the tile task was
+    *lost* (its worker died twice), Dask fails the extraction without running it, with the same
+    error. Either way the slide counts once, as a tile failure.
+    """
+    tile_failed = {o.item for o in tile_outcomes if o.status == "failed"}
+    return [
+        ItemOutcome("extract", o.item, "blocked", reason=TILING_FAILED) if o.status == "failed" and o.item in tile_failed else o
+        for o in extract_outcomes
+    ]
 
 
 def report_tiling_qc(console: Console, outcomes: list[ItemOutcome], path: Path) -> None:
@@ -400,9 +460,15 @@ def report_tiling_qc(console: Console, outcomes: list[ItemOutcome], path: Path) 
 
 
 def summarise(console: Console, record: RunRecord, output: Path) -> None:
-    """Print timings and every failure with its reason."""
+    """Print timings and every failure with its reason.
+
+    Stage times run from a stage's first task submitted to its last finished; tile and extract
+    overlap, so the run's wall time is printed on its own, not as their sum.
+    """
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in record.timings.items())
-    console.print(f"[bold]done[/bold] in {sum(record.timings.values()):.1f}s ({timings}); outputs in {output}")
+    overlap = "; tile and extract overlap" if {"tile", "extract"} <= set(record.timings) else ""
+    wall = record.wall_seconds if record.wall_seconds is not None else sum(record.timings.values())
+    console.print(f"[bold]done[/bold] in {wall:.1f}s ({timings}{overlap}); outputs in {output}")
     for warning in record.warnings:
         console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     if record.failures:

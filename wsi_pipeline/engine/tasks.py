@@ -29,6 +29,20 @@ TILING_PROVENANCE = (
 )
 
 
+def worker_threads(default: int) -> int:
+    """Threads of the Dask worker running this task; ``default`` outside a worker (a notebook).
+
+    Workers of one cluster differ (a GPU worker has its own thread count, an external
+    scheduler's workers their own), so a task asks the worker it landed on.
+    """
+    from distributed import get_worker
+
+    try:
+        return int(get_worker().state.nthreads)
+    except ValueError:  # not running on a worker
+        return default
+
+
 def set_torch_threads(threads: int) -> None:
     """Give torch the worker's thread budget (its default would claim every core per worker)."""
     import torch
@@ -158,6 +172,10 @@ def no_tiles_reason(attrs: dict, config: TilingConfig) -> str:
 
 
 # -- extract ------------------------------------------------------------------------------------
+#: Why a slide is not extracted when its tiling failed (status ``blocked``, not a second failure).
+TILING_FAILED = "not extracted: its tiling failed (see the tile stage's failure)"
+
+
 def extract_task(
     record: SlideRecord,
     source_name: str,
@@ -167,26 +185,37 @@ def extract_task(
     encoder_id: str,
     store_root: str,
     threads: int,
+    tiled: ItemOutcome | None = None,
 ) -> ItemOutcome:
     """Embed one slide's tiles into the store (skipped when its entry is complete).
 
     ``encoder_id`` and ``tid`` are computed once by the client, so a slide already in the store
     is skipped without loading the encoder on the worker.
+
+    ``tiled`` is the slide's tile outcome when the engine chains the two stages: submitted as
+    the tile task's future, so extraction starts as soon as *this* slide is tiled. A failed
+    tiling makes this task ``blocked``, doing nothing: the slide's failure is the tile stage's.
+    ``threads`` is the thread budget outside a Dask worker; on one, the worker's own count.
     """
+    if tiled is not None and tiled.status == "failed":
+        return ItemOutcome("extract", record.slide_id, "blocked", reason=TILING_FAILED)
 
     def work() -> ItemOutcome:
         from wsi_pipeline.features.encoder import load_encoder
-        from wsi_pipeline.features.extract import extract_slide_features
+        from wsi_pipeline.features.extract import extract_slide_features, read_options_for
 
-        set_torch_threads(threads)
+        budget = worker_threads(threads)
+        set_torch_threads(budget)
         store = FeatureStore(store_root)
-        source, entry_name = open_slide(record, source_name)
+        source, entry_name = open_slide(record, source_name, read_options_for(features, budget))
         with source:
             info = {"slide_uid": entry_name, "encoder_id": encoder_id}
             if store.is_complete(features_key(encoder_id, tid, entry_name)):
                 return ItemOutcome("extract", record.slide_id, "skipped", reason="features already in store", info=info)
             entry = store.read_tiling(tid, entry_name)
-            encoder = load_encoder(features.encoder, features.weights, features.device)
+            encoder = load_encoder(
+                features.encoder, features.weights, features.device, precision=features.precision, compile=features.compile
+            )
             if encoder.encoder_id != encoder_id:
                 raise RuntimeError(f"worker loaded encoder {encoder.encoder_id}, client expected {encoder_id}: weights differ between machines")
             n = extract_slide_features(
@@ -235,18 +264,24 @@ def load_bags(source: BagSource) -> dict[str, np.ndarray]:
 def train_task(
     plan: object, aggregator: str, source: BagSource, labels: dict[str, int], model: ModelConfig, seed: int, threads: int
 ) -> ItemOutcome:
-    """Train one aggregator on one fold and predict its test patients."""
+    """Train one aggregator on one fold and predict its test patients.
+
+    ``model.device`` is resolved here, on the worker (``'auto'``: its GPU when it has one),
+    since the client may have no GPU while the workers do; the device is recorded in ``info``.
+    """
     name = f"fold{getattr(plan, 'fold', '?')}-{aggregator}"
 
     def work() -> ItemOutcome:
         from wsi_pipeline.mil.cv import train_fold
-        from wsi_pipeline.mil.train import TrainConfig
+        from wsi_pipeline.mil.train import TrainConfig, resolve_device
 
-        set_torch_threads(threads)
-        config = TrainConfig(**model.model_dump(exclude={"aggregators"}))
-        rows = train_fold(plan, aggregator, load_bags(source), labels, config, seed)
+        set_torch_threads(worker_threads(threads))
+        device = resolve_device(model.device)
+        config = TrainConfig(**model.model_dump(exclude={"aggregators", "device"}))
+        rows = train_fold(plan, aggregator, load_bags(source), labels, config, seed, device=device)
         history = rows.attrs.get("history", {})
         summary = {k: history.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_auc")}
-        return ItemOutcome("train", name, "done", info={"predictions": rows.to_dict(orient="records"), "training": summary})
+        info = {"predictions": rows.to_dict(orient="records"), "training": summary, "device": str(device)}
+        return ItemOutcome("train", name, "done", info=info)
 
     return guarded("train", name, work)

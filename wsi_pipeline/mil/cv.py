@@ -50,7 +50,8 @@ def train_fold(
     seed
         Training seed (the same seed for every fold is fine: folds differ in their data).
     device
-        Where to train and predict; ``"cpu"`` by default.
+        Where to train and predict: ``"cpu"`` by default, ``"auto"`` (CUDA when this process
+        has it), ``"cuda"`` or ``"cuda:N"``; predictions come back as CPU numpy either way.
 
     Returns
     -------
@@ -115,7 +116,8 @@ def cross_validate(
     config
         Training settings; ``TrainConfig()`` when omitted.
     device
-        Where to train and predict; ``"cpu"`` by default.
+        Where to train and predict: ``"cpu"`` by default, ``"auto"`` (CUDA when this process
+        has it), ``"cuda"`` or ``"cuda:N"``; predictions come back as CPU numpy either way.
 
     Returns
     -------

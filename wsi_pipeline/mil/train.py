@@ -91,6 +91,33 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def resolve_device(requested: str | torch.device) -> torch.device:
+    """Return the torch device to train on, checking that this process has it.
+
+    Parameters
+    ----------
+    requested
+        ``'auto'`` (the first CUDA device when this process sees one, else the CPU),
+        ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a :class:`torch.device`.
+
+    Raises
+    ------
+    WSIPipelineError
+        When a CUDA device is asked for but this process does not see it: resolved on the
+        worker that trains, since the client may have no GPU while the workers do.
+    """
+    if isinstance(requested, str) and requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise WSIPipelineError(
+            f"MIL training asked for {device} but this process sees {torch.cuda.device_count()} CUDA device(s)",
+            where="model.device",
+            fix="use 'auto' (CUDA when present, else the CPU) or 'cpu', or run training on workers with a GPU",
+        )
+    return device
+
+
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -240,7 +267,8 @@ def fit_aggregator(
         Seeds initialisation, dropout, shuffling and instance subsampling. Torch's global
         RNG is seeded inside a fork, so the caller's RNG state is left as it was.
     device
-        Where to train; ``"cpu"`` by default.
+        Where to train: ``"cpu"`` by default, ``"auto"``, ``"cuda"``, ``"cuda:N"`` (see
+        :func:`resolve_device`). Bags move to it one step at a time; scores come back as numpy.
 
     Returns
     -------
@@ -278,7 +306,7 @@ def fit_aggregator(
             fix="plan folds with mil.splits.plan_folds (stratified) or add patients of the other class",
         )
     pos_weight = (len(y_fit) - n_pos) / n_pos
-    device = torch.device(device)
+    device = resolve_device(device)
     # Fork the RNG so seeding here neither depends on nor disturbs the caller's random state.
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
