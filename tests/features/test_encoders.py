@@ -164,3 +164,33 @@ def test_threads_of_one_process_share_one_encoder_built_once(monkeypatch):
     encoder_module._load_encoder_cached.cache_clear()
     assert len(builds) == 1 and len({id(e) for e in got}) == 1
     assert got[0].encoder_id == load_encoder("demo-resnet18-random", device="cpu").encoder_id
+
+
+def test_a_compiled_encoder_gives_the_features_of_the_eager_one(monkeypatch):
+    """``features.compile`` wraps the network in torch.compile; features must not change."""
+    from torch import nn
+
+    from wsi_pipeline.features import encoder as encoder_module
+    from wsi_pipeline.features.registry import EncoderSpec
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.proj = nn.Linear(3, 8)
+
+        def forward(self, batch):
+            return self.proj(batch.mean(dim=(2, 3)))
+
+    monkeypatch.setitem(ENCODERS, "tiny-test", EncoderSpec(name="tiny-test", build=lambda _: Tiny(), dim=8, input_px=32))
+    encoder_module._load_encoder_cached.cache_clear()
+    try:
+        eager = load_encoder("tiny-test", device="cpu")
+        compiled = load_encoder("tiny-test", device="cpu", compile=True)
+        assert compiled.compiled and compiled.provenance()["compiled"] is True and not eager.compiled
+        assert compiled.model is not eager.model
+        tiles = np.random.default_rng(5).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+        np.testing.assert_allclose(compiled.embed(tiles), eager.embed(tiles), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(compiled.embed(tiles[:5]), eager.embed(tiles[:5]), rtol=1e-5, atol=1e-5)
+    finally:
+        encoder_module._load_encoder_cached.cache_clear()

@@ -90,7 +90,14 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     table.add_row("tiling", f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px, tissue '{workflow.tiling.tissue.method}', min tissue {workflow.tiling.qc.min_tissue:.0%} (id {tiling_id(workflow.tiling)})")
     table.add_row("encoder", f"{spec.name}{' (DEMO: random weights, not a pathology model)' if spec.is_demo else ''}, dim {spec.dim}")
     table.add_row("models", f"{', '.join(workflow.model.aggregators)}; {workflow.validation.n_folds}-fold patient CV, inner validation {workflow.validation.val_fraction:.0%}")
-    table.add_row("cluster", config.scheduler_address or f"local: {config.manifest.cluster.n_workers} workers × {config.manifest.cluster.threads_per_worker} threads")
+    cluster = config.manifest.cluster
+    gpus = "one per visible GPU" if cluster.gpus == "auto" else str(cluster.gpus)
+    table.add_row(
+        "cluster",
+        config.scheduler_address
+        or f"local: {cluster.n_workers} CPU workers × {cluster.threads_per_worker} threads, GPU workers: {gpus} "
+        f"(× {cluster.threads_per_gpu_worker} threads)",
+    )
     table.add_row("store", str(config.store_path))
     table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, plots/roc.png, qc/")
     console.print(table)
