@@ -14,7 +14,8 @@ tiles are 256 px at 0.5 µm/px, so every tile comes from level 0 (512 x 512 leve
 - ``model_only_tiles_per_s``: the encoder on uint8 batches already on the device (preprocessing
   included), ``end_to_end_tiles_per_s``: the whole path from the slide with that encoder and batch;
 - ``peak_rss_mb``: peak resident memory (``VmHWM``) of the data path on a small and a large slide,
-  each in a fresh process: it should stay flat;
+  each in a fresh process: it should stay flat; ``import_rss_mb`` is the same process after its
+  imports only (torch and timm hold most of it);
 - on a GPU, ``vit_end_to_end``: end-to-end and model-only tiles/s for ViT-L/16, ViT-H/14 and
   ViT-g/14 architectures with random weights.
 
@@ -159,13 +160,21 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_rss_child(path: Path, device: str) -> float:
-    """Run the data path on ``path`` in a fresh process; return its peak RSS in MB."""
-    code = (
-        "import sys; sys.path.insert(0, 'benchmarks'); import extract as b; b.register_benchmark_encoders();"
-        "from pathlib import Path;"
+def peak_rss_child(path: Path | None, device: str) -> float:
+    """Run the data path on ``path`` in a fresh process; return its peak RSS in MB.
+
+    With ``path`` None the child only imports and builds the trivial encoder: the baseline
+    (torch alone holds about 500 MB resident) that the data path's own memory sits on.
+    """
+    work = (
         "p = Path(sys.argv[1]); import openslide; size = openslide.OpenSlide(str(p)).dimensions[0];"
         "b.path_rate(p, b.grid(size), 'bench-mean-colour', sys.argv[2], 64);"
+        if path is not None
+        else "b.load_encoder('bench-mean-colour', device=sys.argv[2]);"
+    )
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import extract as b; b.register_benchmark_encoders();"
+        "from pathlib import Path;" + work +
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])"
     )
     root = Path(__file__).resolve().parent.parent
@@ -232,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               f"{args.size}x{args.size}": round(peak_rss_child(large, args.device), 1)}
     values = list(results["peak_rss_mb"].values())
     results["peak_rss_ratio"] = round(max(values) / min(values), 3)
+    results["import_rss_mb"] = round(peak_rss_child(None, args.device), 1)
     if on_gpu and not args.skip_vits:
         rows = {}
         for label, (arch, _) in VITS.items():
