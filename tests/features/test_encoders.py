@@ -194,3 +194,34 @@ def test_a_compiled_encoder_gives_the_features_of_the_eager_one(monkeypatch):
         np.testing.assert_allclose(compiled.embed(tiles[:5]), eager.embed(tiles[:5]), rtol=1e-5, atol=1e-5)
     finally:
         encoder_module._load_encoder_cached.cache_clear()
+
+
+def test_auto_batch_on_cuda_fits_free_memory_and_halves_on_out_of_memory(monkeypatch):
+    """The 'auto' batch rule, with the CUDA memory calls replaced (no GPU here)."""
+    from wsi_pipeline.features import encoder as encoder_module
+
+    encoder = load_encoder("demo-resnet18-random", device="cpu")
+    peak = {"bytes": 0}
+    calls = []
+
+    def fake_embed(tiles):
+        n = len(tiles)
+        calls.append(n)
+        if n > 256:  # the real limit is lower than the estimate: fragmentation, workspaces
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        peak["bytes"] = 1000 + 10_000_000 * n  # 10 MB a tile over a 1 kB base
+        return np.zeros((n, 512), np.float32)
+
+    fake_cuda = {
+        "empty_cache": lambda: None,
+        "reset_peak_memory_stats": lambda device=None: None,
+        "memory_allocated": lambda device=None: 1000,
+        "max_memory_allocated": lambda device=None: peak["bytes"],
+        "mem_get_info": lambda device=None: (8_000_000_000, 16_000_000_000),  # 8 GB free
+    }
+    for name, function in fake_cuda.items():
+        monkeypatch.setattr(torch.cuda, name, function)
+    monkeypatch.setattr(encoder, "embed", fake_embed)
+    # 70% of 8 GB at 10 MB a tile is 560 tiles: 512 is tried, runs out of memory, 256 is kept.
+    assert encoder_module._auto_cuda_batch(encoder) == 256
+    assert calls == [16, 512, 256]
