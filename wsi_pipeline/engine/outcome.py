@@ -32,10 +32,15 @@ class ItemOutcome:
     info: dict[str, Any] = field(default_factory=dict)
     started: float | None = None
     finished: float | None = None
+    #: The whole traceback of an unexpected error (a bug to report), every frame; written to the
+    #: run folder's ``failures/`` by the run record, not into ``run.json``.
+    traceback: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return asdict(self)
+        """Plain data for JSON (without the traceback, which has a file of its own)."""
+        data = asdict(self)
+        data.pop("traceback")
+        return data
 
 
 def guarded(stage: str, item: str, work: Callable[[], ItemOutcome]) -> ItemOutcome:
@@ -56,6 +61,7 @@ def guarded(stage: str, item: str, work: Callable[[], ItemOutcome]) -> ItemOutco
             item,
             "failed",
             reason=f"{type(error).__name__}: {error} (at {frame.filename}:{frame.lineno}; please report this)",
+            traceback="".join(traceback.format_exception(error)),
         )
     outcome.seconds = round(time.perf_counter() - start, 3)
     outcome.started, outcome.finished = round(started, 3), round(time.time(), 3)

@@ -8,6 +8,8 @@ so submitting and waiting are separate: :func:`submit_tasks` per stage, then one
 from __future__ import annotations
 
 import time
+import traceback
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +65,16 @@ class StageTasks:
         return [o for o in self.outcomes if o is not None]
 
 
+def task_key(stage: str, item: str, batch: str) -> str:
+    """The Dask key of one item's task: readable on the dashboard, unique per submission.
+
+    ``<stage>-<item>`` alone collides when two runs (or two users) share a scheduler: Dask would
+    hand the second run the first one's futures, results and failures. The submission's random
+    ``batch`` token keeps every run's tasks apart.
+    """
+    return f"{stage}-{item}-{batch}"
+
+
 def submit_tasks(
     client: Client,
     stage: str,
@@ -86,8 +98,11 @@ def submit_tasks(
         Dask priority: among tasks ready on a worker, higher runs first.
     """
     submitted = time.perf_counter()
+    batch = uuid.uuid4().hex[:12]
     futures = [
-        client.submit(function, *args, key=f"{stage}-{name}", pure=False, retries=retries, resources=resources, priority=priority)
+        client.submit(
+            function, *args, key=task_key(stage, name, batch), pure=False, retries=retries, resources=resources, priority=priority
+        )
         for name, args in items
     ]
     return StageTasks(stage, [name for name, _ in items], futures, submitted)
@@ -119,7 +134,13 @@ def wait_for(stages: Sequence[StageTasks], console: Console) -> None:
             try:
                 outcome = future.result()
             except Exception as error:  # noqa: BLE001 - a lost worker must not stop the run
-                outcome = ItemOutcome(batch.stage, batch.names[index], "failed", reason=f"task lost: {type(error).__name__}: {error}")
+                outcome = ItemOutcome(
+                    batch.stage,
+                    batch.names[index],
+                    "failed",
+                    reason=f"task lost: {type(error).__name__}: {error}",
+                    traceback="".join(traceback.format_exception(error)),
+                )
             batch.outcomes[index] = outcome
             key, total = id(batch), len(batch.names)
             done[key] += 1

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -106,9 +107,21 @@ class RunRecord:
         """Every failed item."""
         return [o for o in self.outcomes if o.status == "failed"]
 
+    @staticmethod
+    def _write_traceback(folder: Path, outcome: ItemOutcome) -> dict[str, str]:
+        """Write a failed item's full traceback to ``failures/<stage>-<item>.txt``; its path for run.json."""
+        if not outcome.traceback:
+            return {}
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{outcome.stage}-{outcome.item}") + ".txt"
+        target = folder / "failures" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, f"{outcome.stage} {outcome.item}: {outcome.reason}\n\n{outcome.traceback}")
+        return {"traceback_file": str(target.relative_to(folder))}
+
     def write(self, path: Path, status: str) -> None:
         """Write ``run.json``; the previous run's record moves to ``.history/`` beside it."""
         archive_previous(path)
+        failed = [{**o.as_dict(), **self._write_traceback(path.parent, o)} for o in self.failures]
         stages = sorted({o.stage for o in self.outcomes}, key=[o.stage for o in self.outcomes].index)
         write_json_atomic(
             path,
@@ -123,7 +136,7 @@ class RunRecord:
                 "wall_seconds": self.wall_seconds,
                 "timings_seconds": self.timings,
                 "counts": {s: self.count(s) for s in stages},
-                "failed": [o.as_dict() for o in self.failures],
+                "failed": failed,
                 "skipped": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "skipped"],
                 "blocked": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "blocked"],
                 "excluded_patients": self.excluded_patients,

@@ -105,19 +105,22 @@ def tile_task(
         with source:
             warnings = [w for w in (mpp_disagreement(source),) if w]
             key = tiling_key(tid, entry)
-            if store.is_complete(key):
-                status, reason = "skipped", "tiling already in store"
-            else:
-                tiling = tile_slide(source, config)
-                store.write_tiling(
-                    tid,
-                    entry,
-                    tiling.coords,
-                    tiling.qc,
-                    attrs=tiling_attrs(record, source, config, params, tiling),
-                    masks={"tissue": tiling.tissue.tissue, "pen": tiling.tissue.pen},
-                )
-                status, reason = "done", None
+            # One writer per entry: the same slide under two ids, or two runs on one store, wait
+            # for each other here, and the second finds the entry complete.
+            with store.claim(key) as must_write:
+                if must_write:
+                    tiling = tile_slide(source, config)
+                    store.write_tiling(
+                        tid,
+                        entry,
+                        tiling.coords,
+                        tiling.qc,
+                        attrs=tiling_attrs(record, source, config, params, tiling),
+                        masks={"tissue": tiling.tissue.tissue, "pen": tiling.tissue.pen},
+                    )
+                    status, reason = "done", None
+                else:
+                    status, reason = "skipped", "tiling already in store"
             attrs = store.attrs(key)
             if qc_dir is not None:
                 write_slide_qc(source, store, tid, entry, record.slide_id, Path(qc_dir), refresh=status == "done")
@@ -208,9 +211,9 @@ def extract_task(
         set_torch_threads(budget)
         store = FeatureStore(store_root)
         source, entry_name = open_slide(record, source_name, read_options_for(features, budget))
-        with source:
-            info = {"slide_uid": entry_name, "encoder_id": encoder_id}
-            if store.is_complete(features_key(encoder_id, tid, entry_name)):
+        info = {"slide_uid": entry_name, "encoder_id": encoder_id}
+        with source, store.claim(features_key(encoder_id, tid, entry_name)) as must_write:
+            if not must_write:
                 return ItemOutcome("extract", record.slide_id, "skipped", reason="features already in store", info=info)
             entry = store.read_tiling(tid, entry_name)
             encoder = load_encoder(

@@ -10,13 +10,15 @@ Layout (Zarr v3, local path or any fsspec URL)::
 with (see :func:`slide_entry`), so a µm/px override can never leave old tiles or features behind.
 
 An entry counts only once its attrs say ``complete: true``, which is written last; an entry left
-incomplete by a crash is wiped and rewritten by the next writer and ignored by readers.
+incomplete by a crash is wiped and rewritten by the next writer and ignored by readers. Writers
+of one entry take turns (:meth:`FeatureStore.claim`): the first computes it, the others reuse it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import zarr
 
 import wsi_pipeline
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.store.claims import entry_lock
 
 FEATURE_ROWS_PER_CHUNK = 1024
 
@@ -178,6 +181,25 @@ class FeatureStore:
             return bool(group is not None and group.attrs.get("complete") is True)
         except (ValueError, OSError):  # attrs half-written by a killed writer
             return False
+
+    @contextmanager
+    def claim(self, key: str) -> Iterator[bool]:
+        """Claim the right to write entry ``key``; yields whether the caller must write it.
+
+        Yields False at once when the entry is complete. Otherwise waits for the entry's write
+        lock (see :mod:`~wsi_pipeline.store.claims`), then yields False if another writer
+        completed it meanwhile (reuse it) and True if the caller must compute and write it,
+        holding the lock until the block ends. Use::
+
+            with store.claim(tiling_key(tid, entry)) as must_write:
+                if must_write:
+                    ...  # compute, write, mark complete
+        """
+        if self.is_complete(key):
+            yield False
+            return
+        with entry_lock(self.root, key):
+            yield not self.is_complete(key)
 
     def attrs(self, key: str) -> dict[str, Any]:
         """Return an entry's attrs (empty when absent)."""
