@@ -143,3 +143,27 @@ def test_a_segmentation_model_named_in_the_manifest_runs_on_the_workers(cohort):
     attrs = json.loads(entry.read_text())["attributes"]
     assert attrs["mask_mpp"] == pytest.approx(16.0)  # the model's own scale, not the thumbnail's
     assert attrs["tiling_params"]["tissue"]["model"]["sha256"] and attrs["tiling_params"]["tissue"]["model"]["path"] is None
+
+
+def test_one_slide_under_two_ids_is_computed_once_and_reused(cohort):
+    """Real cohorts list one file under two ids; both tasks want one entry at the same time.
+
+    Before entries had one writer, this crashed tiling about one run in three
+    (``OSError: [Errno 39] Directory not empty``). The copy comes right after the original, so
+    with two workers the two run together.
+    """
+    tmp_path, folder, table = cohort
+    rows = pd.read_csv(table, dtype={"patient_id": str})
+    original = rows.iloc[0]
+    copy = folder / "copy-of-first.tiff"
+    shutil.copyfile(folder / original["slide_path"], copy)
+    duplicate = original.copy()
+    duplicate["slide_id"], duplicate["slide_path"], duplicate["patient_id"] = "copy", copy.name, "copy-patient"
+    rows = pd.concat([rows.iloc[:1], duplicate.to_frame().T, rows.iloc[1:]], ignore_index=True)
+    rows.to_csv(table, index=False)
+    result, _ = run(write_manifest(tmp_path, str(table)), stages=("tile", "extract"))
+    assert result.exit_code == EXIT_OK and not result.record.failures
+    for stage in ("tile", "extract"):
+        pair = {o.item: o for o in result.record.outcomes if o.stage == stage and o.item in {original["slide_id"], "copy"}}
+        assert pair[original["slide_id"]].info["slide_uid"] == pair["copy"].info["slide_uid"]
+        assert sorted(o.status for o in pair.values()) == ["done", "skipped"], stage
