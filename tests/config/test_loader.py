@@ -29,7 +29,7 @@ def test_demo_manifest_loads_with_paths_resolved():
     config = load_run_config(REPO / "data_manifests" / "demo.yaml")
     assert config.workflow.name == "demo"
     assert config.output_dir == (REPO / "runs" / "demo").resolve()
-    assert config.store_path == config.output_dir / "store"
+    assert config.store_path == str(config.output_dir / "store")
     assert config.workflow.tiling.mpp == 1.0
 
 
@@ -135,3 +135,12 @@ def test_cluster_gpu_settings_default_to_every_visible_gpu(tmp_path):
     for bad in (-1, "all"):
         with pytest.raises(WSIPipelineError, match=r"cluster\.gpus"):
             load_run_config(write_manifest(tmp_path, cluster={"gpus": bad}))
+
+
+def test_store_urls_are_kept_and_local_stores_made_absolute(tmp_path):
+    from wsi_pipeline.config.loader import resolve_store
+
+    assert resolve_store("s3://bucket/features", tmp_path, tmp_path / "out") == "s3://bucket/features"
+    assert resolve_store("memory://store", tmp_path, tmp_path / "out") == "memory://store"
+    assert resolve_store("../shared-store", tmp_path / "m", tmp_path / "out") == str(tmp_path / "shared-store")
+    assert resolve_store(None, tmp_path, tmp_path / "out") == str(tmp_path / "out" / "store")

@@ -32,7 +32,7 @@ class RunConfig:
     preset_path: Path
     workflow: WorkflowPreset
     output_dir: Path
-    store_path: Path
+    store_path: str  # a local folder or an fsspec URL (file://, s3://, memory://...)
     cohort_table: Path | None
     slide_root: Path | None
     scheduler_address: str | None
@@ -50,10 +50,24 @@ class RunConfig:
             "preset_path": str(self.preset_path),
             "workflow": self.workflow.model_dump(mode="json"),
             "output_dir": str(self.output_dir),
-            "store_path": str(self.store_path),
+            "store_path": self.store_path,
             "cohort_table": None if self.cohort_table is None else str(self.cohort_table),
             "scheduler_address": self.scheduler_address,
         }
+
+
+def resolve_store(store: str | None, base: Path, output_dir: Path) -> str:
+    """The feature store's location: an fsspec URL as given, a local path made absolute.
+
+    URLs (``s3://bucket/store``, ``file:///shared/store``, ``memory://store``) are kept as they
+    are: ``Path.resolve`` would turn ``s3://b`` into ``<cwd>/s3:/b``. Relative paths start from
+    the manifest's folder; the default is ``<output>/store``.
+    """
+    if not store:
+        return str(output_dir / "store")
+    if "://" in store:
+        return store
+    return str((base / store).resolve())
 
 
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
@@ -238,7 +252,7 @@ def load_run_config(
 
     workflow = with_absolute_tissue_model(workflow, base)
     output_dir = Path(output).resolve() if output is not None else (base / manifest.output).resolve()
-    store_path = (base / manifest.store).resolve() if manifest.store else output_dir / "store"
+    store_path = resolve_store(manifest.store, base, output_dir)
 
     cohort_table = slide_root = None
     if manifest.cohort.table is not None:
