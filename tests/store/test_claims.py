@@ -8,18 +8,98 @@ import textwrap
 import threading
 import time
 
+import json
+import os
+
+import fsspec
 import numpy as np
+import pytest
 
 from wsi_pipeline.store import FeatureStore
+from wsi_pipeline.store import claims
 from wsi_pipeline.store.claims import entry_lock, local_root
 from wsi_pipeline.store.feature_store import tiling_key
 
 
-def test_local_roots_get_locks_and_other_urls_do_not(tmp_path):
+def test_local_roots_get_flock_and_other_urls_a_lease(tmp_path):
     assert local_root(str(tmp_path)) == tmp_path and local_root(f"file://{tmp_path}") == tmp_path
     assert local_root("s3://bucket/store") is None and local_root("memory://store") is None
-    with entry_lock("memory://store", "tiling/t/u") as locked:
-        assert locked is False
+    with entry_lock("memory://lease-store", "tiling/t/u") as locked:
+        assert locked is True
+        claims = fsspec.filesystem("memory").ls("/lease-store/.locks", detail=False)
+        assert len(claims) == 1 and json.loads(fsspec.filesystem("memory").cat(claims[0]))["pid"] == os.getpid()
+    assert fsspec.filesystem("memory").ls("/lease-store/.locks", detail=False) == []  # released
+
+
+@pytest.mark.parametrize("root", ["local", "memory://claims-store"])
+def test_writers_on_any_store_take_turns(tmp_path, root):
+    store = FeatureStore(str(tmp_path / "store") if root == "local" else root)
+    store.prepare("tiling/t")
+    key = tiling_key("t", "u")
+    start = threading.Barrier(2)
+    decisions, events = {}, []
+
+    def writer(name):
+        start.wait()
+        with store.claim(key) as must_write:
+            decisions[name] = must_write
+            if must_write:
+                events.append(f"{name} begins")
+                time.sleep(0.3)
+                store.write_tiling("t", "u", np.zeros((1, 2)), {"tissue_fraction": np.ones(1)}, {"by": name})
+                events.append(f"{name} completes")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("A", "B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(decisions.values()) == [False, True] and len(events) == 2 and events[0].endswith("begins")
+    assert store.read_tiling("t", "u").attrs["by"] in {"A", "B"}
+
+
+def test_a_dead_writers_lease_is_taken_over_and_a_live_one_is_not(monkeypatch):
+    fs = fsspec.filesystem("memory")
+    root, key = "memory://lease-takeover", "features/e/t/u"
+    path = f"/lease-takeover/.locks/{claims._lock_name(key)}.claim"
+    fs.makedirs("/lease-takeover/.locks", exist_ok=True)
+    fs.pipe(path, json.dumps({"owner": "dead", "renewed": time.time() - 1000}).encode())
+    with claims.lease(root, key, lease_seconds=5, poll_seconds=0.01):
+        assert json.loads(fs.cat(path))["owner"] != "dead"
+    # A live holder renews every lease/4: a waiter never takes it over, however long it holds.
+    order = []
+
+    def holder():
+        with claims.lease(root, key, lease_seconds=0.4, poll_seconds=0.01):
+            order.append("holder in")
+            time.sleep(1.2)  # three leases long
+            order.append("holder out")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    while not order:
+        time.sleep(0.01)
+    with claims.lease(root, key, lease_seconds=0.4, poll_seconds=0.01):
+        order.append("waiter in")
+    thread.join()
+    assert order == ["holder in", "holder out", "waiter in"]
+
+
+def test_a_writer_whose_lease_was_taken_over_does_not_mark_complete():
+    store = FeatureStore("memory://lease-lost")
+    key = "features/e/t/u"
+    fs = fsspec.filesystem("memory")
+    with pytest.raises(claims.ClaimLost):
+        with store.claim(key) as must_write:
+            assert must_write
+            writer = store.begin_features("e", "t", "u", n_rows=2, dim=2, attrs={})
+            writer.write(np.zeros((2, 2)))
+            # Another writer takes the lease over (as if ours had gone stale).
+            path = f"/lease-lost/.locks/{claims._lock_name(key)}.claim"
+            fs.pipe(path, json.dumps({"owner": "someone else", "renewed": time.time()}).encode())
+            claims._HELD[(store.root, key)].set()  # what the renewer notices at its next renewal
+            writer.complete()
+    assert not store.is_complete(key)
 
 
 def test_concurrent_writers_of_one_entry_take_turns_and_the_second_reuses_it(tmp_path):

@@ -28,7 +28,7 @@ import zarr
 
 import wsi_pipeline
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.store.claims import entry_lock
+from wsi_pipeline.store.claims import ClaimLost, entry_lock, local_root, still_held
 
 FEATURE_ROWS_PER_CHUNK = 1024
 
@@ -85,6 +85,12 @@ def features_key(encoder_id: str, tiling_id: str, slide_uid: str) -> str:
     return f"features/{encoder_id}/{tiling_id}/{slide_uid}"
 
 
+def refuse_if_claim_lost(root: str, key: str) -> None:
+    """Raise :class:`ClaimLost` instead of marking an entry complete whose lease another writer took."""
+    if key and not still_held(root, key):
+        raise ClaimLost(f"not marking '{key}' complete: another writer took over its lease")
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -97,8 +103,9 @@ class FeatureWriter:
     and rewrite that chunk 16 times.
     """
 
-    def __init__(self, group: zarr.Group, n_rows: int) -> None:
+    def __init__(self, group: zarr.Group, n_rows: int, root: str = "", key: str = "") -> None:
         self._group = group
+        self._root, self._key = root, key
         self._array = group["features"]
         self._n_rows = n_rows
         self._chunk_rows = int(self._array.chunks[0])
@@ -134,6 +141,7 @@ class FeatureWriter:
         if self._written != self._n_rows:
             raise RuntimeError(f"only {self._written} of {self._n_rows} rows written; not marking complete")
         self._flush(whole_chunks=False)
+        refuse_if_claim_lost(self._root, self._key)
         self._group.attrs.update({**attrs, "completed_at": _now()})
         self._group.attrs["complete"] = True
 
@@ -151,6 +159,9 @@ class FeatureStore:
         self.root = str(root)
 
     def _open(self, mode: str = "a") -> zarr.Group:
+        folder = local_root(self.root)
+        if mode != "r" and folder is not None and self.root.startswith("file://"):
+            folder.mkdir(parents=True, exist_ok=True)  # zarr opens file:// URLs only in existing folders
         try:
             return zarr.open_group(self.root, mode=mode)
         except FileNotFoundError:
@@ -253,6 +264,7 @@ class FeatureStore:
                 "created": _now(),
             }
         )
+        refuse_if_claim_lost(self.root, tiling_key(tiling_id, slide_uid))
         group.attrs["complete"] = True
 
     def read_tiling(self, tiling_id: str, slide_uid: str) -> TilingEntry:
@@ -290,7 +302,7 @@ class FeatureStore:
                 "complete": False,
             }
         )
-        return FeatureWriter(group, n_rows)
+        return FeatureWriter(group, n_rows, self.root, features_key(encoder_id, tiling_id, slide_uid))
 
     def read_features(self, encoder_id: str, tiling_id: str, slide_uid: str) -> FeatureEntry:
         """Read a complete feature entry."""
