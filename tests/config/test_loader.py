@@ -144,3 +144,29 @@ def test_store_urls_are_kept_and_local_stores_made_absolute(tmp_path):
     assert resolve_store("memory://store", tmp_path, tmp_path / "out") == "memory://store"
     assert resolve_store("../shared-store", tmp_path / "m", tmp_path / "out") == str(tmp_path / "shared-store")
     assert resolve_store(None, tmp_path, tmp_path / "out") == str(tmp_path / "out" / "store")
+
+
+def test_a_bare_preset_name_is_found_inside_the_package(tmp_path):
+    import wsi_pipeline
+    from wsi_pipeline.config.loader import package_presets
+
+    config = load_run_config(write_manifest(tmp_path, workflow="respred_uc"))
+    packaged = Path(wsi_pipeline.__file__).resolve().parent / "workflows"
+    assert package_presets().resolve() == packaged
+    assert config.preset_path == packaged / "respred_uc.yaml"
+    assert config.workflow.name == yaml.safe_load((packaged / "respred_uc.yaml").read_text())["name"]
+
+
+def test_a_workflows_folder_beside_the_manifest_comes_before_the_packaged_presets(tmp_path):
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "demo.yaml").write_text(yaml.safe_dump({"name": "my-demo"}))
+    config = load_run_config(write_manifest(tmp_path, workflow="demo"))
+    assert config.workflow.name == "my-demo" and config.preset_path == tmp_path / "workflows" / "demo.yaml"
+
+
+def test_the_top_level_workflows_folder_is_the_packaged_one():
+    # One copy of each preset: the repository's workflows/ links to the package data.
+    from wsi_pipeline.config.loader import package_presets
+
+    assert (REPO / "workflows").resolve() == package_presets().resolve()
+    assert {p.stem for p in package_presets().glob("*.yaml")} >= {"demo", "respred_uc"}

@@ -39,7 +39,7 @@ def manifest(folder: Path, table: Path, store: str) -> Path:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cohort")
-    return generate_cohort(folder, n_patients=6, seed=9, positive_fraction=0.5, two_slide_fraction=0.0, width=768, height=768, n_levels=3)
+    return generate_cohort(folder, n_patients=10, seed=9, positive_fraction=0.5, two_slide_fraction=0.0, width=768, height=768, n_levels=3)
 
 
 def features_of(store: FeatureStore) -> dict[str, np.ndarray]:
@@ -59,7 +59,7 @@ def test_a_run_on_a_file_url_store_equals_a_run_on_a_local_path(cohort, tmp_path
         assert result.exit_code == EXIT_OK, [f.reason for f in result.record.failures]
         assert (tmp_path / name / "out" / "metrics.json").is_file()
         results[name] = features_of(FeatureStore(store))
-    assert results["path"].keys() == results["url"].keys() and len(results["url"]) == 6
+    assert results["path"].keys() == results["url"].keys() and len(results["url"]) == 10
     for uid, features in results["path"].items():
         np.testing.assert_array_equal(features, results["url"][uid])
 
@@ -72,5 +72,5 @@ def test_a_run_on_a_memory_store_in_process(cohort, tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
         run_stages(config, ("tile", "extract", "train", "score"), client, Console(file=StringIO(), width=200), record)
     assert not record.failures, [f.reason for f in record.failures]
-    assert len(features_of(FeatureStore("memory://e2e-run-store"))) == 6
+    assert len(features_of(FeatureStore("memory://e2e-run-store"))) == 10
     assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "predictions.csv").is_file()

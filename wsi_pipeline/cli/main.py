@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("manifest", help="run manifest (YAML), e.g. data_manifests/demo.yaml")
         command.add_argument("--output", help="output folder (overrides the manifest's 'output')")
         command.add_argument("--scheduler", help="address of an existing Dask scheduler (overrides cluster.address)")
+        # Modes are checked by the library (with_cluster_mode), so parsing does not import the config models.
+        command.add_argument(
+            "--cluster",
+            metavar="MODE",
+            help="cluster mode, overriding cluster.mode: local | address | slurm | pbs | lsf (batch modes read cluster.jobs)",
+        )
         command.add_argument("--dry-run", action="store_true", help="validate everything and print the plan without computing")
 
     slide = commands.add_parser("slide", help="look at one slide (no manifest needed)", description="look at one slide")
@@ -105,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wsi_pipeline.engine.runner import STAGES, run_pipeline
 
         config = load_run_config(args.manifest, output=args.output, scheduler=args.scheduler)
+        if args.cluster:
+            from wsi_pipeline.engine.cluster import with_cluster_mode
+
+            config = with_cluster_mode(config, args.cluster, scheduler=args.scheduler)
         stages = STAGES if args.command == "run" else (args.command,)
         if args.dry_run:
             return dry_run(config, stages, Console())

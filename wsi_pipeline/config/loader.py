@@ -8,19 +8,42 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-import wsi_pipeline
 from wsi_pipeline.config.manifest import RunManifest
 from wsi_pipeline.config.workflow import WorkflowPreset
 from wsi_pipeline.errors import WSIPipelineError
 
-#: Where presets are looked up by name when the manifest gives a bare name.
-PACKAGE_WORKFLOWS = Path(wsi_pipeline.__file__).resolve().parent.parent / "workflows"
+#: The package-data folder of the presets shipped with the package (``wsi_pipeline/workflows``;
+#: the repository's top-level ``workflows/`` is a link to it).
+PRESETS_FOLDER = "workflows"
+
+
+def package_presets() -> Path:
+    """The folder of the presets installed with the package, found through ``importlib.resources``.
+
+    It is package data, so it is there whichever way the package was installed (a wheel, a
+    plain or an editable ``pip install``), unlike a folder beside the package's source.
+
+    Raises
+    ------
+    WSIPipelineError
+        When the package is imported from a zip archive: a preset then has no file path
+        to name in messages and ``run.json``.
+    """
+    folder = resources.files("wsi_pipeline") / PRESETS_FOLDER
+    if not isinstance(folder, Path):
+        raise WSIPipelineError(
+            f"the packaged workflow presets are not files on disk ({folder})",
+            where="wsi_pipeline installation",
+            fix="install the package unzipped (pip install), or give the workflow as a path to a preset YAML",
+        )
+    return folder
 
 
 @dataclass(frozen=True)
@@ -172,7 +195,7 @@ def find_preset(reference: str, manifest_dir: Path) -> Path:
 
     A value with a ``.yaml``/``.yml`` suffix or a slash is a path (relative to the manifest's
     folder); a bare name is looked up in ``workflows/`` beside the manifest's folder, then in
-    the ``workflows/`` folder shipped with the package.
+    the presets shipped inside the package (:func:`package_presets`).
     """
     if reference.endswith((".yaml", ".yml")) or "/" in reference:
         path = (manifest_dir / reference).resolve()
@@ -183,7 +206,7 @@ def find_preset(reference: str, manifest_dir: Path) -> Path:
                 fix="give a preset name from workflows/ or an existing YAML path",
             )
         return path
-    folders = [manifest_dir.parent / "workflows", manifest_dir / "workflows", PACKAGE_WORKFLOWS]
+    folders = [manifest_dir.parent / "workflows", manifest_dir / "workflows", package_presets()]
     for folder in folders:
         candidate = folder / f"{reference}.yaml"
         if candidate.is_file():

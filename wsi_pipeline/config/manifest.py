@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -35,14 +37,161 @@ class CohortConfig(StrictModel):
         return self
 
 
-class ClusterConfig(StrictModel):
-    """The Dask cluster: a local one by default, or an existing scheduler.
+#: How the run gets its Dask cluster (``cluster.mode``).
+ClusterMode = Literal["local", "address", "slurm", "pbs", "lsf"]
+CLUSTER_MODES: tuple[str, ...] = ("local", "address", "slurm", "pbs", "lsf")
+#: Modes whose workers are batch jobs submitted through dask-jobqueue.
+JOBQUEUE_MODES: tuple[str, ...] = ("slurm", "pbs", "lsf")
+#: Keys that shape the workers of a local cluster only.
+LOCAL_ONLY_KEYS: tuple[str, ...] = ("n_workers", "threads_per_worker", "memory_limit", "gpus", "threads_per_gpu_worker")
 
-    A local cluster has ``n_workers`` CPU workers (tiling, training) plus one worker per GPU
-    (extraction); see :func:`wsi_pipeline.engine.cluster.local_worker_specs`.
+# Hours may exceed 24 (48:00:00); minutes and seconds are two digits.
+_WALLTIME = re.compile(r"^\d+:[0-5]\d(:[0-5]\d)?$")
+
+
+class TLSConfig(StrictModel):
+    """Client certificates for a scheduler that requires TLS (``tls://`` addresses).
+
+    Paths must be absolute (``~`` is expanded): a relative one would depend on the folder the
+    run starts from. Each file must exist when the manifest is loaded, so a wrong path fails
+    before any work rather than at the first connection.
     """
 
-    address: str | None = Field(None, description="existing scheduler, e.g. tcp://host:8786")
+    ca_file: str = Field(description="certificate authority (PEM) that signed the scheduler's certificate")
+    cert: str = Field(description="this client's certificate (PEM)")
+    key: str = Field(description="this client's private key (PEM)")
+
+    @field_validator("ca_file", "cert", "key")
+    @classmethod
+    def _existing_file(cls, value: str) -> str:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            raise ValueError(f"give an absolute path (or one starting with ~), not the relative {value!r}")
+        if not path.is_file():
+            raise ValueError(f"file not found: {path}")
+        return str(path)
+
+
+class AdaptiveJobsConfig(StrictModel):
+    """Adaptive scaling: jobs are submitted while tasks wait and cancelled when idle."""
+
+    minimum_jobs: int = Field(0, ge=0, description="jobs kept even when idle")
+    maximum_jobs: int = Field(ge=1, description="most jobs queued or running at once")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptiveJobsConfig:
+        if self.minimum_jobs > self.maximum_jobs:
+            raise ValueError(f"minimum_jobs ({self.minimum_jobs}) is above maximum_jobs ({self.maximum_jobs})")
+        return self
+
+
+class JobsConfig(StrictModel):
+    """The batch jobs that carry the workers in modes ``slurm``, ``pbs`` and ``lsf`` (dask-jobqueue).
+
+    Each job runs ``processes`` worker processes, each with ``cores / processes`` threads and
+    ``memory / processes`` memory. A GPU job runs one worker per GPU, each pinned to its own.
+    """
+
+    queue: str | None = Field(None, description="partition (SLURM -p) or queue (PBS -q, LSF -q); null: the site's default")
+    account: str | None = Field(None, description="account charged (SLURM -A, PBS -A, LSF -P)")
+    walltime: str = Field(description="time limit of each job, HH:MM:SS (or HH:MM); LSF gets HH:MM")
+    cores: int = Field(ge=1, description="cores per job, shared by its worker processes")
+    memory: str = Field(description="memory per job, e.g. '64GB' or '60GiB', shared by its worker processes")
+    processes: int | None = Field(
+        None, ge=1, description="worker processes per job; default: gpus_per_job for a GPU job (one per GPU), else 1"
+    )
+    gpus_per_job: int = Field(
+        0, ge=0, description="GPUs per job (SLURM --gres=gpu:N, PBS ngpus=N, LSF -gpu num=N); 0: CPU-only jobs"
+    )
+    job_extra_directives: list[str] = Field(
+        default_factory=list, description="more scheduler directives, without the '#SBATCH' / '#PBS' / '#BSUB' prefix"
+    )
+    job_script_prologue: list[str] = Field(
+        default_factory=list, description="shell lines run before the worker starts (module load, conda activate, export)"
+    )
+    local_directory: str | None = Field(None, description="node-local scratch folder for worker spill files")
+    log_directory: str | None = Field(None, description="folder for the jobs' stdout/stderr files")
+    python: str | None = Field(None, description="Python interpreter on the nodes; default: the one running the pipeline")
+    interface: str | None = Field(
+        None, description="network interface of workers and scheduler, e.g. 'ib0' (nodes with several networks)"
+    )
+    n_jobs: int = Field(1, ge=1, description="jobs submitted at start (fixed size); not with 'adaptive'")
+    adaptive: AdaptiveJobsConfig | None = Field(None, description="scale between minimum_jobs and maximum_jobs instead")
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime_format(cls, value: str) -> str:
+        if not _WALLTIME.match(value.strip()):
+            raise ValueError("write the time limit as HH:MM:SS or HH:MM, e.g. '02:00:00'")
+        return value.strip()
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_format(cls, value: str) -> str:
+        # dask is a dependency; imported here to keep importing the config light.
+        from dask.utils import parse_bytes
+
+        try:
+            if parse_bytes(value) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError("give an amount with a unit, e.g. '64GB' or '60GiB'") from None
+        return value
+
+    @field_validator("job_extra_directives")
+    @classmethod
+    def _no_prefix(cls, value: list[str]) -> list[str]:
+        # dask-jobqueue adds '#SBATCH ' (or '#PBS ', '#BSUB ') itself; a second one makes the line a comment.
+        for line in value:
+            if line.lstrip().startswith("#"):
+                raise ValueError(f"give the directive without its '#...' prefix, e.g. '--constraint=a100' (got {line!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobsConfig:
+        if self.adaptive is not None and "n_jobs" in self.model_fields_set:
+            raise ValueError("give either n_jobs (a fixed number of jobs) or adaptive (a range), not both")
+        if self.gpus_per_job and self.processes is not None and self.processes != self.gpus_per_job:
+            raise ValueError(
+                f"a GPU job runs one worker process per GPU: processes ({self.processes}) must equal "
+                f"gpus_per_job ({self.gpus_per_job}), or be left out"
+            )
+        if self.cores % self.workers_per_job:
+            raise ValueError(
+                f"cores ({self.cores}) must be a multiple of the {self.workers_per_job} worker process(es) per job: "
+                "each worker gets cores / processes threads"
+            )
+        return self
+
+    @property
+    def workers_per_job(self) -> int:
+        """Worker processes per job: one per GPU of a GPU job, else ``processes`` (default 1)."""
+        return self.processes or self.gpus_per_job or 1
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Threads of each worker: the job's cores split evenly among its processes."""
+        return self.cores // self.workers_per_job
+
+
+class ClusterConfig(StrictModel):
+    """The Dask cluster, by ``mode``.
+
+    - ``local`` (default): a cluster on this machine with ``n_workers`` CPU workers (tiling,
+      training) plus one worker per GPU (extraction); see
+      :func:`wsi_pipeline.engine.cluster.local_worker_specs`.
+    - ``address``: an existing scheduler at ``address`` (``tls`` for ``tls://`` schedulers). A
+      manifest that sets only ``address`` is in this mode, as before modes existed.
+    - ``slurm`` / ``pbs`` / ``lsf``: a scheduler here and workers in batch jobs (``jobs``),
+      through dask-jobqueue.
+    """
+
+    mode: ClusterMode = Field(
+        "local", description="local | address | slurm | pbs | lsf; default: 'address' when address is set, else 'local'"
+    )
+    address: str | None = Field(None, description="existing scheduler (mode address), e.g. tcp://host:8786 or tls://host:8786")
+    tls: TLSConfig | None = Field(None, description="client certificates for a TLS scheduler (mode address)")
+    jobs: JobsConfig | None = Field(None, description="the batch jobs of modes slurm, pbs and lsf")
     n_workers: int = Field(2, ge=1, description="CPU workers of a local cluster")
     threads_per_worker: int = Field(1, ge=1, description="threads of each CPU worker")
     memory_limit: str = "auto"
@@ -58,8 +207,18 @@ class ClusterConfig(StrictModel):
         "the other tiles or trains meanwhile, so the worker's CPU is not idle while its GPU works",
     )
     dashboard_address: str | None = Field(
-        None, description="serve the Dask dashboard of a local cluster here, e.g. ':8787' (needs bokeh); null: no dashboard"
+        None,
+        description="serve the Dask dashboard of a scheduler the run starts (local, slurm, pbs, lsf) here, "
+        "e.g. ':8787' (needs bokeh); null: no dashboard",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mode(cls, data: Any) -> Any:
+        # Manifests written before modes existed set only 'address' to use an existing scheduler.
+        if isinstance(data, dict) and "mode" not in data:
+            return {**data, "mode": "address" if data.get("address") else "local"}
+        return data
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -68,6 +227,65 @@ class ClusterConfig(StrictModel):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
             return value
         raise ValueError("gpus must be 'auto' (every visible GPU) or a number of GPUs, 0 or more")
+
+    @model_validator(mode="after")
+    def _keys_fit_the_mode(self) -> ClusterConfig:
+        mode = self.mode
+        if mode == "address":
+            if not self.address:
+                raise ValueError("mode 'address' needs 'address', the scheduler to connect to (e.g. tcp://host:8786)")
+            if self.tls is not None and not self.address.startswith("tls://"):
+                raise ValueError(f"with 'tls' the scheduler's address must start with tls:// (got {self.address!r})")
+        elif self.address:
+            raise ValueError(
+                f"'address' is for mode 'address' (an existing scheduler), but mode is '{mode}', which starts its own "
+                "scheduler: remove 'address', or set mode: address"
+            )
+        if self.tls is not None and mode != "address":
+            raise ValueError(f"'tls' is for mode 'address' (a TLS scheduler), not mode '{mode}'")
+        if mode in JOBQUEUE_MODES:
+            if self.jobs is None:
+                raise ValueError(f"mode '{mode}' needs a 'jobs' section: queue, walltime, cores, memory, ... of the worker jobs")
+            # Silently ignoring them would let a user believe they shape the job's workers.
+            local_keys = [key for key in LOCAL_ONLY_KEYS if key in self.model_fields_set]
+            if local_keys:
+                raise ValueError(
+                    f"{', '.join(local_keys)} shape(s) a local cluster only; in mode '{mode}' each worker has "
+                    "jobs.cores / jobs.processes threads and jobs.memory / jobs.processes memory"
+                )
+        elif self.jobs is not None:
+            raise ValueError(f"'jobs' is for modes {', '.join(JOBQUEUE_MODES)}, not mode '{mode}'")
+        return self
+
+    @property
+    def worker_threads(self) -> int:
+        """Threads of each CPU worker the run starts: ``threads_per_worker``, or cores / processes of a job."""
+        return self.jobs.threads_per_worker if self.jobs is not None and self.mode in JOBQUEUE_MODES else self.threads_per_worker
+
+    def with_mode(self, mode: str, address: str | None = None) -> ClusterConfig:
+        """This section with another ``mode`` (the CLI's ``--cluster``), validated again.
+
+        Keys of the old mode that the new one rejects are dropped: the command line is the later,
+        explicit choice. ``address`` replaces the scheduler address (mode ``address``).
+
+        Raises
+        ------
+        pydantic.ValidationError
+            When the new mode lacks what it needs (``jobs`` for a batch system, an address).
+        """
+        data = self.model_dump(exclude_unset=True)
+        data["mode"] = mode
+        if address:
+            data["address"] = address
+        if mode != "address":
+            data.pop("address", None)
+            data.pop("tls", None)
+        if mode in JOBQUEUE_MODES:
+            for key in LOCAL_ONLY_KEYS:
+                data.pop(key, None)
+        else:
+            data.pop("jobs", None)
+        return ClusterConfig.model_validate(data)
 
 
 class RunManifest(StrictModel):

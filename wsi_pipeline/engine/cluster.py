@@ -1,9 +1,11 @@
-"""The Dask cluster: a local one by default, or an existing scheduler.
+"""The Dask cluster: a local one by default, an existing scheduler, or batch jobs on an HPC cluster.
 
 Extraction tasks (and MIL training on a GPU) hold the worker resource ``GPU`` while they run,
 so they go only to workers that advertise it, one at a time per worker. A local cluster is
 built here worker by worker (:func:`local_worker_specs`): one worker per visible GPU, each
-seeing only its own GPU, plus CPU workers for tiling.
+seeing only its own GPU, plus CPU workers for tiling. On SLURM, PBS and LSF
+(:func:`jobqueue_cluster`, through dask-jobqueue) each job runs one worker per GPU, each pinned
+to its own GPU by :func:`dask_setup` and advertising ``GPU=1``.
 """
 
 from __future__ import annotations
@@ -11,15 +13,27 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from distributed import Client, Nanny, Scheduler, SpecCluster
+from distributed.security import Security
 
-from wsi_pipeline.config.manifest import ClusterConfig
+from wsi_pipeline.config.manifest import (
+    CLUSTER_MODES,
+    JOBQUEUE_MODES,
+    ClusterConfig,
+    JobsConfig,
+    TLSConfig,
+)
 from wsi_pipeline.errors import WSIPipelineError
+
+if TYPE_CHECKING:
+    from wsi_pipeline.config.loader import RunConfig
 
 #: The worker resource an encoder (or a GPU-trained aggregator) holds while it runs.
 GPU = "GPU"
@@ -27,6 +41,12 @@ GPU_SLOT: dict[str, float] = {GPU: 1}
 
 #: Names of the workers of a local cluster: the layout is read back from them.
 GPU_WORKER, CPU_WORKER = "gpu", "cpu"
+
+#: What to install for modes slurm, pbs and lsf.
+HPC_EXTRA_FIX = "pip install 'wsi-pipeline[hpc]' (dask-jobqueue) in the environment that starts the run"
+
+#: Worker preload that pins each worker process of a multi-GPU job to its own GPU (:func:`dask_setup`).
+GPU_PIN_PRELOAD = __name__
 
 
 def count_gpus() -> int:
@@ -160,9 +180,35 @@ def dashboard_link(client: Client) -> str | None:
     return client.dashboard_link if serves else None
 
 
+def _job_layout(cluster: object, dashboard: str | None) -> ClusterLayout | None:
+    """The layout of a jobqueue cluster started here, from its jobs (workers may still be queued)."""
+    plan = _JOB_PLANS.get(cluster) if cluster is not None else None  # None: an external scheduler
+    if plan is None:
+        return None
+    mode, jobs = plan
+    workers, threads = jobs.workers_per_job, jobs.threads_per_worker
+    if jobs.adaptive is None:
+        size, most_jobs = _plural(jobs.n_jobs, "job"), jobs.n_jobs
+    else:
+        size, most_jobs = f"{jobs.adaptive.minimum_jobs}-{jobs.adaptive.maximum_jobs} jobs (adaptive)", jobs.adaptive.maximum_jobs
+    # Every worker of a job holds one slot: its GPU, or, in a CPU job, its cores standing in for one,
+    # as on a local cluster without GPUs. Counted from the plan: at this point the jobs may still wait in the queue.
+    slots = most_jobs * workers
+    upto = "up to " if jobs.adaptive is not None else ""
+    where = f"{_plural(jobs.gpus_per_job, 'GPU')} per job" if jobs.gpus_per_job else "CPU jobs: encoder on CPU"
+    description = (
+        f"{mode}: {size} x {_plural(workers, 'worker')} x {_plural(threads, 'thread')}, "
+        f"GPU slots: {upto}{slots} ({where})"
+    )
+    return ClusterLayout(description, slots, jobs.gpus_per_job > 0, dashboard)
+
+
 def cluster_layout(client: Client) -> ClusterLayout:
-    """Describe the cluster a client is connected to: the local one built here, or any other."""
+    """Describe the cluster a client is connected to: a local or jobqueue one built here, or any other."""
     dashboard = dashboard_link(client)
+    jobs = _job_layout(client.cluster, dashboard)
+    if jobs is not None:
+        return jobs
     spec = getattr(client.cluster, "worker_spec", None) or {}
     if spec and all(str(name).startswith((f"{GPU_WORKER}-", f"{CPU_WORKER}-")) for name in spec):
         gpu = [s["options"] for name, s in spec.items() if str(name).startswith(GPU_WORKER)]
@@ -185,6 +231,252 @@ def cluster_layout(client: Client) -> ClusterLayout:
     return ClusterLayout(description, slots, slots > 0, dashboard)
 
 
+# -- existing schedulers over TLS -----------------------------------------------------------------
+def tls_security(tls: TLSConfig) -> Security:
+    """The client side of a TLS scheduler: its CA and this client's certificate and key.
+
+    ``require_encryption`` refuses plain ``tcp://`` connections, so a mistyped address fails
+    instead of sending the run's data unencrypted.
+    """
+    return Security(tls_ca_file=tls.ca_file, tls_client_cert=tls.cert, tls_client_key=tls.key, require_encryption=True)
+
+
+# -- batch systems (dask-jobqueue) -----------------------------------------------------------------
+#: Jobs of the jobqueue clusters started here, for :func:`cluster_layout` (by cluster object).
+_JOB_PLANS: weakref.WeakKeyDictionary[Any, tuple[str, JobsConfig]] = weakref.WeakKeyDictionary()
+
+
+def jobqueue_class(mode: str) -> type:
+    """The dask-jobqueue cluster class of a mode, imported only when a batch system is used.
+
+    Raises
+    ------
+    WSIPipelineError
+        When dask-jobqueue is not installed.
+    """
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise WSIPipelineError(
+            f"cluster mode '{mode}' submits the workers as batch jobs with dask-jobqueue, which is not installed",
+            where="cluster.mode",
+            fix=HPC_EXTRA_FIX,
+        ) from None
+    classes = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster, "lsf": dask_jobqueue.LSFCluster}
+    return classes[mode]
+
+
+def _walltime(mode: str, walltime: str) -> str:
+    """The time limit in the batch system's syntax.
+
+    SLURM reads ``MM:SS`` from two fields, so ``HH:MM`` becomes ``HH:MM:00``; LSF's ``-W`` takes
+    ``HH:MM`` only, so seconds round up to the next minute rather than shortening the job.
+    """
+    parts = [int(p) for p in walltime.split(":")]
+    hours, minutes, seconds = (parts + [0])[:3]
+    if mode == "lsf":
+        total = hours * 60 + minutes + (1 if seconds else 0)
+        return f"{total // 60:02d}:{total % 60:02d}"
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
+def jobqueue_options(config: ClusterConfig) -> dict[str, Any]:
+    """Keyword arguments of the dask-jobqueue cluster of ``config`` (a slurm, pbs or lsf mode).
+
+    Every worker advertises ``GPU=1``: in a GPU job it is its own GPU (one worker process per
+    GPU, each pinned by :func:`dask_setup`); in a CPU job the worker's cores stand in for one,
+    so extraction runs one slide at a time per worker, as on a local cluster without GPUs.
+    """
+    from dask.utils import parse_bytes
+
+    jobs = config.jobs
+    if jobs is None or config.mode not in JOBQUEUE_MODES:
+        raise ValueError(f"jobqueue options need a mode among {JOBQUEUE_MODES} with a jobs section, not {config.mode!r}")
+    workers, gpus = jobs.workers_per_job, jobs.gpus_per_job
+    worker_args = ["--resources", f"{GPU}=1"]
+    if gpus > 1:
+        worker_args += ["--preload", GPU_PIN_PRELOAD]
+    directives = list(jobs.job_extra_directives)
+    options: dict[str, Any] = {
+        "cores": jobs.cores,
+        "memory": jobs.memory,
+        "processes": workers,
+        "walltime": _walltime(config.mode, jobs.walltime),
+        "queue": jobs.queue,
+        "job_script_prologue": list(jobs.job_script_prologue),
+        "worker_extra_args": worker_args,
+        "local_directory": jobs.local_directory,
+        "log_directory": jobs.log_directory,
+        "python": jobs.python,
+        "interface": jobs.interface,
+        "silence_logs": logging.ERROR,
+        # As for a local cluster: the dashboard only when asked for (it needs bokeh).
+        # Without a dashboard, its HTTP server (health, metrics) takes any free port rather than 8787,
+        # which another cluster on a shared login node may hold.
+        "scheduler_options": {"dashboard": config.dashboard_address is not None, "dashboard_address": config.dashboard_address or ":0"},
+    }
+    if config.mode == "slurm":
+        options["account"] = jobs.account
+        if gpus:
+            directives.insert(0, f"--gres=gpu:{gpus}")
+    elif config.mode == "pbs":
+        from dask_jobqueue.pbs import pbs_format_bytes_ceil
+
+        options["account"] = jobs.account
+        # PBS takes GPUs in the select statement, so the whole spec is written here.
+        spec = f"select=1:ncpus={jobs.cores}:mem={pbs_format_bytes_ceil(parse_bytes(jobs.memory))}"
+        options["resource_spec"] = spec + (f":ngpus={gpus}" if gpus else "")
+    else:
+        options["project"] = jobs.account  # LSF's -P
+        if gpus:
+            directives.insert(0, f'-gpu "num={gpus}"')
+    options["job_extra_directives"] = directives
+    return options
+
+
+def jobqueue_cluster(config: ClusterConfig) -> Any:
+    """Build the dask-jobqueue cluster of ``config``: its scheduler starts here, no job is submitted.
+
+    Raises
+    ------
+    WSIPipelineError
+        When dask-jobqueue is missing or rejects the ``jobs`` settings.
+    """
+    cls = jobqueue_class(config.mode)
+    try:
+        cluster = cls(**jobqueue_options(config))
+    except (ValueError, TypeError) as error:
+        raise WSIPipelineError(
+            f"dask-jobqueue rejected the {config.mode} job settings: {error}", where="cluster.jobs", fix="correct cluster.jobs"
+        ) from None
+    assert config.jobs is not None  # checked by jobqueue_options
+    _JOB_PLANS[cluster] = (config.mode, config.jobs)
+    return cluster
+
+
+def job_script(config: ClusterConfig) -> str:
+    """The batch script one worker job of ``config`` would run (for ``--dry-run``), submitting nothing."""
+    cluster = jobqueue_cluster(config)
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
+
+
+def start_jobs(cluster: Any, config: ClusterConfig) -> None:
+    """Submit the jobs of ``config``: ``n_jobs`` now, or adaptive scaling between its bounds.
+
+    Raises
+    ------
+    WSIPipelineError
+        When the batch system's submit command is missing or refuses a job.
+    """
+    jobs = config.jobs
+    assert jobs is not None
+    submit = cluster.job_cls.submit_command
+    if shutil.which(submit) is None:
+        raise WSIPipelineError(
+            f"'{submit}' is not on PATH: mode '{config.mode}' submits the worker jobs with it",
+            where="cluster.mode",
+            fix=f"start the run on a node where '{submit}' works (a login node), or choose another cluster.mode",
+        )
+    if jobs.adaptive is not None:
+        cluster.adapt(minimum_jobs=jobs.adaptive.minimum_jobs, maximum_jobs=jobs.adaptive.maximum_jobs)
+        return
+    try:
+        cluster.sync(_submit_jobs, cluster, jobs.n_jobs)
+    except RuntimeError as error:
+        # A job whose submission failed never started; marked failed, the cluster can close
+        # (distributed asserts that every worker it created has stopped or failed).
+        from distributed.core import Status
+
+        for job in list(cluster.workers.values()):
+            if job.status == Status.created:
+                job.status = Status.failed
+        stderr = str(error).split("stderr:", 1)[-1].strip() or str(error).strip()
+        raise WSIPipelineError(
+            f"the batch system refused the worker job: {stderr}",
+            where="cluster.jobs",
+            fix="check cluster.jobs (queue, account, walltime, cores, memory) against the site's limits",
+        ) from None
+
+
+async def _submit_jobs(cluster: Any, n_jobs: int) -> None:
+    """Submit ``n_jobs`` jobs and return once each submission has been answered.
+
+    ``cluster.scale`` would submit from a background callback, where a refused job (unknown
+    partition, no account) is only logged and the run would wait for workers forever; adding the
+    jobs to the spec and correcting the state here raises the submit command's error instead.
+    """
+    while len(cluster.worker_spec) < n_jobs:
+        cluster.worker_spec.update(cluster.new_worker_spec())
+    await cluster._correct_state()
+
+
+def dask_setup(worker: Any) -> None:
+    """Worker preload of a multi-GPU job: pin this worker process to its own GPU.
+
+    The job's worker processes are named ``<job>-0``, ``<job>-1``, ... and all see every GPU of
+    the job; worker *i* keeps only the *i*-th (of ``CUDA_VISIBLE_DEVICES`` when the batch system
+    set it), so ``cuda`` in each worker is a different device. It runs before any task, so before
+    CUDA is initialised in the process.
+
+    Raises
+    ------
+    RuntimeError
+        When the job shows fewer GPUs than it has workers (the worker then does not start,
+        rather than sharing a GPU unnoticed).
+    """
+    index = int(str(worker.name).rsplit("-", 1)[-1])
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if visible and index >= len(visible):
+        raise RuntimeError(f"worker {worker.name} would use GPU #{index} but the job shows CUDA_VISIBLE_DEVICES={visible}")
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu_device_ids(index + 1)[index]
+
+
+# -- the client ------------------------------------------------------------------------------------
+def with_cluster_mode(config: RunConfig, mode: str, scheduler: str | None = None) -> RunConfig:
+    """A run configuration with ``cluster.mode`` replaced (the CLI's ``--cluster MODE``).
+
+    Parameters
+    ----------
+    config
+        The loaded run configuration.
+    mode
+        local, address, slurm, pbs or lsf.
+    scheduler
+        The CLI's ``--scheduler``, if given: the address for mode ``address``, an error with any other.
+
+    Raises
+    ------
+    WSIPipelineError
+        When the manifest lacks what the mode needs, or ``--scheduler`` contradicts it.
+    """
+    from pydantic import ValidationError
+
+    if mode not in CLUSTER_MODES:
+        raise WSIPipelineError(
+            f"unknown cluster mode {mode!r}", where="--cluster", fix=f"use one of: {', '.join(CLUSTER_MODES)}"
+        )
+    if scheduler and mode != "address":
+        raise WSIPipelineError(
+            f"--scheduler connects to an existing scheduler, but --cluster {mode} starts its own",
+            where="--scheduler / --cluster",
+            fix="give one of them (or --cluster address with --scheduler)",
+        )
+    try:
+        cluster = config.manifest.cluster.with_mode(mode, address=scheduler or config.scheduler_address)
+    except ValidationError as error:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+        raise WSIPipelineError(
+            f"cluster mode '{mode}' does not fit the manifest's cluster section: {reasons}",
+            where=f"--cluster {mode} ({config.manifest_path})",
+            fix=f"add what mode '{mode}' needs to the cluster section (see data_manifests/cluster-{mode}.yaml)",
+        ) from None
+    manifest = config.manifest.model_copy(update={"cluster": cluster})
+    return replace(config, manifest=manifest, scheduler_address=cluster.address)
+
+
 @contextmanager
 def dask_client(config: ClusterConfig, address: str | None = None) -> Iterator[Client]:
     """Yield a Dask client, closing what was started here on exit.
@@ -192,36 +484,54 @@ def dask_client(config: ClusterConfig, address: str | None = None) -> Iterator[C
     Parameters
     ----------
     config
-        The manifest's ``cluster`` section (the workers of a local cluster, see
-        :func:`local_worker_specs`).
+        The manifest's ``cluster`` section: by its ``mode``, a local cluster (see
+        :func:`local_worker_specs`), an existing scheduler (``address``, with ``tls``), or a
+        scheduler here with workers in SLURM, PBS or LSF jobs (:func:`jobqueue_cluster`).
     address
-        An existing scheduler to connect to instead (``--scheduler`` or ``cluster.address``).
+        An existing scheduler to connect to instead, whatever the mode (``--scheduler``).
     """
+    address = address or (config.address if config.mode == "address" else None)
     if address:
+        security = tls_security(config.tls) if config.tls is not None else None
         try:
-            client = Client(address, timeout="15s")
+            client = Client(address, timeout="15s", security=security)
+        except TypeError as error:
+            # distributed's way of saying that a tls:// address came without certificates.
+            if not address.startswith("tls://"):
+                raise
+            raise WSIPipelineError(
+                f"{address} is a TLS scheduler, but no client certificates are configured ({error})",
+                where="cluster.tls",
+                fix="add cluster.tls with ca_file, cert and key (or set distributed.comm.tls in the Dask configuration)",
+            ) from None
         except (OSError, TimeoutError) as error:
             raise WSIPipelineError(
                 f"cannot reach the Dask scheduler at {address}: {error}",
                 where="cluster.address / --scheduler",
-                fix="start the scheduler and workers first, or leave the address empty for a local cluster",
+                fix="start the scheduler and workers first (with TLS: check cluster.tls and the tls:// address), "
+                "or leave the address empty for a local cluster",
             ) from None
         try:
             yield client
         finally:
             client.close()
         return
-    scheduler = {
-        "cls": Scheduler,
-        "options": {
-            "host": "127.0.0.1",
-            "port": 0,
-            "dashboard": config.dashboard_address is not None,
-            "dashboard_address": config.dashboard_address,
-        },
-    }
-    cluster = SpecCluster(workers=local_worker_specs(config), scheduler=scheduler, silence_logs=logging.ERROR)
+    if config.mode in JOBQUEUE_MODES:
+        cluster = jobqueue_cluster(config)
+    else:
+        scheduler = {
+            "cls": Scheduler,
+            "options": {
+                "host": "127.0.0.1",
+                "port": 0,
+                "dashboard": config.dashboard_address is not None,
+                "dashboard_address": config.dashboard_address,
+            },
+        }
+        cluster = SpecCluster(workers=local_worker_specs(config), scheduler=scheduler, silence_logs=logging.ERROR)
     try:
+        if config.mode in JOBQUEUE_MODES:
+            start_jobs(cluster, config)
         client = Client(cluster)
     except BaseException:
         cluster.close()

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from wsi_pipeline.cohort.table import load_cohort
 from wsi_pipeline.config.loader import RunConfig
+from wsi_pipeline.config.manifest import JOBQUEUE_MODES
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features.registry import get_encoder_spec
 from wsi_pipeline.features.weights import resolve_weights
@@ -92,12 +93,18 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     table.add_row("models", f"{', '.join(workflow.model.aggregators)}; {workflow.validation.n_folds}-fold patient CV, inner validation {workflow.validation.val_fraction:.0%}")
     cluster = config.manifest.cluster
     gpus = "one per visible GPU" if cluster.gpus == "auto" else str(cluster.gpus)
-    table.add_row(
-        "cluster",
-        config.scheduler_address
-        or f"local: {cluster.n_workers} CPU workers × {cluster.threads_per_worker} threads, GPU workers: {gpus} "
-        f"(× {cluster.threads_per_gpu_worker} threads)",
-    )
+    if config.scheduler_address:
+        where = config.scheduler_address
+    elif cluster.mode in JOBQUEUE_MODES:
+        from wsi_pipeline.engine.cluster import job_script
+
+        where = f"{cluster.mode} jobs, each running:\n{job_script(cluster)}"
+    else:
+        where = (
+            f"local: {cluster.n_workers} CPU workers × {cluster.threads_per_worker} threads, GPU workers: {gpus} "
+            f"(× {cluster.threads_per_gpu_worker} threads)"
+        )
+    table.add_row("cluster", where)
     table.add_row("store", str(config.store_path))
     table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, plots/roc.png, qc/")
     console.print(table)

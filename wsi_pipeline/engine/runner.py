@@ -16,20 +16,33 @@ import pandas as pd
 from distributed import Client
 from rich.console import Console
 
-from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.cohort.table import Cohort, load_cohort
 from wsi_pipeline.config.loader import RunConfig
+from wsi_pipeline.config.manifest import JOBQUEUE_MODES
 from wsi_pipeline.engine.cluster import ClusterLayout, cluster_layout, dask_client
 from wsi_pipeline.engine.freshness import is_fresh, mark_fresh, stage_key
 from wsi_pipeline.engine.outcome import ItemOutcome
+from wsi_pipeline.engine.preflight import check_paths_on_workers, worker_paths
 from wsi_pipeline.engine.progress import run_tasks, submit_tasks, wait_for
 from wsi_pipeline.engine.record import RunRecord
-from wsi_pipeline.engine.tasks import TILING_FAILED, BagSource, extract_task, generate_synthetic_task, tile_task, train_task
+from wsi_pipeline.engine.tasks import (
+    TILING_FAILED,
+    extract_task,
+    generate_synthetic_task,
+    tile_task,
+    train_task,
+)
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.features.registry import get_encoder_spec
+from wsi_pipeline.mil.cohort_bags import BagSource, available_bags, slide_entries
+from wsi_pipeline.mil.folds import FOLDS_FILE, plan_run_folds, write_folds
+from wsi_pipeline.mil.predictions import (
+    PREDICTIONS_FILE,
+    assemble_predictions,
+    write_predictions,
+)
 from wsi_pipeline.scoring.predictions import load_predictions
 from wsi_pipeline.sources.registry import get_source_factory
-from wsi_pipeline.store.feature_store import FeatureStore, features_key
+from wsi_pipeline.store.feature_store import FeatureStore
 from wsi_pipeline.tiling.slide_tiling import tiling_id, tiling_params
 
 if TYPE_CHECKING:
@@ -107,67 +120,40 @@ def encoder_id_of(config: RunConfig) -> str:
 
 
 def slide_uids(cohort: Cohort, record: RunRecord, source_name: str) -> dict[str, str]:
-    """Slide id → store entry name for every slide that has not failed.
+    """Slide id → store entry name for every slide that has not failed this run.
 
     Uids the workers already computed this run are reused; only the others (a ``train`` run
-    alone, say) are fingerprinted here.
+    alone, say) are fingerprinted, by :func:`~wsi_pipeline.mil.cohort_bags.slide_entries`.
     """
-    from wsi_pipeline.engine.tasks import open_slide
-
     failed = {o.item for o in record.failures if o.stage in {"tile", "extract"}}
     known = {o.item: o.info["slide_uid"] for o in record.outcomes if "slide_uid" in o.info}
-    uids = {}
-    for slide in cohort.slide_records():
-        if slide.slide_id in failed:
-            continue
-        if slide.slide_id in known:
-            uids[slide.slide_id] = known[slide.slide_id]
-            continue
-        try:
-            source, entry = open_slide(slide, source_name)
-        except WSIPipelineError:
-            continue
-        source.close()
-        uids[slide.slide_id] = entry
-    return uids
+    return slide_entries(cohort, source_name, known=known, skip=failed)
 
 
 def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id: str) -> BagSource:
-    """Decide which patients have features for every usable slide; record those excluded."""
-    store = FeatureStore(config.store_path)
+    """The bags training uses (:func:`~wsi_pipeline.mil.cohort_bags.available_bags`); exclusions go to the record."""
     tid = tiling_id(config.workflow.tiling)
     uids = slide_uids(cohort, record, config.workflow.modality)
-    patient_slides = []
-    for patient, group in cohort.slides.groupby("patient_id", sort=True):
-        available = [
-            uids[s] for s in group["slide_id"] if s in uids and store.is_complete(features_key(encoder_id, tid, uids[s]))
-        ]
-        missing = [s for s in group["slide_id"] if s not in uids or uids[s] not in available]
-        if not available:
-            record.excluded_patients[patient] = f"no slide with features (failed or missing: {', '.join(missing)})"
-            continue
-        if missing:
-            record.notes.append(f"patient {patient}: trained without slide(s) {', '.join(missing)} (failed)")
-        patient_slides.append((patient, tuple(available)))
-    return BagSource(str(config.store_path), encoder_id, tid, tuple(patient_slides))
+    bags = available_bags(FeatureStore(config.store_path), cohort, uids, encoder_id, tid)
+    record.excluded_patients.update(bags.excluded)
+    record.notes.extend(bags.notes)
+    return BagSource(str(config.store_path), encoder_id, tid, bags.patient_slides)
 
 
 def train_stage(
     config: RunConfig, cohort: Cohort, client: Client, console: Console, record: RunRecord, layout: ClusterLayout | None = None
 ) -> pd.DataFrame | None:
-    """Cross-validate every aggregator; writes ``predictions.csv`` and ``folds.csv``.
+    """Cross-validate every aggregator, one task per (fold, aggregator); writes ``predictions.csv`` and ``folds.csv``.
 
     Training tasks hold a GPU slot when the cluster has GPUs and ``model.device`` is not 'cpu'.
     """
-    from wsi_pipeline.mil.splits import plan_folds
-
     workflow = config.workflow
     encoder_id = encoder_id_of(config)
     source = gather_bags(config, cohort, record, encoder_id)
     if record.excluded_patients:
         console.print(f"  train: [yellow]{len(record.excluded_patients)} patient(s) excluded[/yellow] (no features): {', '.join(record.excluded_patients)}")
-    labels = {p: int(cohort.labels[p]) for p, _ in source.patient_slides}
-    predictions_path = config.output_dir / "predictions.csv"
+    labels = {p: int(cohort.labels[p]) for p in source.patients}
+    predictions_path = config.output_dir / PREDICTIONS_FILE
     key = stage_key(
         {
             "bags": source.patient_slides,
@@ -183,23 +169,16 @@ def train_stage(
         record.add([ItemOutcome("train", "cross-validation", "skipped", reason="predictions up to date")])
         console.print("  train: skipped (predictions.csv is up to date for these features and settings)")
         return load_predictions(predictions_path)
-    patients = sorted(labels)
     try:
-        plans = plan_folds(
-            patients,
-            [labels[p] for p in patients],
-            n_folds=workflow.validation.n_folds,
-            val_fraction=workflow.validation.val_fraction,
-            seed=config.seed,
-        )
+        plans = plan_run_folds(labels, workflow.validation, config.seed)
     except WSIPipelineError as error:
         # Usually what failed slides left behind: the run's failures, not a bad manifest.
-        reason = f"cannot cross-validate the {len(patients)} patient(s) with features: {error.format()}"
+        reason = f"cannot cross-validate the {len(labels)} patient(s) with features: {error.format()}"
         record.add([ItemOutcome("train", "cross-validation", "failed", reason=reason)])
         report_stage(console, record, "train", "")
         return None
-    write_folds(plans, config.output_dir / "folds.csv")
-    threads = config.manifest.cluster.threads_per_worker
+    write_folds(plans, config.output_dir / FOLDS_FILE)
+    threads = config.manifest.cluster.worker_threads
     items = [
         (f"fold{plan.fold}-{name}", (plan, name, source, labels, workflow.model, config.seed, threads))
         for plan in plans
@@ -212,42 +191,21 @@ def train_stage(
     report_stage(console, record, "train", "")
     if any(o.status == "failed" for o in outcomes):
         return None
+    # Popped: the rows go to predictions.csv, not a second time into run.json.
     rows = [row for o in outcomes for row in o.info.pop("predictions")]
-    predictions = pd.DataFrame(rows).sort_values(["model", "patient_id"]).reset_index(drop=True)
-    outcomes_table = cohort.patients.drop(columns=["label"]).set_index("patient_id")
-    predictions = predictions.join(outcomes_table, on="patient_id")
-    # The table travels alone: it says which features it came from (and if they are a demo's).
-    predictions["encoder"] = encoder_id
-    write_csv_atomic(predictions, predictions_path)
+    write_predictions(assemble_predictions(rows, cohort, encoder_id), predictions_path)
     mark_fresh(config.output_dir, "train", key)
     # Score what was written, so a later run scoring the file sees exactly the same table.
     return load_predictions(predictions_path)
 
 
-def write_folds(plans: list, path: Path) -> None:
-    """Write which patient is fit/val/test in which fold, for audit."""
-    rows = [
-        {"fold": plan.fold, "patient_id": patient, "role": role}
-        for plan in plans
-        for role, ids in (("fit", plan.fit_ids), ("val", plan.val_ids), ("test", plan.test_ids))
-        for patient in ids
-    ]
-    write_csv_atomic(pd.DataFrame(rows), path)
-
-
-def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write a CSV through a temporary file and a rename."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
 def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord) -> None:
     """Score out-of-fold predictions: metrics.json, plots, report."""
+    from wsi_pipeline.scoring.context import report_context
     from wsi_pipeline.scoring.formatting import format_interval
     from wsi_pipeline.scoring.stage import score_predictions
 
     scoring = config.workflow.scoring
-    spec = get_encoder_spec(config.workflow.features.encoder)
     # Hash what scoring reads, rounded, so a table read back from CSV matches the one written.
     content = predictions.sort_values(["model", "patient_id"]).round(8).to_csv(index=False)
     key = stage_key({"predictions": content, "scoring": scoring.model_dump(mode="json"), "seed": config.seed})
@@ -256,24 +214,17 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         record.add([ItemOutcome("score", "report", "skipped", reason="metrics up to date")])
         console.print("  score: skipped (metrics.json is up to date for these predictions)")
         return
-    encoder_label = f"{spec.name} — DEMO encoder, not a pathology model" if spec.is_demo else spec.name
+    context = report_context(config)
     metrics = score_predictions(
         predictions,
         config.output_dir,
         n_resamples=scoring.bootstrap_resamples,
         seed=config.seed,
         threshold=scoring.threshold,
-        title=f"wsi-pipeline: {config.workflow.name}",
-        source=str(config.output_dir / "predictions.csv"),
-        caption=f"{config.workflow.name}; encoder {encoder_label}",
-        context={
-            "workflow": config.workflow.name,
-            "manifest": str(config.manifest_path),
-            "encoder": encoder_label,
-            "tiling": f"{config.workflow.tiling.mpp:g} µm/px, {config.workflow.tiling.tile_px} px tiles",
-            "validation": f"{config.workflow.validation.n_folds}-fold patient-level CV, inner validation {config.workflow.validation.val_fraction:.0%} for early stopping",
-            "seed": config.seed,
-        },
+        title=context.title,
+        source=str(config.output_dir / PREDICTIONS_FILE),
+        caption=context.caption,
+        context=context.facts,
     )
     record.add([ItemOutcome("score", "report", "done")])
     mark_fresh(config.output_dir, "score", key)
@@ -323,6 +274,12 @@ def run_pipeline(
         started = time.perf_counter()
         with dask_client(config.manifest.cluster, config.scheduler_address) as client:
             record.timings["cluster"] = round(time.perf_counter() - started, 3)
+            if config.manifest.cluster.mode in JOBQUEUE_MODES:
+                client.wait_for_workers(1)  # batch jobs may still be queued: nothing to check yet
+            # The client creates the store; then every worker must see it where the client does.
+            # Before any work: a path one worker cannot see would otherwise fail every one of its tasks.
+            FeatureStore(config.store_path).prepare()
+            check_paths_on_workers(client, worker_paths(config))
             run_stages(config, stages, client, console, record)
         status = "failed items" if record.failures else "ok"
     finally:
@@ -362,7 +319,7 @@ def run_stages(
     store = FeatureStore(config.store_path)
     tid = tiling_id(workflow.tiling)
     store.prepare(f"tiling/{tid}")
-    threads = config.manifest.cluster.threads_per_worker
+    threads = config.manifest.cluster.worker_threads
     source_name = workflow.modality
     failed_before = {o.item for o in record.failures}  # slides whose file could not be generated
     tiling = extraction = None
@@ -407,7 +364,7 @@ def run_stages(
         with record.stage("train"):
             predictions = train_stage(config, cohort, client, console, record, layout)
     if "score" in stages:
-        path = output / "predictions.csv"
+        path = output / PREDICTIONS_FILE
         if predictions is None and "train" not in stages and path.is_file():
             predictions = load_predictions(path)
         if predictions is None:

@@ -7,15 +7,13 @@ the work is already complete; it writes atomically and marks completion last; it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
 
 from wsi_pipeline.cohort.table import SlideRecord
 from wsi_pipeline.config.workflow import FeaturesConfig, ModelConfig, TilingConfig
 from wsi_pipeline.engine.outcome import ItemOutcome, guarded
+from wsi_pipeline.mil.cohort_bags import BagSource, load_bags
+from wsi_pipeline.mil.splits import FoldPlan
 from wsi_pipeline.sources.protocol import ReadOptions, TileSource, mpp_disagreement, require_mpp
 from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.store.feature_store import FeatureStore, features_key, slide_entry, tiling_key
@@ -243,31 +241,17 @@ def extract_task(
 
 
 # -- train --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BagSource:
-    """Where a patient's bag comes from: the feature entries of its slides."""
-
-    store_root: str
-    encoder_id: str
-    tiling_id: str
-    patient_slides: tuple[tuple[str, tuple[str, ...]], ...]  # (patient id, slide uids)
-
-
-@lru_cache(maxsize=2)
-def load_bags(source: BagSource) -> dict[str, np.ndarray]:
-    """Concatenate the tile features of each patient's slides (cached per worker process)."""
-    store = FeatureStore(source.store_root)
-    bags = {}
-    for patient, uids in source.patient_slides:
-        parts = [store.read_features(source.encoder_id, source.tiling_id, uid).features for uid in uids]
-        bags[patient] = np.concatenate(parts, axis=0)  # float16 as stored; training casts per step
-    return bags
-
-
 def train_task(
-    plan: object, aggregator: str, source: BagSource, labels: dict[str, int], model: ModelConfig, seed: int, threads: int
+    plan: FoldPlan, aggregator: str, source: BagSource, labels: dict[str, int], model: ModelConfig, seed: int, threads: int
 ) -> ItemOutcome:
     """Train one aggregator on one fold and predict its test patients.
+
+    The task reads the bags of its fold's patients only (fit, validation, test), straight
+    from the store, and keeps nothing once it returns: no worker holds the whole cohort's
+    features, and a worker's memory is what one fold needs, whatever the cohort's size. The
+    two aggregators of a fold read the same bags twice; that costs seconds against their
+    minutes of training, and caching them would pin a fold's features in the worker (a
+    GPU worker, too, that has an encoder to run) for as long as the process lives.
 
     ``model.device`` is resolved here, on the worker (``'auto'``: its GPU when it has one),
     since the client may have no GPU while the workers do; the device is recorded in ``info``.
@@ -281,7 +265,8 @@ def train_task(
         set_torch_threads(worker_threads(threads))
         device = resolve_device(model.device)
         config = TrainConfig(**model.model_dump(exclude={"aggregators", "device"}))
-        rows = train_fold(plan, aggregator, load_bags(source), labels, config, seed, device=device)
+        bags = load_bags(source, plan.patients)
+        rows = train_fold(plan, aggregator, bags, labels, config, seed, device=device)
         history = rows.attrs.get("history", {})
         summary = {k: history.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_auc")}
         info = {"predictions": rows.to_dict(orient="records"), "training": summary, "device": str(device)}

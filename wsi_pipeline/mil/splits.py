@@ -46,6 +46,11 @@ class FoldPlan:
     val_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
 
+    @property
+    def patients(self) -> tuple[str, ...]:
+        """Every patient the fold touches: fit, then validation, then test (whose bags it needs)."""
+        return self.fit_ids + self.val_ids + self.test_ids
+
 
 def assert_disjoint(a: Iterable[str], b: Iterable[str], what: str) -> None:
     """Raise if two groups of patient ids share a patient.

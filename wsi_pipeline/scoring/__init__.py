@@ -10,6 +10,7 @@ Modules (one idea each):
 - ``report`` -- the Markdown report.
 - ``atomic`` -- write-then-rename helpers so no half-written file is ever visible.
 - ``stage`` -- ``score_predictions``: the stage itself, chaining the above.
+- ``context`` -- what a run's report says about the run (title, plot caption, facts).
 
 Nothing is imported here on purpose: importing the package must stay cheap and must not
 import matplotlib (the engine imports ``stage`` only when it runs the stage).

@@ -159,11 +159,11 @@ class FeatureStore:
         self.root = str(root)
 
     def _open(self, mode: str = "a") -> zarr.Group:
+        # A file:// URL is opened as the local folder it names: zarr's fsspec store reports a
+        # missing local key as FileNotFoundError where zarr expects KeyError, and it is slower.
         folder = local_root(self.root)
-        if mode != "r" and folder is not None and self.root.startswith("file://"):
-            folder.mkdir(parents=True, exist_ok=True)  # zarr opens file:// URLs only in existing folders
         try:
-            return zarr.open_group(self.root, mode=mode)
+            return zarr.open_group(str(folder) if folder is not None else self.root, mode=mode)
         except FileNotFoundError:
             raise WSIPipelineError(
                 "feature store not found", where=self.root, fix="run the tile stage first, or check the store path"

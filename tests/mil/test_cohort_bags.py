@@ -1,0 +1,164 @@
+"""A cohort's bags in the store: who has one, why the others do not, and loading only a fold's patients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wsi_pipeline.cohort.table import Cohort, load_cohort
+from wsi_pipeline.config.workflow import ModelConfig
+from wsi_pipeline.mil.cohort_bags import BagSource, available_bags, load_bags, slide_entries
+from wsi_pipeline.mil.cv import train_fold
+from wsi_pipeline.mil.splits import FoldPlan
+from wsi_pipeline.mil.train import TrainConfig
+from wsi_pipeline.store.feature_store import FeatureStore
+
+ENCODER, TILING = "enc-1", "til-1"
+
+
+def write_cohort(folder: Path, rows: list[tuple[str, str, int]]) -> Cohort:
+    """A cohort table of (patient, slide, label) rows; the slide files need not exist to load it."""
+    frame = pd.DataFrame(rows, columns=["patient_id", "slide_id", "label"])
+    frame["slide_path"] = frame["slide_id"] + ".tiff"
+    frame.to_csv(folder / "cohort.csv", index=False)
+    return load_cohort(folder / "cohort.csv")
+
+
+def put_features(store: FeatureStore, uid: str, features: np.ndarray, complete: bool = True) -> None:
+    writer = store.begin_features(ENCODER, TILING, uid, n_rows=len(features), dim=features.shape[1], attrs={})
+    writer.write(features)
+    if complete:
+        writer.complete()
+
+
+def test_available_bags_excludes_patients_without_features_and_notes_missing_slides(tmp_path):
+    cohort = write_cohort(
+        tmp_path,
+        [("P1", "a", 1), ("P1", "b", 1), ("P2", "c", 0), ("P2", "d", 0), ("P3", "e", 1), ("P4", "f", 0)],
+    )
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    for uid in ("ua", "ub", "uc"):
+        put_features(store, uid, rng.normal(size=(3, 4)))
+    put_features(store, "ud", rng.normal(size=(3, 4)), complete=False)  # a killed extraction
+    # Slide e failed this run (no uid); f has a uid but was never extracted.
+    uids = {"a": "ua", "b": "ub", "c": "uc", "d": "ud", "f": "uf"}
+
+    patient_slides, excluded, notes = available_bags(store, cohort, uids, ENCODER, TILING)
+
+    assert patient_slides == (("P1", ("ua", "ub")), ("P2", ("uc",)))
+    assert excluded == {
+        "P3": "no slide with features (failed or missing: e)",
+        "P4": "no slide with features (failed or missing: f)",
+    }
+    assert notes == ["patient P2: trained without slide(s) d (failed)"]
+
+
+def test_another_encoder_has_no_bags_in_this_store(tmp_path):
+    cohort = write_cohort(tmp_path, [("P1", "a", 1)])
+    store = FeatureStore(tmp_path / "store")
+    put_features(store, "ua", np.ones((2, 4)))
+    found = available_bags(store, cohort, {"a": "ua"}, "other-encoder", TILING)
+    assert found.patient_slides == () and list(found.excluded) == ["P1"]
+
+
+def test_slide_entries_reuse_known_names_skip_failed_slides_and_fingerprint_the_rest(tmp_path):
+    from wsi_pipeline.sources.protocol import require_mpp
+    from wsi_pipeline.sources.registry import open_source
+    from wsi_pipeline.sources.synthetic import generate_cohort
+    from wsi_pipeline.store.feature_store import slide_entry
+
+    table = generate_cohort(tmp_path, n_patients=1, seed=0, positive_fraction=0.0, two_slide_fraction=0.0,
+                            width=1024, height=1024, n_levels=3)
+    real = pd.read_csv(table, dtype=str).iloc[0]
+    extra = pd.DataFrame(
+        [
+            {"patient_id": "P9", "slide_id": "known", "slide_path": "known.tiff", "label": 1},
+            {"patient_id": "P9", "slide_id": "failed", "slide_path": "failed.tiff", "label": 1},
+            {"patient_id": "P8", "slide_id": "absent", "slide_path": "absent.tiff", "label": 0},
+        ]
+    )
+    pd.concat([pd.read_csv(table, dtype=str), extra]).to_csv(tmp_path / "all.csv", index=False)
+    cohort = load_cohort(tmp_path / "all.csv")
+
+    entries = slide_entries(cohort, "wsi", known={"known": "uid-from-a-worker"}, skip={"failed"})
+
+    with open_source("wsi", tmp_path / real["slide_path"]) as source:
+        expected = slide_entry(source.uid, require_mpp(source))
+    # The absent file cannot be opened: left out, so it counts as a slide without features.
+    assert entries == {real["slide_id"]: expected, "known": "uid-from-a-worker"}
+
+
+def test_load_bags_reads_only_the_patients_asked_for(tmp_path, monkeypatch):
+    store = FeatureStore(tmp_path / "store")
+    parts = {uid: np.full((n, 3), value, dtype=np.float32) for uid, n, value in (("u1", 2, 1.0), ("u2", 3, 2.0), ("u3", 4, 3.0))}
+    for uid, features in parts.items():
+        put_features(store, uid, features)
+    source = BagSource(str(tmp_path / "store"), ENCODER, TILING, (("A", ("u1", "u2")), ("B", ("u3",))))
+    read = []
+    original = FeatureStore.read_features
+
+    def recording(self, encoder_id, tiling_id, slide_uid):
+        read.append(slide_uid)
+        return original(self, encoder_id, tiling_id, slide_uid)
+
+    monkeypatch.setattr(FeatureStore, "read_features", recording)
+
+    bags = load_bags(source, ["A", "not-in-source"])
+
+    assert read == ["u1", "u2"]
+    assert list(bags) == ["A"]  # an unknown patient is absent; training names it in its error
+    assert bags["A"].dtype == np.float16 and bags["A"].shape == (5, 3)
+    np.testing.assert_array_equal(bags["A"][:, 0], [1, 1, 2, 2, 2])
+    assert source.patients == ("A", "B")
+
+
+@pytest.fixture
+def fold_store(tmp_path):
+    """Twelve patients with one or two slides each; the fold below uses eight of them."""
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(1)
+    patient_slides, labels = [], {}
+    for i in range(12):
+        pid, label = f"P{i:02d}", i % 2
+        uids = tuple(f"{pid}-s{j}" for j in range(1 + i % 3 // 2))
+        for uid in uids:
+            features = rng.normal(size=(int(rng.integers(5, 12)), 8)) + label
+            put_features(store, uid, features)
+        patient_slides.append((pid, uids))
+        labels[pid] = label
+    source = BagSource(str(tmp_path / "store"), ENCODER, TILING, tuple(patient_slides))
+    plan = FoldPlan(fold=1, fit_ids=("P00", "P01", "P02", "P03"), val_ids=("P04", "P05"), test_ids=("P06", "P07"))
+    return source, plan, labels
+
+
+def test_a_train_task_reads_only_its_folds_patients_and_predicts_as_with_every_bag(fold_store, monkeypatch):
+    from wsi_pipeline.engine.tasks import train_task
+
+    source, plan, labels = fold_store
+    model = ModelConfig(aggregators=["meanpool"], max_epochs=3, patience=2, hidden_dim=8, max_instances=None, device="cpu")
+    # The old way, for comparison: every patient's bag in memory.
+    every_bag = load_bags(source, source.patients)
+    config = TrainConfig(**model.model_dump(exclude={"aggregators", "device"}))
+    expected = train_fold(plan, "meanpool", every_bag, labels, config, seed=5)
+
+    read = []
+    original = FeatureStore.read_features
+
+    def recording(self, encoder_id, tiling_id, slide_uid):
+        read.append(slide_uid)
+        return original(self, encoder_id, tiling_id, slide_uid)
+
+    monkeypatch.setattr(FeatureStore, "read_features", recording)
+    outcome = train_task(plan, "meanpool", source, labels, model, seed=5, threads=1)
+
+    assert outcome.status == "done", outcome.reason
+    fold_uids = [uid for pid, uids in source.patient_slides if pid in plan.patients for uid in uids]
+    assert sorted(read) == sorted(fold_uids)
+    assert not any(uid.startswith(("P08", "P09", "P10", "P11")) for uid in read)
+    rows = pd.DataFrame(outcome.info["predictions"])
+    assert list(rows["patient_id"]) == ["P06", "P07"]
+    np.testing.assert_array_equal(rows["score"].to_numpy(), expected["score"].to_numpy())

@@ -1,0 +1,46 @@
+"""The report's run context (title, caption, facts), worded from the run configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from wsi_pipeline.config import load_run_config
+from wsi_pipeline.scoring.context import encoder_label, report_context
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config_with(tmp_path: Path, **overrides):
+    manifest = {
+        "workflow": "demo",
+        "cohort": {"synthetic": {"n_patients": 10}},
+        "output": "out",
+        "seed": 11,
+        "overrides": overrides,
+    }
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return load_run_config(path)
+
+
+def test_demo_run_context_flags_the_demo_encoder(tmp_path):
+    config = config_with(tmp_path, validation={"n_folds": 3, "val_fraction": 0.25})
+    context = report_context(config)
+    label = "demo-resnet18-random — DEMO encoder, not a pathology model"
+    assert context.title == "wsi-pipeline: demo"
+    assert context.caption == f"demo; encoder {label}"
+    assert context.facts == {
+        "workflow": "demo",
+        "manifest": str(tmp_path / "manifest.yaml"),
+        "encoder": label,
+        "tiling": f"{config.workflow.tiling.mpp:g} µm/px, {config.workflow.tiling.tile_px} px tiles",
+        "validation": "3-fold patient-level CV, inner validation 25% for early stopping",
+        "seed": 11,
+    }
+    assert list(context.facts) == ["workflow", "manifest", "encoder", "tiling", "validation", "seed"]
+
+
+def test_a_pathology_encoder_is_named_plainly():
+    assert encoder_label("uni") == "uni"

@@ -1,0 +1,188 @@
+"""A cohort's bags in the feature store: which patients have one, and loading just the ones needed.
+
+A patient's bag is the tile features of all their slides, concatenated (float16 as stored).
+These are plain functions of (cohort, store, ids): a notebook calls them without a Dask
+client; the engine calls :func:`available_bags` once on the client and :func:`load_bags` in
+each training task, for that task's fold only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from wsi_pipeline.cohort.table import Cohort
+from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.sources.protocol import require_mpp
+from wsi_pipeline.sources.registry import open_source
+from wsi_pipeline.store.feature_store import FeatureStore, features_key, slide_entry
+
+#: (patient id, store entries of the patient's slides), the shape a bag source lists patients in.
+PatientSlides = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class BagSource:
+    """Where patients' bags come from: the feature entries of their slides in one store.
+
+    Small and picklable (strings only), so it travels to every training task; the features
+    themselves are read by the task that needs them (:func:`load_bags`).
+
+    Attributes
+    ----------
+    store_root
+        The feature store (a local folder or an fsspec URL).
+    encoder_id, tiling_id
+        Which features: ``<store>/features/<encoder_id>/<tiling_id>/<slide entry>``.
+    patient_slides
+        (patient id, slide entries) pairs, sorted by patient id.
+    """
+
+    store_root: str
+    encoder_id: str
+    tiling_id: str
+    patient_slides: PatientSlides
+
+    @property
+    def patients(self) -> tuple[str, ...]:
+        """The patients that have a bag, in order."""
+        return tuple(patient for patient, _ in self.patient_slides)
+
+
+class AvailableBags(NamedTuple):
+    """Which patients of a cohort can be trained on, and why the others cannot.
+
+    Attributes
+    ----------
+    patient_slides
+        (patient id, store entries of the slides with features), sorted by patient id; only
+        patients with at least one such slide.
+    excluded
+        Patient id -> why the patient has no bag (every slide failed or lacks features).
+    notes
+        One line per patient trained on fewer slides than the cohort lists.
+    """
+
+    patient_slides: PatientSlides
+    excluded: dict[str, str]
+    notes: list[str]
+
+
+def slide_entries(
+    cohort: Cohort,
+    source_name: str,
+    known: Mapping[str, str] | None = None,
+    skip: Collection[str] = (),
+) -> dict[str, str]:
+    """Slide id -> store entry name for the cohort's slides.
+
+    An entry name is the slide's content fingerprint joined with its level-0 µm/px
+    (:func:`~wsi_pipeline.store.feature_store.slide_entry`): computing it opens the slide.
+
+    Parameters
+    ----------
+    cohort
+        The cohort.
+    source_name
+        The image source the slides are opened with (the workflow's ``modality``).
+    known
+        Entry names already computed (e.g. by this run's tile tasks), reused without
+        opening the slide again.
+    skip
+        Slide ids left out (e.g. those that failed this run).
+
+    Returns
+    -------
+    dict
+        One entry per slide that is not skipped and opens with a known µm/px; a slide that
+        cannot be opened is left out: it has no features, which :func:`available_bags` reports.
+    """
+    known = known or {}
+    skipped = set(skip)
+    entries = {}
+    for slide in cohort.slide_records():
+        if slide.slide_id in skipped:
+            continue
+        if slide.slide_id in known:
+            entries[slide.slide_id] = known[slide.slide_id]
+            continue
+        try:
+            with open_source(source_name, slide.path, slide.mpp_override) as source:
+                entries[slide.slide_id] = slide_entry(source.uid, require_mpp(source))
+        except WSIPipelineError:
+            continue
+    return entries
+
+
+def available_bags(
+    store: FeatureStore, cohort: Cohort, uids: Mapping[str, str], encoder_id: str, tiling_id: str
+) -> AvailableBags:
+    """Decide which patients have features for at least one slide; say why the others have none.
+
+    Parameters
+    ----------
+    store
+        The feature store.
+    cohort
+        The cohort.
+    uids
+        Slide id -> store entry name (:func:`slide_entries`); a slide not in it (failed,
+        unreadable) counts as having no features.
+    encoder_id, tiling_id
+        Which features.
+
+    Returns
+    -------
+    AvailableBags
+        ``(patient_slides, excluded, notes)``: patients with at least one complete feature
+        entry (trained on those slides only), patients with none (and the slides missing),
+        and a note per patient trained without some of their slides.
+    """
+    patient_slides = []
+    excluded: dict[str, str] = {}
+    notes: list[str] = []
+    for patient, group in cohort.slides.groupby("patient_id", sort=True):
+        available = [
+            uids[s] for s in group["slide_id"] if s in uids and store.is_complete(features_key(encoder_id, tiling_id, uids[s]))
+        ]
+        missing = [s for s in group["slide_id"] if s not in uids or uids[s] not in available]
+        if not available:
+            excluded[patient] = f"no slide with features (failed or missing: {', '.join(missing)})"
+            continue
+        if missing:
+            notes.append(f"patient {patient}: trained without slide(s) {', '.join(missing)} (failed)")
+        patient_slides.append((patient, tuple(available)))
+    return AvailableBags(tuple(patient_slides), excluded, notes)
+
+
+def load_bags(source: BagSource, patients: Iterable[str]) -> dict[str, np.ndarray]:
+    """Read the bags of ``patients`` from the store, and only theirs.
+
+    Parameters
+    ----------
+    source
+        Where the bags are.
+    patients
+        The patients wanted, e.g. a fold's fit, validation and test patients
+        (:attr:`~wsi_pipeline.mil.splits.FoldPlan.patients`).
+
+    Returns
+    -------
+    dict
+        Patient id -> (N, D) float16 features of all the patient's slides, concatenated in
+        the source's slide order (training casts per step, so nothing is copied to float32
+        here). Patients the source does not list are absent: the training functions then
+        name them in their error (:func:`~wsi_pipeline.mil.bags.check_bags`).
+    """
+    wanted = set(patients)
+    store = FeatureStore(source.store_root)
+    bags = {}
+    for patient, uids in source.patient_slides:
+        if patient not in wanted:
+            continue
+        parts = [store.read_features(source.encoder_id, source.tiling_id, uid).features for uid in uids]
+        bags[patient] = np.concatenate(parts, axis=0)
+    return bags

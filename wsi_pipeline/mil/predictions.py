@@ -1,0 +1,79 @@
+"""The run's out-of-fold predictions table, assembled from the folds' rows and written as ``predictions.csv``.
+
+Each training task returns its test patients' rows (:data:`~wsi_pipeline.mil.cv.PREDICTION_COLUMNS`);
+this module puts them in one table with the patients' follow-up from the cohort and the
+encoder the features came from, so the file is self-describing when it travels alone
+(``wsi-pipeline score --predictions`` reads it without the run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from wsi_pipeline.atomic import atomic_path
+from wsi_pipeline.cohort.table import Cohort
+from wsi_pipeline.mil.cv import PREDICTION_COLUMNS
+
+#: The table's name in a run folder.
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, encoder_id: str) -> pd.DataFrame:
+    """One table of every fold's predictions, with follow-up and encoder columns.
+
+    Parameters
+    ----------
+    rows
+        Prediction rows of every (fold, aggregator): ``patient_id, model, fold, label, score``.
+    cohort
+        The cohort; its per-patient columns other than ``label`` (``pfs_months``, ``event``
+        when the table has them) are joined on ``patient_id``.
+    encoder_id
+        The store key of the features the models were trained on (names a demo encoder as such).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``patient_id, model, fold, label, score``, then the cohort's follow-up
+        columns, then ``encoder``; sorted by model, then patient.
+
+    Raises
+    ------
+    ValueError
+        If the rows lack a prediction column (a training task returned something else: a bug).
+    """
+    frame = pd.DataFrame(list(rows))
+    missing = [column for column in PREDICTION_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"prediction rows lack column(s) {', '.join(missing)}; got {', '.join(map(str, frame.columns))}")
+    frame = frame.sort_values(["model", "patient_id"]).reset_index(drop=True)
+    # The label comes from the task's rows (what the model was scored against), not joined twice.
+    follow_up = cohort.patients.drop(columns=["label"]).set_index("patient_id")
+    frame = frame.join(follow_up, on="patient_id")
+    frame["encoder"] = encoder_id
+    return frame
+
+
+def write_predictions(predictions: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a predictions table as CSV, atomically (a reader never sees half a table).
+
+    Parameters
+    ----------
+    predictions
+        The table (:func:`assemble_predictions`).
+    path
+        The CSV file, usually ``<run>/predictions.csv``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    with atomic_path(path) as tmp:
+        predictions.to_csv(tmp, index=False)
+    return Path(path)

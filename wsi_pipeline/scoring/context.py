@@ -1,0 +1,83 @@
+"""What a run's report says about the run: its title, the caption under every plot, the facts listed.
+
+Worded here, once, from the run's configuration, so the engine only passes it on and a
+notebook scoring a run's predictions writes the same report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsi_pipeline.config.loader import RunConfig
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """The run-specific text of a report.
+
+    Attributes
+    ----------
+    title
+        The report's title.
+    caption
+        The line under every plot: the workflow and the encoder (flagged when a demo).
+    facts
+        Facts about the run listed in the report (workflow, manifest, encoder, tiling,
+        validation, seed), in that order.
+    """
+
+    title: str
+    caption: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def encoder_label(encoder: str) -> str:
+    """An encoder's name as reports show it; a demo encoder is said to be one.
+
+    Parameters
+    ----------
+    encoder
+        A registered encoder name (the workflow's ``features.encoder``).
+
+    Returns
+    -------
+    str
+        E.g. ``"uni"``, or ``"demo-resnet18-random — DEMO encoder, not a pathology model"``.
+    """
+    # Imported here: the registry imports torch, which scoring a predictions file never needs.
+    from wsi_pipeline.features.registry import get_encoder_spec
+
+    spec = get_encoder_spec(encoder)
+    return f"{spec.name} — DEMO encoder, not a pathology model" if spec.is_demo else spec.name
+
+
+def report_context(config: RunConfig) -> ReportContext:
+    """The report's title, caption and facts for a run.
+
+    Parameters
+    ----------
+    config
+        The run's configuration.
+
+    Returns
+    -------
+    ReportContext
+        Text for :func:`~wsi_pipeline.scoring.stage.score_predictions` (``title``,
+        ``caption``, ``context``).
+    """
+    workflow = config.workflow
+    label = encoder_label(workflow.features.encoder)
+    validation = workflow.validation
+    return ReportContext(
+        title=f"wsi-pipeline: {workflow.name}",
+        caption=f"{workflow.name}; encoder {label}",
+        facts={
+            "workflow": workflow.name,
+            "manifest": str(config.manifest_path),
+            "encoder": label,
+            "tiling": f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px tiles",
+            "validation": f"{validation.n_folds}-fold patient-level CV, inner validation {validation.val_fraction:.0%} for early stopping",
+            "seed": config.seed,
+        },
+    )
