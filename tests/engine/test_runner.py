@@ -77,6 +77,8 @@ def test_run_writes_the_output_contract(synthetic_run):
     assert record["wall_seconds"] >= record["timings_seconds"]["extract"] > 0
     assert record["cluster"].startswith("local cluster: 2 CPU workers x 1 thread")
     assert record["failed"] == [] and record["blocked"] == []
+    logs = sorted(p.name for p in (out / "logs").glob("*.log"))
+    assert logs[0].startswith("scheduler") and sum(name.startswith("worker-cpu-") for name in logs) == 2
     import torch
 
     trained = [item for item in record["items"] if item["stage"] == "train"]

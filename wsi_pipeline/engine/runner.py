@@ -21,6 +21,7 @@ from wsi_pipeline.config.loader import RunConfig
 from wsi_pipeline.config.manifest import JOBQUEUE_MODES
 from wsi_pipeline.engine.cluster import ClusterLayout, cluster_layout, dask_client
 from wsi_pipeline.engine.freshness import is_fresh, mark_fresh, stage_key
+from wsi_pipeline.engine.logs import gather_cluster_logs
 from wsi_pipeline.engine.outcome import ItemOutcome
 from wsi_pipeline.engine.preflight import check_paths_on_workers, worker_paths
 from wsi_pipeline.engine.progress import run_tasks, submit_tasks, wait_for
@@ -280,7 +281,10 @@ def run_pipeline(
             # Before any work: a path one worker cannot see would otherwise fail every one of its tasks.
             FeatureStore(config.store_path).prepare()
             check_paths_on_workers(client, worker_paths(config))
-            run_stages(config, stages, client, console, record)
+            try:
+                run_stages(config, stages, client, console, record)
+            finally:
+                gather_cluster_logs(client, output / "logs")
         status = "failed items" if record.failures else "ok"
     finally:
         record.wall_seconds = round(time.perf_counter() - run_started, 3)
