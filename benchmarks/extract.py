@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--encoder", default="auto", help="encoder for model-only vs end to end; auto: demo ResNet-18 on CPU, ViT-L/16 on GPU")
     parser.add_argument("--batch-size", default="auto")
     parser.add_argument("--naive-tiles", type=int, default=400)
+    parser.add_argument("--model-seconds", type=float, default=5.0, help="how long the model-only rate is measured")
     parser.add_argument("--skip-vits", action="store_true", help="on a GPU, skip the three ViT end-to-end rows")
     args = parser.parse_args(argv)
     batch_size: int | str = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["data_path_speedup"] = round(results["data_path_tiles_per_s"] / results["naive_tiles_per_s"], 2)
 
     tiles = sample_tiles(large, coords, 64)
-    model_only, used_batch = model_only_rate(encoder, args.device, batch_size, tiles)
+    model_only, used_batch = model_only_rate(encoder, args.device, batch_size, tiles, args.model_seconds)
     end_to_end, _ = path_rate(large, coords, encoder, args.device, used_batch)
     results.update({
         "encoder": encoder,
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = {}
         for label, (arch, _) in VITS.items():
             name = f"bench-{arch}"
-            model_rate, vit_batch = model_only_rate(name, args.device, batch_size, tiles)
+            model_rate, vit_batch = model_only_rate(name, args.device, batch_size, tiles, args.model_seconds)
             rate, _ = path_rate(large, coords, name, args.device, vit_batch)
             rows[label] = {"batch_size": vit_batch, "model_only_tiles_per_s": round(model_rate, 1),
                            "end_to_end_tiles_per_s": round(rate, 1), "ratio": round(rate / model_rate, 3)}

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_extract_benchmark_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, "benchmarks/extract.py", "--json", str(out), "--size", "2048", "--small-size", "1024",
-               "--naive-tiles", "16", "--workdir", str(tmp_path / "work")]
+               "--naive-tiles", "16", "--model-seconds", "0.5", "--workdir", str(tmp_path / "work")]
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
     results = json.loads(out.read_text())
     assert results["device"] == "cpu" and results["slide"]["tiles"] == 16

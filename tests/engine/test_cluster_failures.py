@@ -73,11 +73,18 @@ def cohort(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clean_features(cohort, tmp_path_factory):
     """Features of an uninterrupted run on a local cluster: what every other run must equal."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from wsi_pipeline.config import load_run_config
+    from wsi_pipeline.engine.runner import EXIT_OK, run_pipeline
+
     folder = tmp_path_factory.mktemp("clean")
     store = folder / "store"
-    run = cli("run", str(write_manifest(folder, cohort, store, "out")))
-    _, err = run.communicate(timeout=600)
-    assert run.returncode == 0, err[-2000:]
+    config = load_run_config(write_manifest(folder, cohort, store, "out"))
+    result = run_pipeline(config, stages=("tile", "extract"), console=Console(file=StringIO()))
+    assert result.exit_code == EXIT_OK
     return all_features(store)
 
 

@@ -54,10 +54,10 @@ def test_a_run_on_a_file_url_store_equals_a_run_on_a_local_path(cohort, tmp_path
     results = {}
     for name, store in (("path", str(tmp_path / "a" / "store")), ("url", f"file://{tmp_path / 'b' / 'store'}")):
         (tmp_path / name).mkdir()
-        result = run_pipeline(load_run_config(manifest(tmp_path / name, cohort, store)),
+        # Tile and extract only: the whole run on a URL store is the memory:// test's.
+        result = run_pipeline(load_run_config(manifest(tmp_path / name, cohort, store)), stages=("tile", "extract"),
                               console=Console(file=StringIO(), width=200))
         assert result.exit_code == EXIT_OK, [f.reason for f in result.record.failures]
-        assert (tmp_path / name / "out" / "metrics.json").is_file()
         results[name] = features_of(FeatureStore(store))
     assert results["path"].keys() == results["url"].keys() and len(results["url"]) == 10
     for uid, features in results["path"].items():
