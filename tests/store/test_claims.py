@@ -54,8 +54,10 @@ def test_writers_on_any_store_take_turns(tmp_path, root):
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(decisions.values()) == [False, True] and len(events) == 2 and events[0].endswith("begins")
-    assert store.read_tiling("t", "u").attrs["by"] in {"A", "B"}
+    assert sorted(decisions.values()) == [False, True]  # exactly one computed the entry
+    winner = next(name for name, wrote in decisions.items() if wrote)
+    assert events == [f"{winner} begins", f"{winner} completes"]
+    assert store.read_tiling("t", "u").attrs["by"] == winner
 
 
 def test_a_dead_writers_lease_is_taken_over_and_a_live_one_is_not(monkeypatch):
@@ -100,35 +102,6 @@ def test_a_writer_whose_lease_was_taken_over_does_not_mark_complete():
             claims._HELD[(store.root, key)].set()  # what the renewer notices at its next renewal
             writer.complete()
     assert not store.is_complete(key)
-
-
-def test_concurrent_writers_of_one_entry_take_turns_and_the_second_reuses_it(tmp_path):
-    store = FeatureStore(tmp_path / "store")
-    store.prepare("tiling/t")
-    key = tiling_key("t", "slide_0.5um")
-    start = threading.Barrier(2)
-    events: list[str] = []
-    decisions: dict[str, bool] = {}
-
-    def writer(name: str) -> None:
-        start.wait()
-        with store.claim(key) as must_write:
-            decisions[name] = must_write
-            if must_write:
-                events.append(f"{name} begins")
-                time.sleep(0.3)  # the other writer arrives meanwhile and must wait
-                store.write_tiling("t", "slide_0.5um", np.zeros((2, 2)), {"tissue_fraction": np.ones(2)}, {"by": name})
-                events.append(f"{name} completes")
-
-    threads = [threading.Thread(target=writer, args=(name,)) for name in ("A", "B")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(decisions.values()) == [False, True]  # exactly one computed the entry
-    winner = next(name for name, wrote in decisions.items() if wrote)
-    assert events == [f"{winner} begins", f"{winner} completes"]
-    assert store.is_complete(key) and store.attrs(key)["by"] == winner
 
 
 def test_the_lock_holds_across_processes_and_dies_with_its_holder(tmp_path):
