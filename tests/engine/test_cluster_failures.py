@@ -121,6 +121,9 @@ def test_a_worker_killed_mid_extraction_changes_nothing(cohort, clean_features, 
         np.testing.assert_array_equal(features[uid], values)
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["status"] == "ok" and record["counts"]["extract"]["done"] == 8
+    # The task the dead worker was running was started again elsewhere, and the record says so.
+    assert sum(record["retries"].values()) >= 1, record["retries"]
+    assert any(item["attempts"] >= 2 for item in record["items"])
 
 
 @pytest.mark.slow

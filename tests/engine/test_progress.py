@@ -57,3 +57,30 @@ def test_a_failed_item_keeps_its_whole_traceback_in_the_run_folder(client, tmp_p
     text = (tmp_path / failed["traceback_file"]).read_text()
     # Every frame, not only the last: the task body, the helper, the raise.
     assert "in work" in text and "in inner" in text and "ZeroDivisionError: deep inside" in text
+
+
+def flaky(counter_file: str, failures: int) -> ItemOutcome:
+    """Raises outside any guard ``failures`` times (like a worker-side crash), then succeeds."""
+    from pathlib import Path
+
+    counter = Path(counter_file)
+    seen = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(seen + 1))
+    if seen < failures:
+        raise OSError(f"transient failure {seen + 1}")
+    return ItemOutcome("extract", "slide-3", "done")
+
+
+def test_task_restarts_are_counted_per_item_and_in_run_json(client, tmp_path):
+    steady = submit_tasks(client, "tile", echo, [("slide-1", ("once",))])
+    restarted = submit_tasks(client, "extract", flaky, [("slide-3", (str(tmp_path / "count"), 2))], retries=2)
+    wait_for([steady, restarted], Console(quiet=True))
+    assert steady.results()[0].attempts == 1
+    (outcome,) = restarted.results()
+    assert outcome.status == "done" and outcome.attempts == 3
+    record = RunRecord(config={}, seed=0)
+    record.add(steady.results() + restarted.results())
+    record.write(tmp_path / "run.json", "ok")
+    written = json.loads((tmp_path / "run.json").read_text())
+    assert written["retries"] == {"tile": 0, "extract": 2}
+    assert [item["attempts"] for item in written["items"]] == [1, 3]

@@ -1,4 +1,5 @@
-"""A run killed mid-way (SIGKILL of the whole process group) resumes without redoing finished work."""
+"""A run killed mid-way (SIGKILL of the whole process group) resumes without redoing finished work,
+and its outputs equal those of a run that was never interrupted."""
 
 from __future__ import annotations
 
@@ -8,38 +9,58 @@ import signal
 import subprocess
 import sys
 import time
+from io import StringIO
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
 import yaml
+from rich.console import Console
 
+from wsi_pipeline.sources.synthetic import generate_cohort
 from wsi_pipeline.store import FeatureStore
 
-REPO = Path(__file__).resolve().parents[2]
+OVERRIDES = {"features": {"batch_size": 8}, "model": {"max_epochs": 5, "patience": 2},
+             "validation": {"n_folds": 2}, "scoring": {"bootstrap_resamples": 100}}
+
+
+def write_manifest(folder: Path, table: Path, output: str) -> Path:
+    path = folder / f"{output}.yaml"
+    path.write_text(yaml.safe_dump({"workflow": "demo", "cohort": {"table": str(table)}, "output": output, "seed": 1,
+                                    "cluster": {"n_workers": 2, "threads_per_worker": 1}, "overrides": OVERRIDES}))
+    return path
+
+
+def store_features(store_root: Path) -> dict[str, np.ndarray]:
+    """Every complete feature entry of a store, by slide entry."""
+    features = store_root / "features"
+    if not features.is_dir():
+        return {}
+    store = FeatureStore(store_root)
+    return {
+        uid: store.read_features(encoder.name, tiling.name, uid).features
+        for encoder in features.iterdir() if encoder.is_dir()
+        for tiling in encoder.iterdir() if tiling.is_dir()
+        for uid in store.list_slides(f"features/{encoder.name}/{tiling.name}")
+    }
 
 
 def count_complete_features(store_root: Path) -> int:
-    features = store_root / "features"
-    if not features.is_dir():
-        return 0
-    store = FeatureStore(store_root)
-    return sum(
-        len(store.list_slides(f"features/{encoder.name}/{tiling.name}"))
-        for encoder in features.iterdir() if encoder.is_dir()
-        for tiling in encoder.iterdir() if tiling.is_dir()
-    )
+    return len(store_features(store_root))
 
 
-def test_killed_run_resumes_without_redoing_finished_slides(tmp_path):
-    manifest = tmp_path / "manifest.yaml"
-    manifest.write_text(yaml.safe_dump({
-        "workflow": str(REPO / "workflows" / "demo.yaml"),
-        "cohort": {"synthetic": {"n_patients": 10, "positive_fraction": 0.5, "width": 2048, "height": 2048, "n_levels": 3}},
-        "output": "out",
-        "seed": 1,
-        "overrides": {"features": {"batch_size": 8}, "model": {"max_epochs": 5, "patience": 2},
-                      "validation": {"n_folds": 2}, "scoring": {"bootstrap_resamples": 100}},
-    }))
-    command = [sys.executable, "-m", "wsi_pipeline.cli.main", "run", str(manifest)]
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_finished_slides_and_equals_an_uninterrupted_run(tmp_path):
+    from wsi_pipeline.config import load_run_config
+    from wsi_pipeline.engine.runner import EXIT_OK, run_pipeline
+
+    table = generate_cohort(tmp_path / "cohort", n_patients=10, seed=3, positive_fraction=0.5, two_slide_fraction=0.0,
+                            width=2048, height=2048, n_levels=3)
+    clean = run_pipeline(load_run_config(write_manifest(tmp_path, table, "clean")), console=Console(file=StringIO()))
+    assert clean.exit_code == EXIT_OK
+
+    command = [sys.executable, "-m", "wsi_pipeline.cli.main", "run", str(write_manifest(tmp_path, table, "out"))]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     store_root = tmp_path / "out" / "store"
     deadline = time.monotonic() + 240
@@ -53,15 +74,25 @@ def test_killed_run_resumes_without_redoing_finished_slides(tmp_path):
         first.wait()
     finished_before = count_complete_features(store_root)
 
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert second.returncode == 0, second.stderr[-2000:]
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     extract = record["counts"]["extract"]
     assert extract["failed"] == 0
-    total = len(list((tmp_path / "out" / "cohort").glob("*.tiff")))
     # Exactly the slides left incomplete by the kill are embedded again; finished ones are not.
-    assert finished_before >= 2 and extract["skipped"] == finished_before
-    assert extract["done"] == total - finished_before
-    assert count_complete_features(store_root) == extract["done"] + extract["skipped"]
+    assert 2 <= finished_before < 10 and extract["skipped"] == finished_before
+    assert extract["done"] == 10 - finished_before
     assert "skipped" in second.stderr
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["abmil"]["auc"]["value"] is not None
+
+    # The resumed run's outputs are the uninterrupted run's: features, predictions, metrics.
+    resumed, reference = store_features(store_root), store_features(tmp_path / "clean" / "store")
+    assert resumed.keys() == reference.keys() and len(resumed) == 10
+    for uid, values in reference.items():
+        np.testing.assert_array_equal(resumed[uid], values)
+    columns = ["patient_id", "model", "fold", "label"]
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv").sort_values(columns, ignore_index=True)
+    expected = pd.read_csv(tmp_path / "clean" / "predictions.csv").sort_values(columns, ignore_index=True)
+    pd.testing.assert_frame_equal(predictions, expected, atol=1e-6, rtol=0)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["abmil"]["auc"]["value"] is not None
+    assert metrics == json.loads((tmp_path / "clean" / "metrics.json").read_text())

@@ -35,6 +35,9 @@ class ItemOutcome:
     #: The whole traceback of an unexpected error (a bug to report), every frame; written to the
     #: run folder's ``failures/`` by the run record, not into ``run.json``.
     traceback: str | None = None
+    #: How many times the scheduler started the task: more than 1 when a worker died under it
+    #: (or, with retries, it raised); filled in by the engine once the stage is over.
+    attempts: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON (without the traceback, which has a file of its own)."""

@@ -44,6 +44,7 @@ class StageTasks:
     futures: list[Future]
     submitted: float
     finished: float | None = None
+    retries: int = 0
     outcomes: list[ItemOutcome | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -105,7 +106,34 @@ def submit_tasks(
         )
         for name, args in items
     ]
-    return StageTasks(stage, [name for name, _ in items], futures, submitted)
+    return StageTasks(stage, [name for name, _ in items], futures, submitted, retries=retries)
+
+
+def task_attempts(client: Client, stages: Sequence[StageTasks]) -> dict[str, int]:
+    """How many times the scheduler started each task: 1, plus one per worker lost while running it
+    and one per retry after an error.
+
+    Asked of the scheduler in one call while the futures are still held (it forgets a task once
+    no client holds it). Keys the scheduler no longer knows are left out; a scheduler that
+    refuses to run client code (``distributed.scheduler.pickle: false``) gives an empty answer.
+    """
+    requested = {future.key: batch.retries for batch in stages for future in batch.futures}
+    if not requested:
+        return {}
+
+    # Nested, so it travels by value: the scheduler need not have this package installed.
+    def count(dask_scheduler, requested: dict[str, int]) -> dict[str, int]:
+        found = {}
+        for key, retries in requested.items():
+            state = dask_scheduler.tasks.get(key)
+            if state is not None:
+                found[key] = 1 + state.suspicious + max(0, retries - state.retries)
+        return found
+
+    try:
+        return client.run_on_scheduler(count, requested=requested)
+    except Exception:  # noqa: BLE001 - counts are a record, never a reason to fail the run
+        return {}
 
 
 def wait_for(stages: Sequence[StageTasks], console: Console) -> None:
@@ -150,6 +178,11 @@ def wait_for(stages: Sequence[StageTasks], console: Console) -> None:
             progress.update(bars[key], advance=1, description=f"[red]{failed[key]} failed" if failed[key] else "")
             if not console.is_terminal and (done[key] % max(1, total // 10) == 0 or done[key] == total):
                 console.print(f"  {time.strftime('%H:%M:%S')} {batch.stage}: {done[key]}/{total} tasks finished, {failed[key]} failed")
+    attempts = task_attempts(next(iter(pending)).client, stages)
+    for batch in stages:
+        for future, outcome in zip(batch.futures, batch.outcomes):
+            if outcome is not None:
+                outcome.attempts = attempts.get(future.key, outcome.attempts)
 
 
 def run_tasks(

@@ -93,6 +93,10 @@ class RunRecord:
                 counts[outcome.status] += 1
         return counts
 
+    def retries(self, stage: str) -> int:
+        """Extra starts of a stage's tasks: workers lost under them, or retries after an error."""
+        return sum(o.attempts - 1 for o in self.outcomes if o.stage == stage)
+
     @property
     def warnings(self) -> list[str]:
         """Warnings, once each: the run's own (no worker offers a GPU), then the tasks' (a µm/px override far from the metadata)."""
@@ -136,6 +140,7 @@ class RunRecord:
                 "wall_seconds": self.wall_seconds,
                 "timings_seconds": self.timings,
                 "counts": {s: self.count(s) for s in stages},
+                "retries": {s: self.retries(s) for s in stages},
                 "failed": failed,
                 "skipped": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "skipped"],
                 "blocked": [{"stage": o.stage, "item": o.item, "reason": o.reason} for o in self.outcomes if o.status == "blocked"],

@@ -110,7 +110,9 @@ def report_stage(console: Console, record: RunRecord, stage: str, skip_reason: s
     skipped = f", {counts['skipped']} skipped ({skip_reason})" if counts["skipped"] else ""
     failed = f", [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
     blocked = f", {counts['blocked']} not run (an earlier stage failed for them)" if counts["blocked"] else ""
-    console.print(f"  {stage}: {counts['done']} done{skipped}{failed}{blocked}")
+    retries = record.retries(stage)
+    restarted = f", {retries} task restart(s) after a lost worker or an error" if retries else ""
+    console.print(f"  {stage}: {counts['done']} done{skipped}{failed}{blocked}{restarted}")
 
 
 def encoder_id_of(config: RunConfig) -> str:
