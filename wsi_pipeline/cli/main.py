@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from wsi_pipeline import __version__
+from wsi_pipeline.cli.store_commands import add_store_parser, store_command
 from wsi_pipeline.errors import WSIPipelineError
 
 EXIT_USER_ERROR = 2
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tile-px", type=int, default=256, help="tile side in pixels (default 256)")
     export.add_argument("--slide-mpp", type=float, help="the slide's level-0 µm/px, overriding (or replacing missing) metadata")
     export.add_argument("--source", default="wsi", help="image source that reads it (default: wsi, OpenSlide)")
+    add_store_parser(commands)
     return parser
 
 
@@ -106,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return slide_command(args)
         if args.command == "tiles":
             return tiles_command(args, console)
+        if args.command == "store":
+            return store_command(args)
         from wsi_pipeline.config.loader import load_run_config
         from wsi_pipeline.engine.plan import dry_run
         from wsi_pipeline.engine.runner import STAGES, run_pipeline

@@ -12,6 +12,12 @@ with (see :func:`slide_entry`), so a µm/px override can never leave old tiles o
 An entry counts only once its attrs say ``complete: true``, which is written last; an entry left
 incomplete by a crash is wiped and rewritten by the next writer and ignored by readers. Writers
 of one entry take turns (:meth:`FeatureStore.claim`): the first computes it, the others reuse it.
+
+Integrity: a complete entry carries the SHA-256 of its values (``features_sha256`` over the
+float16 rows in row order, ``coords_sha256`` over the int64 coordinates; see
+:mod:`~wsi_pipeline.store.checksum`), and every chunk of its arrays is written, even an all-zero
+one that Zarr would otherwise skip, so a chunk file missing from the store is always damage
+(``wsi-pipeline store verify`` checks both).
 """
 
 from __future__ import annotations
@@ -28,9 +34,15 @@ import zarr
 
 import wsi_pipeline
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.store.checksum import RowsDigest, rows_sha256
 from wsi_pipeline.store.claims import ClaimLost, entry_lock, local_root, still_held
 
 FEATURE_ROWS_PER_CHUNK = 1024
+
+#: Array settings of every stored array: Zarr skips writing a chunk that holds only the fill value
+#: (zeros), which a reader cannot tell from a chunk file lost later; writing them all makes any
+#: missing chunk a sign of damage.
+EVERY_CHUNK = {"write_empty_chunks": True}
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,7 @@ def refuse_if_claim_lost(root: str, key: str) -> None:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class FeatureWriter:
@@ -106,13 +118,15 @@ class FeatureWriter:
     def __init__(self, group: zarr.Group, n_rows: int, root: str = "", key: str = "") -> None:
         self._group = group
         self._root, self._key = root, key
-        self._array = group["features"]
+        self._array = group["features"].with_config(EVERY_CHUNK)
         self._n_rows = n_rows
         self._chunk_rows = int(self._array.chunks[0])
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
         self._written = 0  # rows accepted
         self._flushed = 0  # rows in the array
+        # Fed with each block as it is flushed, in row order: the checksum costs no second read.
+        self._digest = RowsDigest("float16")
 
     def write(self, rows: np.ndarray) -> None:
         """Append the next block of rows (cast to float16); full chunks go to the store."""
@@ -132,17 +146,21 @@ class FeatureWriter:
         n = (len(block) // self._chunk_rows) * self._chunk_rows if whole_chunks else len(block)
         if n:
             self._array[self._flushed : self._flushed + n] = block[:n]
+            self._digest.update(block[:n])
             self._flushed += n
         self._pending = [block[n:]] if n < len(block) else []
         self._pending_rows = len(block) - n
 
     def complete(self, **attrs: Any) -> None:
-        """Write the last rows and mark the entry complete once every row is there; ``attrs`` are added first."""
+        """Write the last rows and mark the entry complete once every row is there.
+
+        ``attrs`` are added first, with ``features_sha256``, the checksum of the rows written.
+        """
         if self._written != self._n_rows:
             raise RuntimeError(f"only {self._written} of {self._n_rows} rows written; not marking complete")
         self._flush(whole_chunks=False)
         refuse_if_claim_lost(self._root, self._key)
-        self._group.attrs.update({**attrs, "completed_at": _now()})
+        self._group.attrs.update({**attrs, "features_sha256": self._digest.hexdigest(), "completed_at": _now()})
         self._group.attrs["complete"] = True
 
 
@@ -164,7 +182,7 @@ class FeatureStore:
         folder = local_root(self.root)
         try:
             return zarr.open_group(str(folder) if folder is not None else self.root, mode=mode)
-        except FileNotFoundError:
+        except (FileNotFoundError, zarr.errors.NodeNotFoundError):  # no folder; a folder without a store
             raise WSIPipelineError(
                 "feature store not found", where=self.root, fix="run the tile stage first, or check the store path"
             ) from None
@@ -238,28 +256,30 @@ class FeatureStore:
         columns
             Per-tile values, each of length N (stored as float32).
         attrs
-            Provenance and summary.
+            Provenance and summary; ``n_tiles``, ``columns``, ``masks`` and ``coords_sha256`` (the
+            coordinates' checksum) are added.
         masks
             Thumbnail-scale boolean masks (``tissue``, ``pen``) kept for QC pictures and contours.
         """
         coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
         group = self._open("a").create_group(tiling_key(tiling_id, slide_uid), overwrite=True)
         chunk = max(1, min(len(coords), 65536))
-        group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(chunk, 2))[...] = coords
+        group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(chunk, 2), config=EVERY_CHUNK)[...] = coords
         for name, values in columns.items():
             values = np.asarray(values, dtype=np.float32).reshape(-1)
             if len(values) != len(coords):
                 raise ValueError(f"column '{name}' has {len(values)} values for {len(coords)} tiles")
-            group.create_array(name, shape=values.shape, dtype="float32", chunks=(chunk,))[...] = values
+            group.create_array(name, shape=values.shape, dtype="float32", chunks=(chunk,), config=EVERY_CHUNK)[...] = values
         for name, mask in (masks or {}).items():
             mask = np.asarray(mask, dtype=bool)
-            group.create_array(f"mask_{name}", shape=mask.shape, dtype="bool", chunks=mask.shape)[...] = mask
+            group.create_array(f"mask_{name}", shape=mask.shape, dtype="bool", chunks=mask.shape, config=EVERY_CHUNK)[...] = mask
         group.attrs.update(
             {
                 **attrs,
-                "n_tiles": int(len(coords)),
+                "n_tiles": len(coords),
                 "columns": list(columns),
                 "masks": list(masks or {}),
+                "coords_sha256": rows_sha256(coords, "int64"),
                 "package_version": wsi_pipeline.__version__,
                 "created": _now(),
             }
@@ -290,6 +310,7 @@ class FeatureStore:
             shape=(n_rows, dim),
             dtype="float16",
             chunks=(max(1, min(n_rows, FEATURE_ROWS_PER_CHUNK)), dim),
+            config=EVERY_CHUNK,
         )
         group.attrs.update(
             {
