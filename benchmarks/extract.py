@@ -42,7 +42,12 @@ import torch
 from torch import nn
 
 from wsi_pipeline.features import extract_slide_features, load_encoder
-from wsi_pipeline.features.registry import ENCODERS, EncoderSpec, register_encoder
+from wsi_pipeline.features.registry import (
+    ENCODERS,
+    EncoderSpec,
+    register_encoder,
+    vit_cfg,
+)
 from wsi_pipeline.sources.protocol import ReadOptions
 from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.sources.synthetic import write_aperio_like_slide
@@ -71,25 +76,15 @@ class MeanColour(nn.Module):
 def register_benchmark_encoders() -> None:
     """Register the trivial encoder and the random-weight ViTs (once per process)."""
     if "bench-mean-colour" not in ENCODERS:
-        register_encoder(EncoderSpec(name="bench-mean-colour", build=lambda _: MeanColour(), dim=3, input_px=TILE_PX,
-                                     is_demo=True, description="benchmark: mean colour"))
+        register_encoder(EncoderSpec(name="bench-mean-colour", architecture="mean-colour", factory=MeanColour, dim=3,
+                                     pretrained_cfg=vit_cfg(TILE_PX), output="pooled", random_seed=0, is_demo=True,
+                                     description="benchmark: mean colour"))
     for label, (arch, kwargs) in VITS.items():
         name = f"bench-{arch}"
         if name not in ENCODERS:
-
-            def build(_: Path | None, arch: str = arch, kwargs: dict = kwargs) -> nn.Module:
-                return _random_timm(arch, **kwargs)
-
             dim = {"vit_large_patch16_224": 1024, "vit_huge_patch14_224": 1280, "vit_giant_patch14_dinov2": 1536}[arch]
-            register_encoder(EncoderSpec(name=name, build=build, dim=dim, input_px=224, is_demo=True, description=label))
-
-
-def _random_timm(arch: str, **kwargs: Any) -> nn.Module:
-    import timm
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+            register_encoder(EncoderSpec(name=name, architecture=arch, model_kwargs=kwargs, dim=dim, pretrained_cfg=vit_cfg(224),
+                                         output="class_token", random_seed=0, is_demo=True, description=label))
 
 
 def ensure_slide(workdir: Path, size: int) -> Path:

@@ -1,4 +1,5 @@
-"""Encoder registry and offline weights: UNI from a checkpoint the test creates, the demo encoder."""
+"""Loaded encoders: offline weights (UNI from a checkpoint the test creates), store keys that
+follow weights and preprocessing, the demo encoder, precision, compile, batch sizes."""
 
 from __future__ import annotations
 
@@ -10,16 +11,7 @@ import torch
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features import ENCODERS, get_encoder_spec, load_encoder
 from wsi_pipeline.features.encoder import encoder_id_for
-from wsi_pipeline.store.keys import file_sha256
-from wsi_pipeline.features.encoders import build_uni
-
-
-def test_registry_knows_uni_with_published_settings():
-    spec = get_encoder_spec("uni")
-    assert spec.dim == 1024 and spec.input_px == 224
-    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
-    assert spec.recommended_mpp == 0.5 and not spec.is_demo
-    assert "demo-resnet18-random" in ENCODERS and get_encoder_spec("demo-resnet18-random").is_demo
+from wsi_pipeline.features.network import build_network
 
 
 def test_unknown_encoder_lists_known_ones():
@@ -30,7 +22,7 @@ def test_unknown_encoder_lists_known_ones():
 def test_missing_uni_weights_say_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("WSI_PIPELINE_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(WSIPipelineError, match=r"never downloaded[\s\S]*uni/pytorch_model\.bin"):
+    with pytest.raises(WSIPipelineError, match=r"never downloaded unless features.allow_download[\s\S]*put pytorch_model\.bin in .*/uni"):
         load_encoder("uni", device="cpu")
 
 
@@ -49,6 +41,7 @@ def test_uni_loads_a_checkpoint_in_the_real_key_layout(tmp_path, monkeypatch):
     encoder = load_encoder("uni", device="cpu")
     assert encoder.weights_path == str(folder / "pytorch_model.bin")
     assert encoder.encoder_id.startswith("uni-") and len(encoder.weights_sha256) == 64
+    assert encoder.provenance()["preprocessing"]["resize_to"] == 224
     assert encoder_id_for("uni") == encoder.encoder_id
     tiles = np.random.default_rng(0).integers(0, 255, (1, 256, 256, 3), dtype=np.uint8)
     features = encoder.embed(tiles)
@@ -58,18 +51,11 @@ def test_uni_loads_a_checkpoint_in_the_real_key_layout(tmp_path, monkeypatch):
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_checkpoint_of_another_architecture_is_refused(tmp_path):
-    path = tmp_path / "wrong.bin"
-    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.bias": torch.zeros(3)}, path)
-    with pytest.raises(WSIPipelineError, match="does not match the 'uni' architecture"):
-        build_uni(path)
-
-
 def test_demo_encoder_is_deterministic_and_named_as_demo():
     first = load_encoder("demo-resnet18-random", device="cpu")
     provenance = first.provenance()
     assert provenance["encoder_is_demo"] is True and "DEMO" in provenance["encoder_description"]
-    rebuilt = get_encoder_spec("demo-resnet18-random").build(None)
+    rebuilt = build_network(get_encoder_spec("demo-resnet18-random"), None)
     for key, tensor in rebuilt.state_dict().items():
         torch.testing.assert_close(tensor, first.model.state_dict()[key])
     tiles = np.random.default_rng(1).integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
@@ -81,23 +67,40 @@ def test_preprocess_resizes_and_normalises():
     white = np.full((1, 200, 200, 3), 255, dtype=np.uint8)
     batch = encoder.preprocess(white)
     assert tuple(batch.shape) == (1, 3, 128, 128)
-    expected = (1 - np.array(encoder.spec.mean)) / np.array(encoder.spec.std)
+    expected = (1 - np.array(encoder.preprocessing.mean)) / np.array(encoder.preprocessing.std)
     np.testing.assert_allclose(batch[0, :, 0, 0].numpy(), expected, rtol=1e-5)
 
 
-def test_encoder_id_of_a_checkpoint_hashes_the_file_without_building_the_model(tmp_path, monkeypatch):
+def test_encoder_id_hashes_the_weights_file_and_follows_weights_and_preprocessing(tmp_path, monkeypatch):
+    """The key is computed without building the model, and changes with the weights or the preprocessing."""
     import dataclasses
+
+    from wsi_pipeline.features import network
 
     weights = tmp_path / "uni" / "pytorch_model.bin"
     weights.parent.mkdir()
     weights.write_bytes(b"not a real checkpoint, only hashed")
 
-    def refuse(_path):
+    def refuse(*_args, **_kwargs):
         raise AssertionError("the model must not be built to compute its store key")
 
-    monkeypatch.setitem(ENCODERS, "uni", dataclasses.replace(ENCODERS["uni"], build=refuse))
+    monkeypatch.setattr(network, "create_network", refuse)
     monkeypatch.setenv("WSI_PIPELINE_WEIGHTS", str(tmp_path))
-    assert encoder_id_for("uni") == f"uni-{file_sha256(str(weights))[:12]}"
+    first = encoder_id_for("uni")
+    assert first.startswith("uni-") and len(first) == len("uni-") + 12
+    assert encoder_id_for("uni") == first  # stable
+    weights.write_bytes(b"other weights")
+    assert encoder_id_for("uni") != first
+    second = encoder_id_for("uni")
+    spec = ENCODERS["uni"]
+    for changed in (dataclasses.replace(spec, pretrained_cfg={**spec.pretrained_cfg, "mean": (0.5, 0.5, 0.5)}),
+                    dataclasses.replace(spec, pretrained_cfg={**spec.pretrained_cfg, "interpolation": "bicubic"}),
+                    dataclasses.replace(spec, pretrained_cfg={**spec.pretrained_cfg, "crop_pct": 0.875}),
+                    dataclasses.replace(spec, output="class_token+mean_patch")):
+        monkeypatch.setitem(ENCODERS, "uni", changed)
+        assert encoder_id_for("uni") not in (first, second)
+    monkeypatch.setitem(ENCODERS, "uni", spec)
+    assert encoder_id_for("uni") == second
 
 
 def test_precision_and_memory_format_follow_the_device():
@@ -108,7 +111,7 @@ def test_precision_and_memory_format_follow_the_device():
     assert resolve_precision("float16", cpu) is torch.float16 and resolve_precision("float32", cuda) is None
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("fp8", cuda)
-    assert is_convolutional(get_encoder_spec("demo-resnet18-random").build(None))
+    assert is_convolutional(build_network(get_encoder_spec("demo-resnet18-random"), None))
     import timm
 
     assert not is_convolutional(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0))
@@ -135,19 +138,18 @@ def test_tiles_may_arrive_as_tensors_and_auto_batch_is_64_on_the_cpu():
 
 def test_threads_of_one_process_share_one_encoder_built_once(monkeypatch):
     """A worker's threads asking at once get the same encoder, built once (not once per thread)."""
-    import dataclasses
     import threading
 
     from wsi_pipeline.features import encoder as encoder_module
 
     builds = []
-    spec = ENCODERS["demo-resnet18-random"]
+    original = encoder_module.build_network
 
-    def counting_build(path):
+    def counting_build(spec, path):
         builds.append(threading.get_ident())
-        return spec.build(path)
+        return original(spec, path)
 
-    monkeypatch.setitem(ENCODERS, "demo-resnet18-random", dataclasses.replace(spec, build=counting_build))
+    monkeypatch.setattr(encoder_module, "build_network", counting_build)
     encoder_module._load_encoder_cached.cache_clear()
     barrier = threading.Barrier(4)
     got = []
@@ -171,7 +173,7 @@ def test_a_compiled_encoder_gives_the_features_of_the_eager_one(monkeypatch):
     from torch import nn
 
     from wsi_pipeline.features import encoder as encoder_module
-    from wsi_pipeline.features.registry import EncoderSpec
+    from wsi_pipeline.features.registry import EncoderSpec, vit_cfg
 
     class Tiny(nn.Module):
         def __init__(self):
@@ -182,7 +184,8 @@ def test_a_compiled_encoder_gives_the_features_of_the_eager_one(monkeypatch):
         def forward(self, batch):
             return self.proj(batch.mean(dim=(2, 3)))
 
-    monkeypatch.setitem(ENCODERS, "tiny-test", EncoderSpec(name="tiny-test", build=lambda _: Tiny(), dim=8, input_px=32))
+    monkeypatch.setitem(ENCODERS, "tiny-test", EncoderSpec(name="tiny-test", architecture="tiny", factory=Tiny, dim=8, output="pooled",
+                                                           pretrained_cfg=vit_cfg(32), random_seed=0))
     encoder_module._load_encoder_cached.cache_clear()
     try:
         eager = load_encoder("tiny-test", device="cpu")

@@ -141,6 +141,11 @@ class FeaturesConfig(StrictModel):
 
     encoder: str = "demo-resnet18-random"
     weights: str | None = Field(None, description="local weights file; default: the encoder's documented location")
+    allow_download: bool = Field(
+        False,
+        description="fetch missing weights from the encoder's Hugging Face repository (needs network access and, for gated "
+        "models, a token); by default weights are only ever read from a local file or an existing Hugging Face cache",
+    )
     batch_size: int | Literal["auto"] = Field(
         64, description="tiles per forward pass; 'auto' picks the largest power of two up to 1024 that fits in GPU memory (64 on the CPU)"
     )

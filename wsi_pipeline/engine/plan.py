@@ -65,9 +65,9 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
             problems += check_slides(cohort.slide_records(), workflow.modality)
 
     spec = get_encoder_spec(workflow.features.encoder)
-    if spec.weights_file is not None and ({"extract", "train"} & set(stages)):
+    if spec.needs_weights and ({"extract", "train"} & set(stages)):
         try:
-            resolve_weights(spec.name, spec.weights_file, spec.hf_repo, workflow.features.weights)
+            resolve_weights(spec, workflow.features.weights, workflow.features.allow_download)
         except WSIPipelineError as error:
             problems.append(("encoder", error.format()))
     if "train" in stages:

@@ -119,7 +119,8 @@ def encoder_id_of(config: RunConfig) -> str:
     """The store key of the configured encoder (fails early on missing weights)."""
     from wsi_pipeline.features.encoder import encoder_id_for
 
-    return encoder_id_for(config.workflow.features.encoder, config.workflow.features.weights)
+    features = config.workflow.features
+    return encoder_id_for(features.encoder, features.weights, allow_download=features.allow_download)
 
 
 def slide_uids(cohort: Cohort, record: RunRecord, source_name: str) -> dict[str, str]:

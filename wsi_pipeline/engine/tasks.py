@@ -215,7 +215,8 @@ def extract_task(
                 return ItemOutcome("extract", record.slide_id, "skipped", reason="features already in store", info=info)
             entry = store.read_tiling(tid, entry_name)
             encoder = load_encoder(
-                features.encoder, features.weights, features.device, precision=features.precision, compile=features.compile
+                features.encoder, features.weights, features.device, precision=features.precision, compile=features.compile,
+                allow_download=features.allow_download,
             )
             if encoder.encoder_id != encoder_id:
                 raise RuntimeError(f"worker loaded encoder {encoder.encoder_id}, client expected {encoder_id}: weights differ between machines")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from wsi_pipeline.features.registry import EncoderSpec, get_encoder_spec
+from wsi_pipeline.features.network import build_network
+from wsi_pipeline.features.preprocessing import Preprocessing
+from wsi_pipeline.features.registry import EncoderSpec, encoder_slug, get_encoder_spec
 from wsi_pipeline.features.weights import resolve_weights, state_dict_sha256
-from wsi_pipeline.store.keys import file_sha256
+from wsi_pipeline.store.keys import file_sha256, short_hash
 
 
 def pick_device(requested: str) -> torch.device:
@@ -64,14 +65,19 @@ class LoadedEncoder:
     device: torch.device
     weights_path: str | None
     weights_sha256: str
+    preprocessing: Preprocessing
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
     compiled: bool = False
 
     @property
     def encoder_id(self) -> str:
-        """Store key: encoder name + a hash of its weights, so new weights never mix with old."""
-        return format_encoder_id(self.spec.name, self.weights_sha256)
+        """Store key: the encoder's name and a hash of its weights, preprocessing and output rule.
+
+        New weights, another resize or normalisation, or stain normalisation each give a new key,
+        so features made differently never mix.
+        """
+        return format_encoder_id(self.spec, self.weights_sha256, self.preprocessing.describe())
 
     @property
     def precision(self) -> str:
@@ -87,39 +93,25 @@ class LoadedEncoder:
             "encoder_description": self.spec.description,
             "weights_path": self.weights_path,
             "weights_sha256": self.weights_sha256,
-            "preprocessing": self.spec.preprocessing(),
+            "preprocessing": self.preprocessing.describe(),
+            "output": self.spec.output,
+            "architecture": self.spec.architecture,
             "dim": self.spec.dim,
             "device": str(self.device),
             "precision": self.precision,
             "compiled": self.compiled,
         }
 
-    @cached_property
-    def _normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x / 255 - mean) / std as one scale and one shift, made once on the device.
-
-        Applied in place, they take half the passes over a batch of the plain formula (per-pixel
-        work that matters on the CPU), and building them once spares a host-to-device copy per
-        batch on a GPU.
-        """
-        std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
-        mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
-        return 1.0 / (255.0 * std), -mean / std
-
     def preprocess(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 → normalised (B, 3, input_px, input_px) float tensor on the device.
+        """(B, H, W, 3) uint8 → the network's normalised (B, 3, S, S) float input on the device.
 
         ``tiles`` may be a numpy array (pinned memory is copied asynchronously) or a tensor
-        already on the device (tiles decoded on the GPU).
+        already on the device (tiles decoded on the GPU). Tiles travel as uint8, a quarter of
+        float32's bytes; every preprocessing step runs on the device.
         """
         if isinstance(tiles, np.ndarray):
             tiles = torch.from_numpy(np.ascontiguousarray(tiles))
-        batch = tiles.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        size = self.spec.input_px
-        if batch.shape[-2:] != (size, size):
-            batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        scale, shift = self._normalisation
-        batch = batch.mul_(scale).add_(shift)
+        batch = self.preprocessing(tiles.to(self.device, non_blocking=True))
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
@@ -148,7 +140,7 @@ class LoadedEncoder:
 
 
 def _auto_cuda_batch(encoder: LoadedEncoder) -> int:
-    size = encoder.spec.input_px
+    size = encoder.preprocessing.input_px
     probe = 16
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(encoder.device)
@@ -170,27 +162,33 @@ def _auto_cuda_batch(encoder: LoadedEncoder) -> int:
     return 1
 
 
-def format_encoder_id(name: str, weights_sha256: str) -> str:
-    """The store key of an encoder: its name and the start of its weights' SHA-256."""
-    return f"{name}-{weights_sha256[:12]}"
+def format_encoder_id(spec: EncoderSpec, weights_sha256: str, preprocessing: dict) -> str:
+    """The store key of an encoder: its name and 12 hex digits over its weights, preprocessing and output rule."""
+    digest = short_hash({"weights_sha256": weights_sha256, "preprocessing": preprocessing, "output": spec.output}, length=12)
+    return f"{encoder_slug(spec.name)}-{digest}"
 
 
-def encoder_id_for(name: str, weights: str | Path | None = None) -> str:
+def encoder_id_for(name: str, weights: str | Path | None = None, *, allow_download: bool = False) -> str:
     """Return an encoder's store key without building it when its weights are a file.
 
-    A ViT-L checkpoint is only hashed here, not loaded: the client needs the key to find
+    A ViT-g checkpoint is only hashed here, not loaded: the client needs the key to find
     entries in the store, while the workers are the ones that run the model.
 
     Raises
     ------
     WSIPipelineError
-        When the weights cannot be found (never downloaded).
+        When the weights cannot be found (never downloaded unless ``allow_download``).
     """
     spec = get_encoder_spec(name)
-    if spec.weights_file is None:
+    if not spec.needs_weights:
         return load_encoder(name, weights, "cpu").encoder_id
-    path = resolve_weights(spec.name, spec.weights_file, spec.hf_repo, weights)
-    return format_encoder_id(spec.name, file_sha256(str(path)))
+    path = resolve_weights(spec, weights, allow_download)
+    return format_encoder_id(spec, file_sha256(str(path)), preprocessing_for(spec).describe())
+
+
+def preprocessing_for(spec: EncoderSpec) -> Preprocessing:
+    """An entry's preprocessing, from timm's resolution of its pretrained config."""
+    return Preprocessing.from_data_config(spec.data_config())
 
 
 def load_encoder(
@@ -200,13 +198,14 @@ def load_encoder(
     *,
     precision: str = "auto",
     compile: bool = False,
+    allow_download: bool = False,
 ) -> LoadedEncoder:
     """Build an encoder from the registry with its weights (offline) on a device.
 
     Parameters
     ----------
     name
-        Registry name (``features.encoder``).
+        Registry name (``features.encoder``), or ``timm:<model>``.
     weights
         Explicit checkpoint path; default: the encoder's documented local locations.
     device
@@ -215,6 +214,8 @@ def load_encoder(
         ``'auto'`` (bfloat16 on CUDA, float32 on the CPU), ``'float32'``, ``'bfloat16'``, ``'float16'``.
     compile
         Wrap the network in ``torch.compile`` (compiled on its first batch).
+    allow_download
+        Fetch missing weights from the Hugging Face hub (``features.allow_download``).
 
     Returns
     -------
@@ -225,23 +226,25 @@ def load_encoder(
     # same encoder at once, loading a checkpoint once per thread and racing on torch's global
     # random state (a seeded random-weight encoder then gets the wrong weights).
     with _BUILD_LOCK:
-        return _load_encoder_cached(name, None if weights is None else str(weights), device, precision, compile)
+        return _load_encoder_cached(name, None if weights is None else str(weights), device, precision, compile, allow_download)
 
 
 _BUILD_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=4)
-def _load_encoder_cached(name: str, weights: str | None, device: str, precision: str, compile: bool) -> LoadedEncoder:
+def _load_encoder_cached(
+    name: str, weights: str | None, device: str, precision: str, compile: bool, allow_download: bool
+) -> LoadedEncoder:
     spec = get_encoder_spec(name)
-    if spec.weights_file is None:
+    if not spec.needs_weights:
         path = None
-        model = spec.build(None)
+        model = build_network(spec, None)
         sha = state_dict_sha256(model)
     else:
-        path = resolve_weights(spec.name, spec.weights_file, spec.hf_repo, weights)
+        path = resolve_weights(spec, weights, allow_download)
         sha = file_sha256(str(path))
-        model = spec.build(path)
+        model = build_network(spec, path)
     torch_device = pick_device(device)
     model = model.to(torch_device).eval()
     channels_last = torch_device.type == "cuda" and is_convolutional(model)
@@ -255,6 +258,7 @@ def _load_encoder_cached(name: str, weights: str | None, device: str, precision:
         torch_device,
         None if path is None else str(path),
         sha,
+        preprocessing_for(spec),
         autocast_dtype=resolve_precision(precision, torch_device),
         channels_last=channels_last,
         compiled=compile,

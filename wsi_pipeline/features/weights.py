@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.features.registry import EncoderSpec, encoder_slug
 
 #: Folder searched for ``<encoder name>/<weights file>`` when no path is given.
 WEIGHTS_HOME_ENV = "WSI_PIPELINE_WEIGHTS"
@@ -30,17 +31,33 @@ def _hf_cached_file(repo: str, filename: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def resolve_weights(name: str, weights_file: str, hf_repo: str | None, explicit: str | Path | None) -> Path:
-    """Find an encoder's checkpoint without downloading anything.
+def _download(repo: str, filenames: tuple[str, ...]) -> Path | None:
+    """Fetch the first of ``filenames`` that ``repo`` has, into the Hugging Face cache."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id=repo, filename=filename))
+        except EntryNotFoundError:
+            continue
+    return None
+
+
+def resolve_weights(spec: EncoderSpec, explicit: str | Path | None, allow_download: bool = False) -> Path:
+    """Find an encoder's checkpoint; nothing is downloaded unless ``allow_download``.
 
     Looks at, in order: the explicit path (``features.weights``), then
-    ``$WSI_PIPELINE_WEIGHTS/<name>/<weights_file>``, then the Hugging Face cache of ``hf_repo``.
+    ``$WSI_PIPELINE_WEIGHTS/<name>/<file>`` for each of the entry's file names, then the Hugging
+    Face cache of its repository; with ``allow_download`` (``features.allow_download``), the
+    repository itself last.
 
     Raises
     ------
     WSIPipelineError
         Naming every place looked at and how to put the file there.
     """
+    name = spec.name
     if explicit is not None:
         path = Path(explicit).expanduser()
         if path.is_file():
@@ -50,19 +67,38 @@ def resolve_weights(name: str, weights_file: str, hf_repo: str | None, explicit:
             where="field 'features.weights'",
             fix="give the path of an existing checkpoint file",
         )
-    local = default_weights_home() / name / weights_file
-    if local.is_file():
-        return local
-    cached = _hf_cached_file(hf_repo, weights_file) if hf_repo else None
-    if cached is not None and cached.is_file():
-        return cached
-    looked = [str(local)] + ([f"Hugging Face cache of {hf_repo}"] if hf_repo else [])
+    folder = default_weights_home() / encoder_slug(name)
+    for filename in spec.weights_files:
+        if (folder / filename).is_file():
+            return folder / filename
+    if spec.hf_repo:
+        for filename in spec.weights_files:
+            cached = _hf_cached_file(spec.hf_repo, filename)
+            if cached is not None and cached.is_file():
+                return cached
+        if allow_download:
+            fetched = _download(spec.hf_repo, spec.weights_files)
+            if fetched is not None:
+                return fetched
+    files = " or ".join(spec.weights_files)
+    looked = [str(folder / f) for f in spec.weights_files] + ([f"Hugging Face cache of {spec.hf_repo}"] if spec.hf_repo else [])
     raise WSIPipelineError(
-        f"no local weights for encoder '{name}' (looked in: {'; '.join(looked)}); weights are never downloaded at run time",
+        f"no local weights for encoder '{name}' (looked in: {'; '.join(looked)}); weights are never downloaded "
+        "unless features.allow_download is true",
         where="field 'features.weights'",
-        fix=f"put {weights_file} at {local}, or set features.weights to its path"
-        + (f", or download {hf_repo} into the Hugging Face cache beforehand" if hf_repo else ""),
+        fix=f"put {files} in {folder}, or set features.weights to its path"
+        + (f", or download {spec.hf_repo} into the Hugging Face cache beforehand (or set features.allow_download: true)" if spec.hf_repo else ""),
     )
+
+
+def weights_found(spec: EncoderSpec) -> str | None:
+    """Where an entry's weights are (``None``: not on this machine); never downloads."""
+    if not spec.needs_weights:
+        return "none needed"
+    try:
+        return str(resolve_weights(spec, None))
+    except WSIPipelineError:
+        return None
 
 
 @lru_cache(maxsize=16)
@@ -75,10 +111,16 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_checkpoint(model: nn.Module, path: Path, name: str) -> nn.Module:
-    """Load a state dict into ``model`` strictly, with a clear error on a layout mismatch.
+def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors: safetensors, or a PyTorch file unpickled with ``weights_only=True``.
 
-    Only tensors are unpickled (``weights_only=True``): a checkpoint never runs code.
+    A checkpoint never runs code. A training checkpoint's ``state_dict``/``model`` entry is taken
+    when the file wraps one.
+
+    Raises
+    ------
+    WSIPipelineError
+        When the file is not a readable checkpoint.
     """
     try:
         if path.suffix == ".safetensors":
@@ -93,23 +135,13 @@ def load_checkpoint(model: nn.Module, path: Path, name: str) -> nn.Module:
             where=str(path),
             fix="check the file is a complete PyTorch or safetensors checkpoint",
         ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    # assign=True adopts the checkpoint's tensors, so models built on the meta device work too.
-    result = model.load_state_dict(state, strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
+    for wrapper in ("state_dict", "model", "teacher"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WSIPipelineError(
-            f"checkpoint does not match the '{name}' architecture: "
-            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})",
+            f"the checkpoint of encoder '{name}' is not a state dict of tensors",
             where=str(path),
-            fix=f"use the official '{name}' checkpoint, or pick the encoder this file belongs to",
+            fix="give the model's weights file (a state dict), not a whole pickled model or training state",
         )
-    still_meta = [key for key, tensor in model.state_dict().items() if tensor.is_meta]
-    if still_meta:
-        raise WSIPipelineError(
-            f"checkpoint left tensors of the '{name}' architecture unset: {still_meta[:3]}",
-            where=str(path),
-            fix=f"use the official '{name}' checkpoint",
-        )
-    return model
+    return state
