@@ -7,8 +7,8 @@ import pytest
 
 from wsi_pipeline.config import TilingConfig
 from wsi_pipeline.features import extract_slide_features, load_encoder
-from wsi_pipeline.sources.synthetic import SyntheticSlideSpec, generate_slide
 from wsi_pipeline.sources.registry import open_source
+from wsi_pipeline.sources.synthetic import SyntheticSlideSpec, generate_slide
 from wsi_pipeline.store import FeatureStore, features_key
 from wsi_pipeline.tiling import tile_slide
 
@@ -38,11 +38,11 @@ def test_interrupted_extraction_leaves_no_complete_entry(tiled, tmp_path, monkey
     calls = {"n": 0}
     real_embed = type(encoder).embed
 
-    def failing_embed(self, tiles):
+    def failing_embed(self, tiles, stain_source=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # what a killed worker or Ctrl-C looks like mid-slide
-        return real_embed(self, tiles)
+        return real_embed(self, tiles, stain_source)
 
     monkeypatch.setattr(type(encoder), "embed", failing_embed)
     with pytest.raises(KeyboardInterrupt):

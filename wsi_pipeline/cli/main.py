@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--slide-mpp", type=float, help="the slide's level-0 µm/px, overriding (or replacing missing) metadata")
     export.add_argument("--source", default="wsi", help="image source that reads it (default: wsi, OpenSlide)")
     add_store_parser(commands)
+
+    models = commands.add_parser(
+        "models", help="list the encoders (dim, input, mean/std, µm/px, tile size) and whether their weights are here",
+        description="the encoder registry; any timm model is also usable as timm:<name>",
+    )
+    models.add_argument("--json", action="store_true", help="print a JSON list of objects (name, dim, ..., weights)")
     return parser
 
 
@@ -95,6 +101,32 @@ def tiles_command(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def models_command(args: argparse.Namespace) -> int:
+    """``models``: the registry as a table, or JSON on stdout."""
+    import json
+
+    from rich.table import Table
+
+    from wsi_pipeline.features.catalogue import list_models
+
+    records = list_models()
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    table = Table(title="encoders (also: timm:<any timm model>)")
+    for column in ("name", "dim", "input", "mean / std", "µm/px", "tile px", "output", "weights"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        size = "x".join(map(str, r["input_size"])) + f" {r['interpolation']}" + (f" crop {r['crop_pct']:.3g}" if r["crop_pct"] < 1 else "")
+        stats = f"{tuple(round(v, 3) for v in r['mean'])} / {tuple(round(v, 3) for v in r['std'])}"
+        where = r["weights"] or f"[red]not found[/red] ({' or '.join(r['weights_files'])}; {r['hf_repo']})"
+        mpp = "natural images" if r["recommended_mpp"] is None else f"{r['recommended_mpp']:g}"
+        name = f"{r['name']} [yellow](demo)[/yellow]" if r["is_demo"] else r["name"]
+        table.add_row(name, str(r["dim"]), size, stats, mpp, str(r["recommended_tile_px"]), r["output"], where)
+    Console().print(table)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status.
 
@@ -110,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return tiles_command(args, console)
         if args.command == "store":
             return store_command(args)
+        if args.command == "models":
+            return models_command(args)
         from wsi_pipeline.config.loader import load_run_config
         from wsi_pipeline.engine.plan import dry_run
         from wsi_pipeline.engine.runner import STAGES, run_pipeline

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:  # the features layer imports torch; the config must load without it
+    from wsi_pipeline.features.stain_step import StainSettings
 
 
 class StrictModel(BaseModel):
@@ -136,6 +139,27 @@ class TilingConfig(StrictModel):
         return value
 
 
+class StainNormalisationConfig(StrictModel):
+    """Stain normalisation before an encoder's own preprocessing; it changes the encoder's store key."""
+
+    method: Literal["macenko", "reinhard"]
+    target: str = Field(
+        "default",
+        description="'default' (Macenko's published H&E reference; Reinhard has none) or the path of a reference image, "
+        "or of a folder of them, whose colours every tile takes",
+    )
+    source: Literal["tile", "slide"] = Field(
+        "tile", description="estimate each tile's stains ('tile'), or each slide's once from a sample of its tiles ('slide')"
+    )
+    slide_sample_tiles: int = Field(64, ge=1, description="tiles sampled across the slide with source 'slide'")
+
+    def settings(self) -> StainSettings:
+        """The hashable settings the encoder is built and keyed with."""
+        from wsi_pipeline.features.stain_step import StainSettings
+
+        return StainSettings(self.method, self.target, self.source, self.slide_sample_tiles)
+
+
 class FeaturesConfig(StrictModel):
     """Which encoder embeds the tiles, how tiles are read, and how inference runs."""
 
@@ -150,6 +174,9 @@ class FeaturesConfig(StrictModel):
         64, description="tiles per forward pass; 'auto' picks the largest power of two up to 1024 that fits in GPU memory (64 on the CPU)"
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    stain_normalisation: StainNormalisationConfig | None = Field(
+        None, description="optional Macenko or Reinhard stain normalisation on the device before the encoder's preprocessing"
+    )
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="autocast dtype of the forward pass: 'auto' is bfloat16 on CUDA and float32 on the CPU"
     )
@@ -173,6 +200,11 @@ class FeaturesConfig(StrictModel):
         description="where raw JPEG tiles are decoded: 'cpu' (libjpeg-turbo threads), 'gpu' (nvImageCodec or nvJPEG; "
         "needs the 'gpu' extra and CUDA), 'auto' (the GPU when the encoder runs on one and a GPU decoder is installed)",
     )
+
+    @property
+    def stain(self) -> StainSettings | None:
+        """Stain settings for the encoder (``None``: no stain normalisation)."""
+        return None if self.stain_normalisation is None else self.stain_normalisation.settings()
 
     @field_validator("batch_size")
     @classmethod

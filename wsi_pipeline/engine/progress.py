@@ -16,7 +16,13 @@ from typing import Any
 
 from distributed import Client, Future, as_completed
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from wsi_pipeline.engine.outcome import ItemOutcome
 

@@ -120,7 +120,7 @@ def encoder_id_of(config: RunConfig) -> str:
     from wsi_pipeline.features.encoder import encoder_id_for
 
     features = config.workflow.features
-    return encoder_id_for(features.encoder, features.weights, allow_download=features.allow_download)
+    return encoder_id_for(features.encoder, features.weights, allow_download=features.allow_download, stain=features.stain)
 
 
 def slide_uids(cohort: Cohort, record: RunRecord, source_name: str) -> dict[str, str]:

@@ -14,12 +14,21 @@ from wsi_pipeline.config.workflow import FeaturesConfig, ModelConfig, TilingConf
 from wsi_pipeline.engine.outcome import ItemOutcome, guarded
 from wsi_pipeline.mil.cohort_bags import BagSource, load_bags
 from wsi_pipeline.mil.splits import FoldPlan
-from wsi_pipeline.sources.protocol import ReadOptions, TileSource, mpp_disagreement, require_mpp
+from wsi_pipeline.sources.protocol import (
+    ReadOptions,
+    TileSource,
+    mpp_disagreement,
+    require_mpp,
+)
 from wsi_pipeline.sources.registry import open_source
-from wsi_pipeline.store.feature_store import FeatureStore, features_key, slide_entry, tiling_key
+from wsi_pipeline.store.feature_store import (
+    FeatureStore,
+    features_key,
+    slide_entry,
+    tiling_key,
+)
 from wsi_pipeline.tiling.qc_table import QC_TABLE_COLUMNS
 from wsi_pipeline.tiling.slide_tiling import SlideTiling, tile_slide
-
 
 #: Tiling attributes repeated on every feature entry, so an entry explains itself alone.
 TILING_PROVENANCE = (
@@ -203,7 +212,10 @@ def extract_task(
 
     def work() -> ItemOutcome:
         from wsi_pipeline.features.encoder import load_encoder
-        from wsi_pipeline.features.extract import extract_slide_features, read_options_for
+        from wsi_pipeline.features.extract import (
+            extract_slide_features,
+            read_options_for,
+        )
 
         budget = worker_threads(threads)
         set_torch_threads(budget)
@@ -216,7 +228,7 @@ def extract_task(
             entry = store.read_tiling(tid, entry_name)
             encoder = load_encoder(
                 features.encoder, features.weights, features.device, precision=features.precision, compile=features.compile,
-                allow_download=features.allow_download,
+                allow_download=features.allow_download, stain=features.stain,
             )
             if encoder.encoder_id != encoder_id:
                 raise RuntimeError(f"worker loaded encoder {encoder.encoder_id}, client expected {encoder_id}: weights differ between machines")

@@ -14,6 +14,7 @@ from torch import nn
 from wsi_pipeline.features.network import build_network
 from wsi_pipeline.features.preprocessing import Preprocessing
 from wsi_pipeline.features.registry import EncoderSpec, encoder_slug, get_encoder_spec
+from wsi_pipeline.features.stain_step import StainSettings, StainStep
 from wsi_pipeline.features.weights import resolve_weights, state_dict_sha256
 from wsi_pipeline.store.keys import file_sha256, short_hash
 
@@ -102,7 +103,7 @@ class LoadedEncoder:
             "compiled": self.compiled,
         }
 
-    def preprocess(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def preprocess(self, tiles: np.ndarray | torch.Tensor, stain_source: object = None) -> torch.Tensor:
         """(B, H, W, 3) uint8 → the network's normalised (B, 3, S, S) float input on the device.
 
         ``tiles`` may be a numpy array (pinned memory is copied asynchronously) or a tensor
@@ -111,15 +112,18 @@ class LoadedEncoder:
         """
         if isinstance(tiles, np.ndarray):
             tiles = torch.from_numpy(np.ascontiguousarray(tiles))
-        batch = self.preprocessing(tiles.to(self.device, non_blocking=True))
+        batch = self.preprocessing(tiles.to(self.device, non_blocking=True), stain_source)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
     @torch.inference_mode()
-    def embed(self, tiles: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Embed a batch of RGB tiles; returns (B, dim) float32 on the CPU."""
-        batch = self.preprocess(tiles)
+    def embed(self, tiles: np.ndarray | torch.Tensor, stain_source: object = None) -> np.ndarray:
+        """Embed a batch of RGB tiles; returns (B, dim) float32 on the CPU.
+
+        ``stain_source``: the slide's fitted stains, with per-slide stain normalisation.
+        """
+        batch = self.preprocess(tiles, stain_source)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
             features = self.model(batch)
         return features.float().cpu().numpy()
@@ -168,7 +172,9 @@ def format_encoder_id(spec: EncoderSpec, weights_sha256: str, preprocessing: dic
     return f"{encoder_slug(spec.name)}-{digest}"
 
 
-def encoder_id_for(name: str, weights: str | Path | None = None, *, allow_download: bool = False) -> str:
+def encoder_id_for(
+    name: str, weights: str | Path | None = None, *, allow_download: bool = False, stain: StainSettings | None = None
+) -> str:
     """Return an encoder's store key without building it when its weights are a file.
 
     A ViT-g checkpoint is only hashed here, not loaded: the client needs the key to find
@@ -181,14 +187,16 @@ def encoder_id_for(name: str, weights: str | Path | None = None, *, allow_downlo
     """
     spec = get_encoder_spec(name)
     if not spec.needs_weights:
-        return load_encoder(name, weights, "cpu").encoder_id
+        return load_encoder(name, weights, "cpu", stain=stain).encoder_id
     path = resolve_weights(spec, weights, allow_download)
-    return format_encoder_id(spec, file_sha256(str(path)), preprocessing_for(spec).describe())
+    return format_encoder_id(spec, file_sha256(str(path)), preprocessing_for(spec, stain).describe())
 
 
-def preprocessing_for(spec: EncoderSpec) -> Preprocessing:
-    """An entry's preprocessing, from timm's resolution of its pretrained config."""
-    return Preprocessing.from_data_config(spec.data_config())
+def preprocessing_for(spec: EncoderSpec, stain: StainSettings | None = None) -> Preprocessing:
+    """An entry's preprocessing, from timm's resolution of its pretrained config, with optional
+    stain normalisation first (its target fitted here, once)."""
+    step = None if stain is None else StainStep.from_settings(stain)
+    return Preprocessing.from_data_config(spec.data_config(), step)
 
 
 def load_encoder(
@@ -199,6 +207,7 @@ def load_encoder(
     precision: str = "auto",
     compile: bool = False,
     allow_download: bool = False,
+    stain: StainSettings | None = None,
 ) -> LoadedEncoder:
     """Build an encoder from the registry with its weights (offline) on a device.
 
@@ -216,6 +225,8 @@ def load_encoder(
         Wrap the network in ``torch.compile`` (compiled on its first batch).
     allow_download
         Fetch missing weights from the Hugging Face hub (``features.allow_download``).
+    stain
+        Stain normalisation before the rest of the preprocessing (``features.stain_normalisation``).
 
     Returns
     -------
@@ -226,7 +237,7 @@ def load_encoder(
     # same encoder at once, loading a checkpoint once per thread and racing on torch's global
     # random state (a seeded random-weight encoder then gets the wrong weights).
     with _BUILD_LOCK:
-        return _load_encoder_cached(name, None if weights is None else str(weights), device, precision, compile, allow_download)
+        return _load_encoder_cached(name, None if weights is None else str(weights), device, precision, compile, allow_download, stain)
 
 
 _BUILD_LOCK = threading.Lock()
@@ -234,7 +245,7 @@ _BUILD_LOCK = threading.Lock()
 
 @lru_cache(maxsize=4)
 def _load_encoder_cached(
-    name: str, weights: str | None, device: str, precision: str, compile: bool, allow_download: bool
+    name: str, weights: str | None, device: str, precision: str, compile: bool, allow_download: bool, stain: StainSettings | None
 ) -> LoadedEncoder:
     spec = get_encoder_spec(name)
     if not spec.needs_weights:
@@ -258,7 +269,7 @@ def _load_encoder_cached(
         torch_device,
         None if path is None else str(path),
         sha,
-        preprocessing_for(spec),
+        preprocessing_for(spec, stain),
         autocast_dtype=resolve_precision(precision, torch_device),
         channels_last=channels_last,
         compiled=compile,

@@ -89,10 +89,11 @@ def extract_slide_features(
         dim=encoder.spec.dim,
         attrs={**attrs, **encoder.provenance(), "tiling_id": tiling_id, "slide_uid": slide_uid, "batch_size": batch_size},
     )
+    stain_source = slide_stain_source(source, coords, size_level0, tile_px, encoder)
     done = 0
     with BackgroundWriter(writer) as background:
         for batch in iter_tile_batches(source, coords, size_level0, tile_px, batch_size):
-            features = encoder.embed(batch)
+            features = encoder.embed(batch, stain_source)
             if not np.isfinite(features).all():
                 raise FloatingPointError(f"encoder '{encoder.spec.name}' produced non-finite features")
             background.write(features)
@@ -100,5 +101,20 @@ def extract_slide_features(
             if on_batch is not None:
                 on_batch(done)
     # Known only once tiles were read: the raw JPEG path, or OpenSlide and why.
-    writer.complete(tile_reader=getattr(source, "read_path", type(source).__name__))
+    stain = {} if stain_source is None else {"stain_source": stain_source.to_dict()}
+    writer.complete(tile_reader=getattr(source, "read_path", type(source).__name__), **stain)
     return done
+
+
+def slide_stain_source(
+    source: TileSource, coords: np.ndarray, size_level0: float, tile_px: int, encoder: LoadedEncoder
+) -> object | None:
+    """The slide's own stains, fitted on a sample of its tiles spread over the grid, when the
+    encoder normalises stains per slide; ``None`` otherwise (or with too little tissue)."""
+    stain = encoder.preprocessing.stain
+    if stain is None or not getattr(stain, "per_slide", False) or len(coords) == 0:
+        return None
+    n = min(len(coords), stain.settings.slide_sample_tiles)
+    sample = coords[np.linspace(0, len(coords) - 1, n).round().astype(int)]
+    tiles = np.concatenate([np.asarray(b.cpu()) if hasattr(b, "cpu") else b for b in source.read_tiles(sample, size_level0, tile_px, n)])
+    return stain.fit_source(tiles)

@@ -20,9 +20,10 @@ TORCH_MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest
 
 
 class StainStep(Protocol):
-    """A stain normaliser applied to (B, 3, H, W) float RGB in [0, 255] on the device."""
+    """A stain normaliser applied to (B, 3, H, W) float RGB in [0, 255] on the device; ``source``
+    is a slide's own fitted stains (``None``: each tile's are estimated)."""
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, batch: torch.Tensor, source: Any = None) -> torch.Tensor: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -87,11 +88,14 @@ class Preprocessing:
             self._constants[device] = (1.0 / (255.0 * std), -mean / std)
         return self._constants[device]
 
-    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        """``tiles`` (B, H, W, 3) uint8 on the target device → (B, 3, S, S) float32."""
+    def __call__(self, tiles: torch.Tensor, stain_source: Any = None) -> torch.Tensor:
+        """``tiles`` (B, H, W, 3) uint8 on the target device → (B, 3, S, S) float32.
+
+        ``stain_source`` is the slide's fitted stains when they are estimated per slide.
+        """
         batch = tiles.permute(0, 3, 1, 2).float()
         if self.stain is not None:
-            batch = self.stain(batch)
+            batch = self.stain(batch, stain_source)
         size = self.resize_px
         if batch.shape[-2:] != (size, size):
             mode = TORCH_MODES[self.interpolation]

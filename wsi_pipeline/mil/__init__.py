@@ -7,11 +7,21 @@ plans), ``folds`` (a run's plan and ``folds.csv``), ``train`` (one fit), ``cv`` 
 predictions), ``predictions`` (the run's ``predictions.csv``).
 """
 
-from wsi_pipeline.mil.cohort_bags import AvailableBags, BagSource, available_bags, load_bags, slide_entries
+from wsi_pipeline.mil.cohort_bags import (
+    AvailableBags,
+    BagSource,
+    available_bags,
+    load_bags,
+    slide_entries,
+)
 from wsi_pipeline.mil.cv import PREDICTION_COLUMNS, cross_validate, train_fold
 from wsi_pipeline.mil.folds import FOLDS_FILE, folds_frame, plan_run_folds, write_folds
 from wsi_pipeline.mil.models import GatedABMIL, MeanPoolMLP
-from wsi_pipeline.mil.predictions import PREDICTIONS_FILE, assemble_predictions, write_predictions
+from wsi_pipeline.mil.predictions import (
+    PREDICTIONS_FILE,
+    assemble_predictions,
+    write_predictions,
+)
 from wsi_pipeline.mil.registry import (
     AGGREGATORS,
     AggregatorSpec,
@@ -21,7 +31,13 @@ from wsi_pipeline.mil.registry import (
     register_aggregator,
 )
 from wsi_pipeline.mil.splits import FoldPlan, LeakageError, assert_disjoint, plan_folds
-from wsi_pipeline.mil.train import TrainConfig, attention_weights, bag_logits, fit_aggregator, predict_bags
+from wsi_pipeline.mil.train import (
+    TrainConfig,
+    attention_weights,
+    bag_logits,
+    fit_aggregator,
+    predict_bags,
+)
 
 __all__ = [
     "AGGREGATORS",

@@ -19,11 +19,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.atomic import atomic_path
+from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.scoring.bootstrap import bootstrap_ci
 from wsi_pipeline.scoring.formatting import format_interval, format_p
-from wsi_pipeline.scoring.predictions import SURVIVAL_COLUMNS, has_survival, validate_predictions
+from wsi_pipeline.scoring.predictions import (
+    SURVIVAL_COLUMNS,
+    has_survival,
+    validate_predictions,
+)
 from wsi_pipeline.scoring.survival import km_by_group, predicted_groups
 
 _DPI = 150

@@ -16,10 +16,16 @@ from typing import Any
 
 import pandas as pd
 
-from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.atomic import atomic_write_text
+from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.scoring.bootstrap import bootstrap_ci
-from wsi_pipeline.scoring.layout import METRICS_FILE, PLOTS_DIR, ROC_PLOT, km_plot_name, safe_name
+from wsi_pipeline.scoring.layout import (
+    METRICS_FILE,
+    PLOTS_DIR,
+    ROC_PLOT,
+    km_plot_name,
+    safe_name,
+)
 from wsi_pipeline.scoring.metrics import METRIC_NAMES, metric_function
 from wsi_pipeline.scoring.predictions import (
     SURVIVAL_COLUMNS,

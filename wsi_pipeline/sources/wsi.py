@@ -22,7 +22,12 @@ from PIL import Image
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.fingerprint import slide_uid
 from wsi_pipeline.sources.protocol import ReadOptions, level_for_downsample, require_mpp
-from wsi_pipeline.sources.tile_reader import RegionReader, plan_strips, read_tiles_in_strips, resize_rgb_tensor
+from wsi_pipeline.sources.tile_reader import (
+    RegionReader,
+    plan_strips,
+    read_tiles_in_strips,
+    resize_rgb_tensor,
+)
 
 #: Pixels of a pyramid level read in one piece for a thumbnail; a larger level is read in blocks
 #: so memory follows the thumbnail, not the slide (a flat 150k x 100k TIFF would otherwise need

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-
-from .generate import write_rendered_slide
 from .fields import resample_rows, smooth_noise
+from .generate import write_rendered_slide
 from .layout import make_layout
 from .nuclei import LYMPHOCYTE, TUMOUR, make_stamp_bank, sample_centres, stamp_nuclei
 from .slide import render_slide

@@ -58,8 +58,22 @@ from .aperio import (
     thumbnail_description,
 )
 from .fields import resize_bilinear, smooth_noise
-from .nuclei import FIBROBLAST, LYMPHOCYTE, TUMOUR, make_stamp_bank, sample_centres, stamp_nuclei
-from .slide import DENSITY_FIBROBLAST, DENSITY_TUMOUR, EOSIN_NEST, EOSIN_STROMA, FIBRE_STROMA, TEXTURE_UM
+from .nuclei import (
+    FIBROBLAST,
+    LYMPHOCYTE,
+    TUMOUR,
+    make_stamp_bank,
+    sample_centres,
+    stamp_nuclei,
+)
+from .slide import (
+    DENSITY_FIBROBLAST,
+    DENSITY_TUMOUR,
+    EOSIN_NEST,
+    EOSIN_STROMA,
+    FIBRE_STROMA,
+    TEXTURE_UM,
+)
 from .stain import compose_rgb
 from .tiff import SOFTWARE, downsample_2x, level_page_options
 

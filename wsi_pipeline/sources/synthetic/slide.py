@@ -8,7 +8,14 @@ import numpy as np
 
 from .fields import resample_rows, resize_bilinear, sample_points, smooth_noise
 from .layout import SlideLayout, make_layout
-from .nuclei import FIBROBLAST, LYMPHOCYTE, TUMOUR, make_stamp_bank, sample_centres, stamp_nuclei
+from .nuclei import (
+    FIBROBLAST,
+    LYMPHOCYTE,
+    TUMOUR,
+    make_stamp_bank,
+    sample_centres,
+    stamp_nuclei,
+)
 from .spec import MASK_DOWNSAMPLE, SlideTruth, SyntheticSlideSpec, truth_grid_shape
 from .stain import compose_rgb
 

@@ -26,7 +26,10 @@ from wsi_pipeline.tiling.tissue.brightfield import (
 from wsi_pipeline.tiling.tissue.fluorescence import fluorescence_mask, looks_fluorescent
 from wsi_pipeline.tiling.tissue.otsu import otsu_saturation_mask
 from wsi_pipeline.tiling.tissue.pen import INK_COLOURS, ink_masks, pen_mask
-from wsi_pipeline.tiling.tissue.thumbnail import segmentation_mpp, segmentation_thumbnail
+from wsi_pipeline.tiling.tissue.thumbnail import (
+    segmentation_mpp,
+    segmentation_thumbnail,
+)
 
 # Importing the method modules registers them.
 from wsi_pipeline.tiling.tissue import auto as _auto  # noqa: F401  (isort: skip)

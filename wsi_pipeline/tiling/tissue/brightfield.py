@@ -20,10 +20,13 @@ import numpy as np
 from scipy import ndimage
 from skimage import morphology
 
-from wsi_pipeline.tiling.tissue.bands import gaussian_halo, row_bands
-from wsi_pipeline.tiling.tissue.pen import PEN_DILATION_UM, ink_masks
 from wsi_pipeline.tiling.channels import channel_max, channel_min
-from wsi_pipeline.tiling.tissue.components import remove_small_objects, remove_small_holes
+from wsi_pipeline.tiling.tissue.bands import gaussian_halo, row_bands
+from wsi_pipeline.tiling.tissue.components import (
+    remove_small_holes,
+    remove_small_objects,
+)
+from wsi_pipeline.tiling.tissue.pen import PEN_DILATION_UM, ink_masks
 
 #: A glass pixel: every channel at least this bright, red and green within `GLASS_MAX_SPREAD` of
 #: each other, blue within `GLASS_MAX_TINT` of them (fractions of the brightest channel). Glass is

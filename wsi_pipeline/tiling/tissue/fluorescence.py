@@ -12,8 +12,12 @@ import numpy as np
 from scipy import ndimage
 from skimage import filters
 
-from wsi_pipeline.tiling.tissue.brightfield import clean_mask, glass_pixels, stats_stride
 from wsi_pipeline.tiling.channels import channel_max
+from wsi_pipeline.tiling.tissue.brightfield import (
+    clean_mask,
+    glass_pixels,
+    stats_stride,
+)
 
 #: A pixel is dark when its brightest channel is below this level.
 DARK_LEVEL = 64

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from wsi_pipeline.config.workflow import TissueConfig, TissueModelConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.protocol import TileSource, require_mpp

@@ -8,8 +8,8 @@ from skimage import color, filters
 from wsi_pipeline.config.workflow import TissueConfig
 from wsi_pipeline.sources.protocol import TileSource
 from wsi_pipeline.tiling.tissue.base import TissueMap, register_tissue_method
-from wsi_pipeline.tiling.tissue.thumbnail import segmentation_thumbnail
 from wsi_pipeline.tiling.tissue.brightfield import CLOSING_UM, clean_mask
+from wsi_pipeline.tiling.tissue.thumbnail import segmentation_thumbnail
 
 #: Pixels this bright and this grey are glass whatever Otsu says: keeps a slide that is almost
 #: all tissue from having its paler tissue thrown out as "background".
