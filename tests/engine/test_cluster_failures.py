@@ -145,3 +145,10 @@ def test_two_runs_on_one_store_at_once_compute_each_entry_once(cohort, clean_fea
     for uid, values in clean_features.items():
         np.testing.assert_array_equal(features[uid], values)
     assert not list(store.glob("**/.tmp*"))
+    # `wsi-pipeline store verify`: every entry intact (arrays, chunks, checksums), none left incomplete.
+    check = subprocess.run([sys.executable, "-m", "wsi_pipeline.cli.main", "store", "verify", str(store), "--json"],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout[-2000:]
+    report = json.loads(check.stdout)
+    statuses = [entry["status"] for entry in report["entries"]]
+    assert statuses.count("ok") == 16 and len(statuses) == 16, report

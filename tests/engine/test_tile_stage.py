@@ -167,3 +167,42 @@ def test_one_slide_under_two_ids_is_computed_once_and_reused(cohort):
         pair = {o.item: o for o in result.record.outcomes if o.stage == stage and o.item in {original["slide_id"], "copy"}}
         assert pair[original["slide_id"]].info["slide_uid"] == pair["copy"].info["slide_uid"]
         assert sorted(o.status for o in pair.values()) == ["done", "skipped"], stage
+
+
+def test_another_challenge_over_the_same_slides_under_other_paths_recomputes_nothing(cohort):
+    """A feature is computed once, whichever manifest asks: the same slides copied elsewhere under
+    other ids, for another challenge (another workflow with the same tiling and encoder), on a
+    shared store, are all reused and the store gains no entry."""
+    from wsi_pipeline.store.inventory import list_entries
+    from wsi_pipeline.store.verify import verify_store
+
+    tmp_path, folder, table = cohort
+    store = tmp_path / "shared-store"
+    first_manifest = write_manifest(tmp_path, str(table))
+    first_manifest.write_text(first_manifest.read_text() + f"store: {store}\n")
+    first, _ = run(first_manifest, stages=("tile", "extract"))
+    assert first.exit_code == EXIT_OK
+    before = sorted((e.key, e.complete) for e in list_entries(str(store)))
+    assert sum(key.startswith("features/") for key, _ in before) == 4
+
+    other = tmp_path / "other-challenge"
+    shutil.copytree(folder, other / "slides")
+    rows = pd.read_csv(table, dtype={"patient_id": str})
+    rows["slide_id"] = "case-" + rows["slide_id"]
+    rows["patient_id"] = "p-" + rows["patient_id"]
+    rows["slide_path"] = [str(other / "slides" / p) for p in rows["slide_path"]]
+    rows.to_csv(other / "cohort.csv", index=False)
+    workflow = yaml.safe_load((REPO / "workflows" / "demo.yaml").read_text())
+    workflow.update(name="other-challenge", task={**workflow["task"], "positive_name": "relapse", "negative_name": "no relapse"})
+    workflow["model"]["aggregators"] = ["meanpool"]
+    (other / "workflow.yaml").write_text(yaml.safe_dump(workflow))
+    (other / "manifest.yaml").write_text(yaml.safe_dump({
+        "workflow": str(other / "workflow.yaml"), "cohort": {"table": str(other / "cohort.csv")}, "output": "out",
+        "store": str(store), "cluster": {"n_workers": 2, "threads_per_worker": 1}, "seed": 3,
+    }))
+    second, _ = run(other / "manifest.yaml", stages=("tile", "extract"))
+    assert second.exit_code == EXIT_OK
+    for stage in ("tile", "extract"):
+        assert second.record.count(stage) == {"done": 0, "skipped": 4, "failed": 0, "blocked": 0}, stage
+    assert sorted((e.key, e.complete) for e in list_entries(str(store))) == before
+    assert not verify_store(str(store)).bad
