@@ -26,28 +26,31 @@ def test_missing_uni_weights_say_where_to_put_them(tmp_path, monkeypatch):
         load_encoder("uni", device="cpu")
 
 
-def test_uni_loads_a_checkpoint_in_the_real_key_layout(tmp_path, monkeypatch):
-    # Random weights saved under UNI's architecture (timm ViT-L/16, layer scale) stand in for the real file.
-    with torch.device("meta"):
-        reference = timm.create_model("vit_large_patch16_224", init_values=1e-5, num_classes=0, dynamic_img_size=True)
-    generator = torch.Generator().manual_seed(0)
-    state = {k: torch.empty(v.shape).uniform_(-0.03, 0.03, generator=generator) for k, v in reference.state_dict().items()}
-    reference.load_state_dict(state, assign=True)
-    assert "blocks.0.ls1.gamma" in state and len(state) == 342  # layer scale: part of UNI's key layout
-    folder = tmp_path / "uni"
+def test_an_encoder_loads_its_checkpoint_from_the_weights_folder_and_embeds_like_its_network(tmp_path, monkeypatch):
+    """The whole path: found in $WSI_PIPELINE_WEIGHTS/<name>/, hashed into the key, loaded, embedded.
+
+    ResNet-50 cut after stage 3, from a checkpoint in torchvision's layout (stage 4 and the
+    classifier included, as published): small enough to load at full size here.
+    """
+    import torchvision
+
+    reference = torchvision.models.resnet50(weights=None).eval()
+    folder = tmp_path / "resnet50-trunc"
     folder.mkdir()
-    torch.save(state, folder / "pytorch_model.bin")
+    torch.save(reference.state_dict(), folder / "pytorch_model.bin")
     monkeypatch.setenv("WSI_PIPELINE_WEIGHTS", str(tmp_path))
-    encoder = load_encoder("uni", device="cpu")
+    encoder = load_encoder("resnet50-trunc", device="cpu")
     assert encoder.weights_path == str(folder / "pytorch_model.bin")
-    assert encoder.encoder_id.startswith("uni-") and len(encoder.weights_sha256) == 64
+    assert encoder.encoder_id.startswith("resnet50-trunc-") and len(encoder.weights_sha256) == 64
     assert encoder.provenance()["preprocessing"]["resize_to"] == 224
-    assert encoder_id_for("uni") == encoder.encoder_id
-    tiles = np.random.default_rng(0).integers(0, 255, (1, 256, 256, 3), dtype=np.uint8)
+    assert encoder_id_for("resnet50-trunc") == encoder.encoder_id
+    tiles = np.random.default_rng(0).integers(0, 255, (2, 256, 256, 3), dtype=np.uint8)
     features = encoder.embed(tiles)
-    assert features.shape == (1, 1024) and np.isfinite(features).all()
+    assert features.shape == (2, 1024) and np.isfinite(features).all()
     with torch.inference_mode():
-        expected = reference.eval()(encoder.preprocess(tiles)).numpy()
+        x = encoder.preprocess(tiles)
+        x = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        expected = reference.layer3(reference.layer2(reference.layer1(x))).mean(dim=(2, 3)).numpy()
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
 
 

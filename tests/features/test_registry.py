@@ -1,5 +1,5 @@
 """Every registry entry: its model-card constants, its full-size architecture, and a random
-checkpoint in its published key layout loaded into it (at the real width, two blocks deep)."""
+checkpoint in its published key layout loaded into it (at the real width, one block deep)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def test_full_size_architecture_has_the_published_parameter_count(name):
 
 
 def shallow(spec) -> dict:
-    """Two blocks instead of 12-40: the same width, tokens and per-block key layout."""
-    return {"depth": 2} if spec.architecture.startswith("vit") else {}
+    """One block instead of 12-40: the same width, tokens and per-block key layout."""
+    return {"depth": 1} if spec.architecture.startswith("vit") else {}
 
 
 def random_state(network: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
