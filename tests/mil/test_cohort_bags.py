@@ -142,7 +142,7 @@ def test_a_train_task_reads_only_its_folds_patients_and_predicts_as_with_every_b
     model = ModelConfig(aggregators=["meanpool"], max_epochs=3, patience=2, hidden_dim=8, max_instances=None, device="cpu")
     # The old way, for comparison: every patient's bag in memory.
     every_bag = load_bags(source, source.patients)
-    config = TrainConfig(**model.model_dump(exclude={"aggregators", "device"}))
+    config = TrainConfig.from_model(model)
     expected = train_fold(plan, "meanpool", every_bag, labels, config, seed=5)
 
     read = []

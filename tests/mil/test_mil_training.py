@@ -10,8 +10,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from wsi_pipeline.config.workflow import ModelConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.cv import PREDICTION_COLUMNS, cross_validate, train_fold
+from wsi_pipeline.mil.registry import available_aggregators, resolve_params
 from wsi_pipeline.mil.splits import FoldPlan, LeakageError, plan_folds
 from wsi_pipeline.mil.train import (
     LOSS_TIE_TOLERANCE,
@@ -23,6 +25,7 @@ from wsi_pipeline.mil.train import (
     resolve_device,
     validation_scores,
 )
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -37,7 +40,12 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-FAST = TrainConfig(lr=1e-3, max_epochs=30, patience=6, hidden_dim=32, max_instances=64)
+def train_config(**settings) -> TrainConfig:
+    """Training settings as a workflow's model section gives them (checked there)."""
+    return TrainConfig.from_model(ModelConfig(**settings))
+
+
+FAST = train_config(lr=1e-3, max_epochs=30, patience=6, hidden_dim=32, max_instances=64)
 
 
 def synthetic_mil(n_bags: int = 60, dim: int = 64, seed: int = 0, witness_fraction: float = 0.15):
@@ -92,7 +100,7 @@ def test_abmil_learns_a_synthetic_mil_problem_out_of_fold():
 
 def test_cross_validate_gives_one_row_per_patient_and_aggregator():
     bags, labels = synthetic_mil(n_bags=20, dim=16, seed=3)
-    config = TrainConfig(max_epochs=2, patience=1, hidden_dim=8)
+    config = train_config(max_epochs=2, patience=1, hidden_dim=8)
     predictions = cross_validate(bags, labels, ["abmil", "meanpool"], n_folds=4, config=config)
     assert len(predictions) == 2 * len(bags)
     for model, rows in predictions.groupby("model"):
@@ -107,15 +115,16 @@ def test_cross_validate_gives_one_row_per_patient_and_aggregator():
 
 def test_unknown_aggregator_fails_before_any_training():
     bags, labels = synthetic_mil(n_bags=20, dim=16)
-    with pytest.raises(WSIPipelineError, match="abmil, meanpool"):
+    with pytest.raises(WSIPipelineError, match="unknown aggregator 'clam'; did you mean") as error:
         cross_validate(bags, labels, ["meanpool", "clam"], n_folds=4)
+    assert all(name in str(error.value) for name in available_aggregators())
 
 
 def test_early_stopping_restores_the_best_validation_epoch():
     bags, labels = noise_bags()
     ids = list(bags)
     fit_ids, val_ids = ids[:20], ids[20:]
-    config = TrainConfig(lr=3e-3, max_epochs=40, patience=5, dropout=0.0, max_instances=None)
+    config = train_config(lr=3e-3, max_epochs=40, patience=5, dropout=0.0, max_instances=None)
     model, history = fit_aggregator("abmil", bags, labels, fit_ids, val_ids, config, seed=0)
 
     val_losses = history["val_loss"]
@@ -127,7 +136,7 @@ def test_early_stopping_restores_the_best_validation_epoch():
     assert val_losses[-1] > val_losses[best] + 0.05
 
     y_val = np.array([labels[p] for p in val_ids])
-    loss, auc = validation_scores(bag_logits(model, bags, val_ids), y_val, history["pos_weight"])
+    loss, _ = validation_scores(bag_logits(model, bags, val_ids), y_val, history["pos_weight"])
     assert loss == pytest.approx(val_losses[best], abs=1e-6)
     assert loss == pytest.approx(history["best_val_loss"], abs=1e-6)
     assert not model.training
@@ -137,7 +146,7 @@ def test_training_touches_only_fit_and_validation_patients():
     bags, labels = synthetic_mil(n_bags=24, dim=16)
     plan = plan_folds(list(labels), list(labels.values()), n_folds=4)[0]
     recorded_bags, recorded_labels = RecordingMapping(bags), RecordingMapping(labels)
-    fit_aggregator("abmil", recorded_bags, recorded_labels, plan.fit_ids, plan.val_ids, TrainConfig(max_epochs=3), seed=0)
+    fit_aggregator("abmil", recorded_bags, recorded_labels, plan.fit_ids, plan.val_ids, train_config(max_epochs=3), seed=0)
     allowed = set(plan.fit_ids) | set(plan.val_ids)
     assert recorded_bags.read <= allowed and recorded_labels.read <= allowed
     assert not recorded_bags.read & set(plan.test_ids)
@@ -148,13 +157,13 @@ def test_train_fold_refuses_a_plan_that_tests_on_training_patients():
     ids = list(bags)
     leaky = FoldPlan(fold=0, fit_ids=tuple(ids[:12]), val_ids=tuple(ids[12:16]), test_ids=tuple(ids[10:20]))
     with pytest.raises(LeakageError, match="fold 0 test vs fit"):
-        train_fold(leaky, "abmil", bags, labels, TrainConfig(max_epochs=1), seed=0)
+        train_fold(leaky, "abmil", bags, labels, train_config(max_epochs=1), seed=0)
 
 
 def test_train_fold_predicts_exactly_the_test_patients():
     bags, labels = synthetic_mil(n_bags=20, dim=16)
     plan = plan_folds(list(labels), list(labels.values()), n_folds=4, seed=1)[2]
-    rows = train_fold(plan, "meanpool", bags, labels, TrainConfig(max_epochs=2), seed=0)
+    rows = train_fold(plan, "meanpool", bags, labels, train_config(max_epochs=2), seed=0)
     assert isinstance(rows, pd.DataFrame)
     assert tuple(rows["patient_id"]) == plan.test_ids
     assert set(rows["model"]) == {"meanpool"} and set(rows["fold"]) == {2}
@@ -164,7 +173,7 @@ def test_train_fold_predicts_exactly_the_test_patients():
 def test_training_is_deterministic_by_seed_and_leaves_the_global_rng_alone():
     bags, labels = synthetic_mil(n_bags=20, dim=16)
     ids = list(bags)
-    config = TrainConfig(max_epochs=3, max_instances=16)
+    config = train_config(max_epochs=3, max_instances=16)
 
     def run(seed):
         return fit_aggregator("abmil", bags, labels, ids[:14], ids[14:], config, seed=seed)
@@ -187,24 +196,25 @@ def test_training_is_deterministic_by_seed_and_leaves_the_global_rng_alone():
 def test_predictions_and_attention_use_whole_bags_in_eval_mode():
     bags, labels = synthetic_mil(n_bags=20, dim=16)
     ids = list(bags)
-    model, _ = fit_aggregator("abmil", bags, labels, ids[:14], ids[14:], TrainConfig(max_epochs=2, max_instances=8), seed=0)
+    model, _ = fit_aggregator("abmil", bags, labels, ids[:14], ids[14:], train_config(max_epochs=2, max_instances=8), seed=0)
     model.train()  # the helpers must switch to eval themselves and give the mode back
     probabilities = predict_bags(model, bags, ids[:3])
     assert model.training
     assert probabilities.shape == (3,) and np.all((probabilities > 0) & (probabilities < 1))
     model.eval()
+    bag = torch.as_tensor(bags[ids[0]], dtype=torch.float32)
     with torch.no_grad():
-        logit, weights = model(torch.as_tensor(bags[ids[0]], dtype=torch.float32))
-    assert probabilities[0] == pytest.approx(torch.sigmoid(logit).item(), abs=1e-6)
+        outputs, weights = model(bag.unsqueeze(0), torch.ones(1, len(bag), dtype=torch.bool))
+    assert probabilities[0] == pytest.approx(torch.sigmoid(outputs[0, 0]).item(), abs=1e-6)
     exported = attention_weights(model, bags[ids[0]])
     assert exported.shape == (len(bags[ids[0]]),)
-    np.testing.assert_allclose(exported, weights.numpy(), atol=1e-6)
+    np.testing.assert_allclose(exported, weights[0].numpy(), atol=1e-6)
 
 
 def test_bad_inputs_are_user_errors_naming_the_patient():
     bags, labels = synthetic_mil(n_bags=12, dim=8)
     ids = list(bags)
-    config = TrainConfig(max_epochs=1)
+    config = train_config(max_epochs=1)
     broken = dict(bags)
     broken[ids[1]] = np.full((5, 8), np.inf, dtype=np.float16)
     with pytest.raises(WSIPipelineError, match=f"patient {ids[1]}.*NaN or infinite"):
@@ -215,15 +225,13 @@ def test_bad_inputs_are_user_errors_naming_the_patient():
         fit_aggregator("abmil", bags, {**labels, ids[0]: 2}, ids[:8], ids[8:], config, seed=0)
     with pytest.raises(WSIPipelineError, match="both classes"):
         fit_aggregator("abmil", bags, labels, ids[0:8:2], ids[8:], config, seed=0)
-    with pytest.raises(WSIPipelineError, match="lr"):
-        TrainConfig(lr=0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="'auto' is the CPU only where CUDA is absent")
 def test_auto_device_trains_exactly_as_the_cpu_without_a_gpu():
     bags, labels = synthetic_mil(n_bags=20, dim=16)
     plan = plan_folds(list(labels), list(labels.values()), n_folds=4, seed=1)[0]
-    config = TrainConfig(max_epochs=3, max_instances=16)
+    config = train_config(max_epochs=3, max_instances=16)
     on_cpu = train_fold(plan, "abmil", bags, labels, config, seed=2, device="cpu")
     on_auto = train_fold(plan, "abmil", bags, labels, config, seed=2, device="auto")
     assert resolve_device("auto") == torch.device("cpu")
@@ -236,5 +244,24 @@ def test_a_cuda_device_without_cuda_is_a_user_error_naming_the_setting():
     bags, labels = synthetic_mil(n_bags=12, dim=8)
     ids = list(bags)
     with pytest.raises(WSIPipelineError, match="cuda:1.*0 CUDA device") as error:
-        fit_aggregator("abmil", bags, labels, ids[:8], ids[8:], TrainConfig(max_epochs=1), seed=0, device="cuda:1")
+        fit_aggregator("abmil", bags, labels, ids[:8], ids[8:], train_config(max_epochs=1), seed=0, device="cuda:1")
     assert error.value.where == "model.device"
+
+
+@pytest.mark.parametrize("name", available_aggregators())
+def test_every_aggregator_trains_and_predicts_through_the_fold_api(name):
+    bags, labels = synthetic_mil(n_bags=16, dim=8, seed=4)
+    plan = plan_folds(list(labels), list(labels.values()), n_folds=4, seed=0)[0]
+    small = {"transmil": {"heads": 2, "landmarks": 8}, "dsmil": {"q_dim": 8}}
+    config = train_config(
+        aggregators=[name], max_epochs=2, patience=1, hidden_dim=16, max_instances=32,
+        aggregator_params={name: small[name]} if name in small else {},
+    )
+    rows = train_fold(plan, name, bags, labels, config, seed=0)
+    assert tuple(rows["patient_id"]) == plan.test_ids
+    assert rows["score"].between(0, 1).all() and rows["score"].nunique() > 1
+    history = rows.attrs["history"]
+    assert history["epochs_run"] == 2 and np.isfinite(history["train_loss"]).all()
+    assert history["aggregator_params"] == resolve_params(name, config.params_for(name))
+    if "hidden_dim" in history["aggregator_params"]:
+        assert history["aggregator_params"]["hidden_dim"] == 16

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.mil.registry import get_aggregator_spec, resolve_params
 
 if TYPE_CHECKING:  # the features layer imports torch; the config must load without it
     from wsi_pipeline.features.stain_step import StainSettings
@@ -214,21 +218,44 @@ class FeaturesConfig(StrictModel):
         return value
 
 
-class ModelConfig(StrictModel):
-    """MIL aggregators trained and compared, with their training settings."""
+def _registry_check(check: Callable[..., Any], *args: Any) -> Any:
+    """Run a registry check inside a validator: its user error becomes the ValueError pydantic reports."""
+    try:
+        return check(*args)
+    except WSIPipelineError as error:
+        raise ValueError(error.what) from None
 
-    aggregators: list[str] = ["abmil", "meanpool"]
+
+class ModelConfig(StrictModel):
+    """MIL aggregators trained and compared, their settings, and how they train.
+
+    Aggregator names and settings are checked here, against the aggregator registry, when the
+    workflow is loaded; training takes them as they are (``mil.train.TrainConfig.from_model``).
+    """
+
+    aggregators: list[str] = Field(
+        ["abmil", "meanpool"], description="registered aggregators to train and compare (see wsi_pipeline.mil.registry)"
+    )
     max_epochs: int = Field(50, ge=1)
     patience: int = Field(8, ge=1)
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    hidden_dim: int = Field(128, ge=1)
-    dropout: float = Field(0.25, ge=0, lt=1)
+    hidden_dim: int | None = Field(
+        None, ge=1, description="hidden size of every listed aggregator that has a hidden_dim setting; null: each one's default"
+    )
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout of every listed aggregator that has a dropout setting; null: each one's default"
+    )
     max_instances: int | None = Field(512, ge=1)
     device: str = Field(
         "auto",
         description="where aggregators train: 'auto' (CUDA when the worker has a GPU, else the CPU), 'cpu', 'cuda' or "
         "'cuda:N' (a GPU worker of the local cluster sees only its own GPU, as 'cuda')",
+    )
+    aggregator_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="settings of individual aggregators, by name, e.g. {clam-sb: {k_sample: 16, dropout: 0.1}}; "
+        "they override hidden_dim and dropout above",
     )
 
     @field_validator("device")
@@ -239,6 +266,51 @@ class ModelConfig(StrictModel):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index)")
         return value
+
+    @field_validator("aggregators")
+    @classmethod
+    def _registered_aggregators(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one aggregator, e.g. [abmil, meanpool]")
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"aggregator(s) listed more than once: {', '.join(repeated)}")
+        for name in value:
+            _registry_check(get_aggregator_spec, name)
+        return value
+
+    @field_validator("aggregator_params")
+    @classmethod
+    def _registered_settings(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Each entry's own settings, converted to their types (an int given for a float).
+        checked = {}
+        for name, params in value.items():
+            resolved = _registry_check(resolve_params, name, params)
+            checked[name] = {key: resolved[key] for key in params}
+        return checked
+
+    @model_validator(mode="after")
+    def _settings_of_listed_aggregators(self) -> ModelConfig:
+        unlisted = sorted(set(self.aggregator_params) - set(self.aggregators))
+        if unlisted:
+            raise ValueError(
+                f"aggregator_params sets {', '.join(unlisted)}, not in aggregators [{', '.join(self.aggregators)}]; "
+                "add it to aggregators or remove its settings"
+            )
+        for name in self.aggregators:  # hidden_dim/dropout with each one's own settings
+            _registry_check(resolve_params, name, self.aggregator_settings(name))
+        return self
+
+    def aggregator_settings(self, name: str) -> dict[str, Any]:
+        """The settings this workflow gives aggregator ``name``, beyond the registry's defaults.
+
+        ``hidden_dim`` and ``dropout`` when set and the aggregator has them, overridden by its
+        entry in ``aggregator_params``.
+        """
+        accepted = get_aggregator_spec(name).params
+        settings = {key: getattr(self, key) for key in ("hidden_dim", "dropout") if key in accepted and getattr(self, key) is not None}
+        settings.update(self.aggregator_params.get(name, {}))
+        return settings
 
 
 class TaskConfig(StrictModel):

@@ -277,7 +277,7 @@ def train_task(
 
         set_torch_threads(worker_threads(threads))
         device = resolve_device(model.device)
-        config = TrainConfig(**model.model_dump(exclude={"aggregators", "device"}))
+        config = TrainConfig.from_model(model)  # checked when the workflow was loaded
         bags = load_bags(source, plan.patients)
         rows = train_fold(plan, aggregator, bags, labels, config, seed, device=device)
         history = rows.attrs.get("history", {})

@@ -1,56 +1,70 @@
 """Attention-MIL: bag aggregators, patient-level fold plans, training with inner validation, inference.
 
 The public names below are what the engine uses; each lives in a module with one idea:
-``models`` (aggregators), ``registry`` (names and defaults), ``bags`` (bag checks),
-``cohort_bags`` (which patients have bags in the store; loading a fold's), ``splits`` (fold
-plans), ``folds`` (a run's plan and ``folds.csv``), ``train`` (one fit), ``cv`` (out-of-fold
-predictions), ``predictions`` (the run's ``predictions.csv``).
+``aggregators`` (the models, one module each, behind one interface), ``registry`` (names,
+settings and defaults), ``bags`` (bag checks), ``cohort_bags`` (which patients have bags in
+the store; loading a fold's), ``splits`` (fold plans), ``folds`` (a run's plan and
+``folds.csv``), ``train`` (one fit), ``cv`` (out-of-fold predictions), ``predictions`` (the
+run's ``predictions.csv``).
+
+Names are imported on first use: the config models check aggregator names and settings
+against ``registry`` when a workflow is loaded, and that must not import torch.
 """
 
-from wsi_pipeline.mil.cohort_bags import (
-    AvailableBags,
-    BagSource,
-    available_bags,
-    load_bags,
-    slide_entries,
-)
-from wsi_pipeline.mil.cv import PREDICTION_COLUMNS, cross_validate, train_fold
-from wsi_pipeline.mil.folds import FOLDS_FILE, folds_frame, plan_run_folds, write_folds
-from wsi_pipeline.mil.models import GatedABMIL, MeanPoolMLP
-from wsi_pipeline.mil.predictions import (
-    PREDICTIONS_FILE,
-    assemble_predictions,
-    write_predictions,
-)
-from wsi_pipeline.mil.registry import (
-    AGGREGATORS,
-    AggregatorSpec,
-    available_aggregators,
-    build_aggregator,
-    get_aggregator_spec,
-    register_aggregator,
-)
-from wsi_pipeline.mil.splits import FoldPlan, LeakageError, assert_disjoint, plan_folds
-from wsi_pipeline.mil.train import (
-    TrainConfig,
-    attention_weights,
-    bag_logits,
-    fit_aggregator,
-    predict_bags,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "AvailableBags": "cohort_bags",
+    "BagSource": "cohort_bags",
+    "available_bags": "cohort_bags",
+    "load_bags": "cohort_bags",
+    "slide_entries": "cohort_bags",
+    "PREDICTION_COLUMNS": "cv",
+    "cross_validate": "cv",
+    "train_fold": "cv",
+    "FOLDS_FILE": "folds",
+    "folds_frame": "folds",
+    "plan_run_folds": "folds",
+    "write_folds": "folds",
+    "Aggregator": "aggregators",
+    "pad_bags": "aggregators",
+    "PREDICTIONS_FILE": "predictions",
+    "assemble_predictions": "predictions",
+    "write_predictions": "predictions",
+    "AGGREGATORS": "registry",
+    "AggregatorSpec": "registry",
+    "Param": "registry",
+    "available_aggregators": "registry",
+    "build_aggregator": "registry",
+    "get_aggregator_spec": "registry",
+    "register_aggregator": "registry",
+    "resolve_params": "registry",
+    "FoldPlan": "splits",
+    "LeakageError": "splits",
+    "assert_disjoint": "splits",
+    "plan_folds": "splits",
+    "TrainConfig": "train",
+    "attention_weights": "train",
+    "bag_logits": "train",
+    "fit_aggregator": "train",
+    "predict_bags": "train",
+}
 
 __all__ = [
     "AGGREGATORS",
     "FOLDS_FILE",
     "PREDICTIONS_FILE",
     "PREDICTION_COLUMNS",
+    "Aggregator",
     "AggregatorSpec",
     "AvailableBags",
     "BagSource",
     "FoldPlan",
-    "GatedABMIL",
     "LeakageError",
-    "MeanPoolMLP",
+    "Param",
     "TrainConfig",
     "assemble_predictions",
     "assert_disjoint",
@@ -64,12 +78,72 @@ __all__ = [
     "folds_frame",
     "get_aggregator_spec",
     "load_bags",
+    "pad_bags",
     "plan_folds",
     "plan_run_folds",
     "predict_bags",
     "register_aggregator",
+    "resolve_params",
     "slide_entries",
     "train_fold",
     "write_folds",
     "write_predictions",
 ]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
+    from wsi_pipeline.mil.aggregators import Aggregator, pad_bags
+    from wsi_pipeline.mil.cohort_bags import (
+        AvailableBags,
+        BagSource,
+        available_bags,
+        load_bags,
+        slide_entries,
+    )
+    from wsi_pipeline.mil.cv import PREDICTION_COLUMNS, cross_validate, train_fold
+    from wsi_pipeline.mil.folds import (
+        FOLDS_FILE,
+        folds_frame,
+        plan_run_folds,
+        write_folds,
+    )
+    from wsi_pipeline.mil.predictions import (
+        PREDICTIONS_FILE,
+        assemble_predictions,
+        write_predictions,
+    )
+    from wsi_pipeline.mil.registry import (
+        AGGREGATORS,
+        AggregatorSpec,
+        Param,
+        available_aggregators,
+        build_aggregator,
+        get_aggregator_spec,
+        register_aggregator,
+        resolve_params,
+    )
+    from wsi_pipeline.mil.splits import (
+        FoldPlan,
+        LeakageError,
+        assert_disjoint,
+        plan_folds,
+    )
+    from wsi_pipeline.mil.train import (
+        TrainConfig,
+        attention_weights,
+        bag_logits,
+        fit_aggregator,
+        predict_bags,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from wsi_pipeline.config.workflow import ModelConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.bags import binary_label, check_bags
 from wsi_pipeline.mil.registry import get_aggregator_spec
@@ -110,11 +111,12 @@ def cross_validate(
     labels
         Patient id -> 0/1; these are the patients cross-validated, in this order.
     aggregators
-        Registered aggregator names, e.g. ``["abmil", "meanpool"]``.
+        Registered aggregator names, e.g. ``["abmil", "clam-sb"]``; each is built with
+        ``config.params_for(name)``.
     n_folds, val_fraction, seed
         As in :func:`~wsi_pipeline.mil.splits.plan_folds`; ``seed`` also seeds training.
     config
-        Training settings; ``TrainConfig()`` when omitted.
+        Training settings; those of a default workflow's ``model`` section when omitted.
     device
         Where to train and predict: ``"cpu"`` by default, ``"auto"`` (CUDA when this process
         has it), ``"cuda"`` or ``"cuda:N"``; predictions come back as CPU numpy either way.
@@ -126,7 +128,7 @@ def cross_validate(
         ordered by aggregator, then fold. ``df.attrs["histories"]`` maps
         ``(aggregator, fold)`` to the training history.
     """
-    config = TrainConfig() if config is None else config
+    config = TrainConfig.from_model(ModelConfig()) if config is None else config
     aggregators = list(aggregators)
     if not aggregators:
         raise WSIPipelineError("no aggregators to cross-validate", where="model", fix="name at least one aggregator, e.g. abmil")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,18 +20,30 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.mil.aggregators.base import Aggregator
 from wsi_pipeline.mil.bags import bag_tensor, binary_label, check_bags
-from wsi_pipeline.mil.registry import build_aggregator, get_aggregator_spec
+from wsi_pipeline.mil.registry import (
+    available_aggregators,
+    build_aggregator,
+    resolve_params,
+)
 from wsi_pipeline.mil.splits import assert_disjoint
+
+if TYPE_CHECKING:
+    from wsi_pipeline.config.workflow import ModelConfig
 
 # Two validation losses closer than this count as a tie, broken by validation AUC. Losses
 # on a few dozen patients wobble at this scale from noise alone.
 LOSS_TIE_TOLERANCE = 1e-4
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """How to train an aggregator on one fold.
+    """How to train an aggregator on one fold: values already checked, taken as they are.
+
+    Build it with :meth:`from_model` from the workflow's ``model`` section, whose config model
+    checks every value (and the aggregators' settings against the registry) when the workflow
+    is loaded; nothing here checks them a second time.
 
     Attributes
     ----------
@@ -41,42 +53,38 @@ class TrainConfig:
         Stop after this many epochs without a better validation score.
     lr, weight_decay
         AdamW settings.
-    hidden_dim, dropout
-        Passed to the aggregator when it accepts them (every built-in one does).
     max_instances
         During training only, each step uses a random subset of at most this many instances
         of the bag (faster steps, and a regulariser against memorising single tiles).
         ``None`` uses whole bags. Validation and prediction always use whole bags.
-    model_params
-        Further aggregator hyper-parameters, e.g. ``{"attention_dim": 32}`` for ``abmil``.
+    aggregator_params
+        Aggregator name -> the settings the workflow gives it beyond the registry's defaults
+        (:meth:`~wsi_pipeline.config.workflow.ModelConfig.aggregator_settings`); an aggregator
+        missing here is built with its defaults.
     """
 
-    max_epochs: int = 50
-    patience: int = 8
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    hidden_dim: int = 128
-    dropout: float = 0.25
-    max_instances: int | None = 512
-    model_params: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int
+    patience: int
+    lr: float
+    weight_decay: float
+    max_instances: int | None
+    aggregator_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        checks = {
-            "max_epochs": self.max_epochs >= 1,
-            "patience": self.patience >= 1,
-            "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "hidden_dim": self.hidden_dim >= 1,
-            "dropout": 0 <= self.dropout < 1,
-            "max_instances": self.max_instances is None or self.max_instances >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise WSIPipelineError(
-                    f"invalid training setting {name}={getattr(self, name)!r}",
-                    where=f"train.{name}",
-                    fix="use a positive value (dropout in [0, 1); max_instances may be null for whole bags)",
-                )
+    @classmethod
+    def from_model(cls, model: ModelConfig) -> TrainConfig:
+        """The training settings of a validated ``model`` section, for every registered aggregator."""
+        return cls(
+            max_epochs=model.max_epochs,
+            patience=model.patience,
+            lr=model.lr,
+            weight_decay=model.weight_decay,
+            max_instances=model.max_instances,
+            aggregator_params={name: model.aggregator_settings(name) for name in available_aggregators()},
+        )
+
+    def params_for(self, name: str) -> dict[str, Any]:
+        """The settings aggregator ``name`` is built with, beyond its defaults."""
+        return dict(self.aggregator_params.get(name, {}))
 
 
 @contextmanager
@@ -122,13 +130,19 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def bag_logits(model: nn.Module, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
-    """Return the model's logit for each bag, whole bags, in eval mode.
+def _one_bag(bag: np.ndarray | Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A whole bag as a batch of one: bags (1, N, D) float32 and an all-True mask (1, N)."""
+    tensor = bag if isinstance(bag, Tensor) else bag_tensor(bag, device)
+    return tensor.unsqueeze(0), torch.ones((1, tensor.shape[0]), dtype=torch.bool, device=tensor.device)
+
+
+def bag_logits(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
+    """Return the model's logit for each bag, whole bags, one at a time, in eval mode.
 
     Parameters
     ----------
     model
-        An aggregator (``forward(bag) -> (logit, weights)``).
+        An aggregator with one output (a binary task's logit).
     bags
         Patient id -> instance features (N, D).
     ids
@@ -139,13 +153,15 @@ def bag_logits(model: nn.Module, bags: Mapping[str, np.ndarray], ids: Sequence[s
     np.ndarray
         float64 logits, shape (len(ids),).
     """
+    if model.n_outputs != 1:
+        raise ValueError(f"bag_logits reads one logit per bag; this aggregator has {model.n_outputs} outputs")
     device = _model_device(model)
     with _eval_mode(model):
-        logits = [model(bag_tensor(bags[pid], device))[0].item() for pid in ids]
+        logits = [model(*_one_bag(bags[pid], device))[0][0, 0].item() for pid in ids]
     return np.asarray(logits, dtype=np.float64)
 
 
-def predict_bags(model: nn.Module, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
+def predict_bags(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
     """Return the predicted probability of the positive class for each bag.
 
     Parameters
@@ -166,8 +182,8 @@ def predict_bags(model: nn.Module, bags: Mapping[str, np.ndarray], ids: Sequence
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def attention_weights(model: nn.Module, bag: np.ndarray) -> np.ndarray:
-    """Return the aggregator's weight for every instance of one whole bag.
+def attention_weights(model: Aggregator, bag: np.ndarray) -> np.ndarray:
+    """Return the aggregator's attention on every instance of one whole bag.
 
     Parameters
     ----------
@@ -179,11 +195,12 @@ def attention_weights(model: nn.Module, bag: np.ndarray) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        float32 weights, shape (N,), summing to one (uniform for pooling baselines).
+        float32 weights, shape (N,), summing to one (what each aggregator reports is in its
+        module's docstring: uniform for mean pooling, one-hot for max pooling).
     """
     with _eval_mode(model):
-        _, weights = model(bag_tensor(bag, _model_device(model)))
-    return weights.cpu().numpy().astype(np.float32)
+        _, weights = model(*_one_bag(bag, _model_device(model)))
+    return weights[0].cpu().numpy().astype(np.float32)
 
 
 def validation_scores(logits: np.ndarray, labels: np.ndarray, pos_weight: float) -> tuple[float, float]:
@@ -212,21 +229,19 @@ def _auc_rank(auc: float) -> float:
     return -math.inf if math.isnan(auc) else auc
 
 
-def _model_params(name: str, config: TrainConfig) -> dict[str, Any]:
-    accepted = get_aggregator_spec(name).defaults
-    params = {key: getattr(config, key) for key in ("hidden_dim", "dropout") if key in accepted}
-    params.update(config.model_params)
-    return params
+def _training_bag(
+    bag: np.ndarray, max_instances: int | None, generator: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The bag as a batch of one (float32, all-True mask), randomly subsampled to ``max_instances`` rows.
 
-
-def _training_bag(bag: np.ndarray, max_instances: int | None, generator: torch.Generator, device: torch.device) -> Tensor:
-    """A float32 tensor of the bag, randomly subsampled to ``max_instances`` rows."""
+    The kept rows stay in the bag's order: it reads memory in order, and the order matters to
+    an aggregator with positional encoding (TransMIL).
+    """
     bag = np.asarray(bag)
     if max_instances is not None and bag.shape[0] > max_instances:
         keep = torch.randperm(bag.shape[0], generator=generator)[:max_instances]
-        # Sorted rows read memory in order; the order does not matter to the model.
         bag = bag[np.sort(keep.numpy())]
-    return bag_tensor(bag, device)
+    return _one_bag(bag, device)
 
 
 def fit_aggregator(
@@ -239,15 +254,17 @@ def fit_aggregator(
     seed: int,
     *,
     device: str | torch.device = "cpu",
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[Aggregator, dict[str, Any]]:
     """Train an aggregator on ``fit_ids``, selecting the epoch on ``val_ids``.
 
     One bag per step (bags differ in size); AdamW; binary cross-entropy with
     ``pos_weight = n_negative / n_positive`` of the fit patients, so the minority class is
-    not ignored. After every epoch the whole validation bags are scored; the weights of the
-    best epoch (lowest validation loss, ties within ``LOSS_TIE_TOLERANCE`` broken by higher
-    validation AUC) are restored before returning. Training stops after ``config.patience``
-    epochs without improvement.
+    not ignored. Each step minimises the aggregator's ``training_loss``: that loss alone, or
+    with CLAM's instance clustering loss or DSMIL's second stream. After every epoch the whole
+    validation bags are scored (the outputs' loss, for every aggregator alike); the weights of
+    the best epoch (lowest validation loss, ties within ``LOSS_TIE_TOLERANCE`` broken by
+    higher validation AUC) are restored before returning. Training stops after
+    ``config.patience`` epochs without improvement.
 
     Parameters
     ----------
@@ -262,7 +279,7 @@ def fit_aggregator(
         Disjoint patient groups: trained on, and used for early stopping/model selection.
         Never pass test patients here.
     config
-        Training settings.
+        Training settings; the aggregator is built with ``config.params_for(name)``.
     seed
         Seeds initialisation, dropout, shuffling and instance subsampling. Torch's global
         RNG is seeded inside a fork, so the caller's RNG state is left as it was.
@@ -275,16 +292,17 @@ def fit_aggregator(
     model
         The aggregator with the best epoch's weights, in eval mode.
     history
-        ``train_loss``, ``val_loss``, ``val_auc``: one value per epoch run; ``best_epoch``:
-        0-based index into those lists of the restored weights; also ``best_val_loss``,
-        ``best_val_auc``, ``epochs_run``, ``stopped_early``, ``pos_weight``, ``n_fit``,
-        ``n_val``, ``seconds``.
+        ``train_loss`` (the training objective), ``val_loss`` (the task's loss on the outputs),
+        ``val_auc``: one value per epoch run; ``best_epoch``: 0-based index into those lists
+        of the restored weights; also ``best_val_loss``, ``best_val_auc``, ``epochs_run``,
+        ``stopped_early``, ``pos_weight``, ``n_fit``, ``n_val``, ``seconds`` and
+        ``aggregator_params`` (every setting the model was built with).
 
     Raises
     ------
     WSIPipelineError
-        For missing/bad bags or labels, empty groups, a fit set with one class, or a diverged
-        (non-finite) loss.
+        For missing/bad bags or labels, empty groups, a fit set with one class, invalid
+        aggregator settings, or a diverged (non-finite) loss.
     """
     started = time.perf_counter()
     fit_ids, val_ids = list(fit_ids), list(val_ids)
@@ -306,20 +324,24 @@ def fit_aggregator(
             fix="plan folds with mil.splits.plan_folds (stratified) or add patients of the other class",
         )
     pos_weight = (len(y_fit) - n_pos) / n_pos
+    params = resolve_params(name, config.params_for(name))
     device = resolve_device(device)
     # Fork the RNG so seeding here neither depends on nor disturbs the caller's random state.
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)  # shuffling and subsampling, on CPU
-        model = build_aggregator(name, in_dim, **_model_params(name, config)).to(device)
+        model = build_aggregator(name, in_dim, 1, **params).to(device)
         history = _train_loop(model, bags, fit_ids, y_fit, val_ids, y_val, pos_weight, config, generator, device, name)
-    history.update(pos_weight=pos_weight, n_fit=len(fit_ids), n_val=len(val_ids), seconds=time.perf_counter() - started)
+    history.update(
+        pos_weight=pos_weight, n_fit=len(fit_ids), n_val=len(val_ids), seconds=time.perf_counter() - started,
+        aggregator_params=params,
+    )
     return model, history
 
 
 def _train_loop(
-    model: nn.Module,
+    model: Aggregator,
     bags: Mapping[str, np.ndarray],
     fit_ids: list[str],
     y_fit: np.ndarray,
@@ -332,6 +354,10 @@ def _train_loop(
     name: str,
 ) -> dict[str, Any]:
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32, device=device))
+
+    def task_loss(outputs: Tensor, target: Tensor) -> Tensor:  # the binary task: one logit per bag
+        return criterion(outputs[:, 0], target)
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     targets = torch.as_tensor(y_fit, dtype=torch.float32, device=device)
     history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_auc": []}
@@ -343,9 +369,8 @@ def _train_loop(
         model.train()
         total = torch.zeros((), device=device)  # summed on device: no sync per step on a GPU
         for i in torch.randperm(len(fit_ids), generator=generator).tolist():
-            bag = _training_bag(bags[fit_ids[i]], config.max_instances, generator, device)
-            logit, _ = model(bag)
-            loss = criterion(logit, targets[i])
+            batch, mask = _training_bag(bags[fit_ids[i]], config.max_instances, generator, device)
+            loss = model.training_loss(batch, mask, targets[i : i + 1], task_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
