@@ -162,3 +162,16 @@ def test_any_timm_model_is_an_entry_with_timms_own_config():
 def test_unknown_encoder_suggests_the_closest_name():
     with pytest.raises(WSIPipelineError, match="did you mean 'virchow2'"):
         get_encoder_spec("virchov2")
+
+
+def test_a_checkpoint_saved_under_a_wrapper_prefix_loads(tmp_path):
+    """Checkpoints saved from DataParallel or a Lightning module carry ``module.`` / ``model.`` on every key."""
+    spec = get_encoder_spec("uni")
+    reference = create_network(spec, depth=1)
+    state = random_state(reference, seed=2)
+    reference.load_state_dict(state)
+    torch.save({f"module.model.{k}": v for k, v in state.items()}, tmp_path / "pytorch_model.bin")
+    embedder = build_network(spec, tmp_path / "pytorch_model.bin", depth=1).eval()
+    images = torch.rand(1, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(embedder(images), reference.eval().forward_features(images)[:, 0])
