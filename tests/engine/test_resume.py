@@ -21,7 +21,7 @@ from rich.console import Console
 from wsi_pipeline.sources.synthetic import generate_cohort
 from wsi_pipeline.store import FeatureStore
 
-OVERRIDES = {"features": {"batch_size": 8}, "model": {"max_epochs": 5, "patience": 2},
+OVERRIDES = {"features": {"batch_size": 8}, "model": {"max_epochs": 3, "patience": 2},
              "validation": {"n_folds": 2}, "scoring": {"bootstrap_resamples": 100}}
 
 
@@ -55,8 +55,8 @@ def test_killed_run_resumes_without_redoing_finished_slides_and_equals_an_uninte
     from wsi_pipeline.config import load_run_config
     from wsi_pipeline.engine.runner import EXIT_OK, run_pipeline
 
-    table = generate_cohort(tmp_path / "cohort", n_patients=10, seed=3, positive_fraction=0.5, two_slide_fraction=0.0,
-                            width=2048, height=2048, n_levels=3)
+    table = generate_cohort(tmp_path / "cohort", n_patients=8, seed=3, positive_fraction=0.5, two_slide_fraction=0.0,
+                            width=1536, height=1536, n_levels=3)
     clean = run_pipeline(load_run_config(write_manifest(tmp_path, table, "clean")), console=Console(file=StringIO()))
     assert clean.exit_code == EXIT_OK
 
@@ -80,13 +80,13 @@ def test_killed_run_resumes_without_redoing_finished_slides_and_equals_an_uninte
     extract = record["counts"]["extract"]
     assert extract["failed"] == 0
     # Exactly the slides left incomplete by the kill are embedded again; finished ones are not.
-    assert 2 <= finished_before < 10 and extract["skipped"] == finished_before
-    assert extract["done"] == 10 - finished_before
+    assert 2 <= finished_before < 8 and extract["skipped"] == finished_before
+    assert extract["done"] == 8 - finished_before
     assert "skipped" in second.stderr
 
     # The resumed run's outputs are the uninterrupted run's: features, predictions, metrics.
     resumed, reference = store_features(store_root), store_features(tmp_path / "clean" / "store")
-    assert resumed.keys() == reference.keys() and len(resumed) == 10
+    assert resumed.keys() == reference.keys() and len(resumed) == 8
     for uid, values in reference.items():
         np.testing.assert_array_equal(resumed[uid], values)
     columns = ["patient_id", "model", "fold", "label"]

@@ -49,28 +49,35 @@ def features_of(store: FeatureStore) -> dict[str, np.ndarray]:
     return {uid: store.read_features(encoder, tiling, uid).features for uid in store.list_slides(prefix)}
 
 
-@pytest.mark.slow
-def test_a_run_on_a_file_url_store_equals_a_run_on_a_local_path(cohort, tmp_path):
-    results = {}
-    for name, store in (("path", str(tmp_path / "a" / "store")), ("url", f"file://{tmp_path / 'b' / 'store'}")):
-        (tmp_path / name).mkdir()
-        # Tile and extract only: the whole run on a URL store is the memory:// test's.
-        result = run_pipeline(load_run_config(manifest(tmp_path / name, cohort, store)), stages=("tile", "extract"),
-                              console=Console(file=StringIO(), width=200))
-        assert result.exit_code == EXIT_OK, [f.reason for f in result.record.failures]
-        results[name] = features_of(FeatureStore(store))
-    assert results["path"].keys() == results["url"].keys() and len(results["url"]) == 10
-    for uid, features in results["path"].items():
-        np.testing.assert_array_equal(features, results["url"][uid])
-
-
-@pytest.mark.slow
-def test_a_run_on_a_memory_store_in_process(cohort, tmp_path):
-    """memory:// lives in one process: the stages run on an in-process cluster."""
-    config = load_run_config(manifest(tmp_path, cohort, "memory://e2e-run-store"))
+@pytest.fixture(scope="module")
+def memory_run(cohort, tmp_path_factory):
+    """A whole run in-process on a memory:// store (memory:// lives in one process): its record,
+    output folder and features, the reference the file:// run must equal."""
+    folder = tmp_path_factory.mktemp("memory")
+    config = load_run_config(manifest(folder, cohort, "memory://e2e-run-store"))
     record = RunRecord(config=config.resolved(), seed=config.seed)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
         run_stages(config, ("tile", "extract", "train", "score"), client, Console(file=StringIO(), width=200), record)
+    return record, folder / "out", features_of(FeatureStore("memory://e2e-run-store"))
+
+
+@pytest.mark.slow
+def test_a_run_on_a_memory_store_in_process(memory_run):
+    record, out, features = memory_run
     assert not record.failures, [f.reason for f in record.failures]
-    assert len(features_of(FeatureStore("memory://e2e-run-store"))) == 10
-    assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "predictions.csv").is_file()
+    assert len(features) == 10
+    assert (out / "metrics.json").is_file() and (out / "predictions.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_on_a_file_url_store_on_worker_processes_equals_the_memory_run(cohort, memory_run, tmp_path):
+    store = f"file://{tmp_path / 'store'}"
+    # Tile and extract only, on the default local cluster of worker processes: the whole run on a
+    # URL store is the memory:// one's.
+    result = run_pipeline(load_run_config(manifest(tmp_path, cohort, store)), stages=("tile", "extract"),
+                          console=Console(file=StringIO(), width=200))
+    assert result.exit_code == EXIT_OK, [f.reason for f in result.record.failures]
+    on_disk, in_memory = features_of(FeatureStore(store)), memory_run[2]
+    assert on_disk.keys() == in_memory.keys() and len(on_disk) == 10
+    for uid, features in in_memory.items():
+        np.testing.assert_array_equal(on_disk[uid], features)
