@@ -40,7 +40,7 @@ def test_mpp_override_column(tmp_path):
     ("rows", "pattern"),
     [
         ([{"patient_id": "A", "label": 1}], "missing column.*slide_path"),
-        ([{"patient_id": "A", "slide_path": "a", "label": 2}], "must hold 0 or 1"),
+        ([{"patient_id": "A", "slide_path": "a", "label": 2}], "'label' is not 0 or 1"),
         ([{"patient_id": "A", "slide_path": "a", "label": 1}, {"patient_id": "B", "slide_path": "a", "label": 0}], "duplicate slide_id"),
         ([{"patient_id": "A", "slide_path": "a", "label": 1}, {"patient_id": "A", "slide_path": "b", "label": 0}], "different labels: A"),
     ],

@@ -10,9 +10,15 @@ import pytest
 
 from wsi_pipeline.cohort.table import Cohort, load_cohort
 from wsi_pipeline.config.workflow import ModelConfig
-from wsi_pipeline.mil.cohort_bags import BagSource, available_bags, load_bags, slide_entries
+from wsi_pipeline.mil.cohort_bags import (
+    BagSource,
+    available_bags,
+    load_bags,
+    slide_entries,
+)
 from wsi_pipeline.mil.cv import train_fold
 from wsi_pipeline.mil.splits import FoldPlan
+from wsi_pipeline.mil.tasks import BinaryTask
 from wsi_pipeline.mil.train import TrainConfig
 from wsi_pipeline.store.feature_store import FeatureStore
 
@@ -153,7 +159,8 @@ def test_a_train_task_reads_only_its_folds_patients_and_predicts_as_with_every_b
         return original(self, encoder_id, tiling_id, slide_uid)
 
     monkeypatch.setattr(FeatureStore, "read_features", recording)
-    outcome = train_task(plan, "meanpool", source, labels, model, seed=5, threads=1)
+    fold_targets = {p: labels[p] for p in plan.patients}  # a train task carries its fold's targets only
+    outcome = train_task(plan, "meanpool", source, fold_targets, BinaryTask(), model, seed=5, threads=1)
 
     assert outcome.status == "done", outcome.reason
     fold_uids = [uid for pid, uids in source.patient_slides if pid in plan.patients for uid in uids]

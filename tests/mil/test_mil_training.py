@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,14 +14,15 @@ from sklearn.metrics import roc_auc_score
 
 from wsi_pipeline.config.workflow import ModelConfig
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.mil.cv import PREDICTION_COLUMNS, cross_validate, train_fold
+from wsi_pipeline.mil.cv import cross_validate, prediction_columns, train_fold
 from wsi_pipeline.mil.registry import available_aggregators, resolve_params
 from wsi_pipeline.mil.splits import FoldPlan, LeakageError, plan_folds
+from wsi_pipeline.mil.tasks import BinaryTask
 from wsi_pipeline.mil.train import (
     LOSS_TIE_TOLERANCE,
     TrainConfig,
     attention_weights,
-    bag_logits,
+    bag_outputs,
     fit_aggregator,
     predict_bags,
     resolve_device,
@@ -93,7 +96,8 @@ class RecordingMapping(Mapping):
 def test_abmil_learns_a_synthetic_mil_problem_out_of_fold():
     bags, labels = synthetic_mil()
     predictions = cross_validate(bags, labels, ["abmil"], n_folds=5, config=FAST, seed=0)
-    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
+    assert list(predictions.columns) == list(prediction_columns(BinaryTask()))
+    assert list(predictions.columns) == ["patient_id", "model", "repeat", "fold", "label", "score"]
     assert sorted(predictions["patient_id"]) == sorted(bags)  # one out-of-fold row per patient
     assert roc_auc_score(predictions["label"], predictions["score"]) >= 0.9
 
@@ -129,14 +133,14 @@ def test_early_stopping_restores_the_best_validation_epoch():
 
     val_losses = history["val_loss"]
     best = history["best_epoch"]
-    assert len(history["train_loss"]) == len(val_losses) == len(history["val_auc"]) == history["epochs_run"]
+    assert len(history["train_loss"]) == len(val_losses) == len(history["val_score"]) == history["epochs_run"]
     assert history["stopped_early"] and history["epochs_run"] == best + 1 + config.patience
     assert val_losses[best] <= min(val_losses) + LOSS_TIE_TOLERANCE
     # The test only means something if the last epoch is clearly worse than the best one.
     assert val_losses[-1] > val_losses[best] + 0.05
 
     y_val = np.array([labels[p] for p in val_ids])
-    loss, _ = validation_scores(bag_logits(model, bags, val_ids), y_val, history["pos_weight"])
+    loss, _ = validation_scores(history["task"], bag_outputs(model, bags, val_ids), y_val)
     assert loss == pytest.approx(val_losses[best], abs=1e-6)
     assert loss == pytest.approx(history["best_val_loss"], abs=1e-6)
     assert not model.training
@@ -198,7 +202,7 @@ def test_predictions_and_attention_use_whole_bags_in_eval_mode():
     ids = list(bags)
     model, _ = fit_aggregator("abmil", bags, labels, ids[:14], ids[14:], train_config(max_epochs=2, max_instances=8), seed=0)
     model.train()  # the helpers must switch to eval themselves and give the mode back
-    probabilities = predict_bags(model, bags, ids[:3])
+    probabilities = predict_bags(model, bags, ids[:3], BinaryTask().fit(np.array([0.0, 1.0])))["score"]
     assert model.training
     assert probabilities.shape == (3,) and np.all((probabilities > 0) & (probabilities < 1))
     model.eval()
@@ -221,7 +225,7 @@ def test_bad_inputs_are_user_errors_naming_the_patient():
         fit_aggregator("abmil", broken, labels, ids[:8], ids[8:], config, seed=0)
     with pytest.raises(WSIPipelineError, match=f"patient {ids[2]}.*no feature bag"):
         fit_aggregator("abmil", {k: v for k, v in bags.items() if k != ids[2]}, labels, ids[:8], ids[8:], config, seed=0)
-    with pytest.raises(WSIPipelineError, match="not binary"):
+    with pytest.raises(WSIPipelineError, match=f"'label' is not 0 or 1.*patient {ids[0]}"):
         fit_aggregator("abmil", bags, {**labels, ids[0]: 2}, ids[:8], ids[8:], config, seed=0)
     with pytest.raises(WSIPipelineError, match="both classes"):
         fit_aggregator("abmil", bags, labels, ids[0:8:2], ids[8:], config, seed=0)
@@ -265,3 +269,23 @@ def test_every_aggregator_trains_and_predicts_through_the_fold_api(name):
     assert history["aggregator_params"] == resolve_params(name, config.params_for(name))
     if "hidden_dim" in history["aggregator_params"]:
         assert history["aggregator_params"]["hidden_dim"] == 16
+
+
+GOLDEN = Path(__file__).parent / "data" / "binary_cv_golden.json"
+
+
+def test_binary_cross_validation_matches_the_run_before_tasks_were_wired_in():
+    """Golden: computed with the training code of commit b668436 (binary BCE hard-coded, no tasks).
+
+    The task-aware path must give the same folds, validation losses and scores, bit for bit.
+    """
+    golden = json.loads(GOLDEN.read_text())
+    bags, labels = synthetic_mil(n_bags=24, dim=16, seed=7)
+    config = train_config(max_epochs=6, patience=3, hidden_dim=16, max_instances=32, lr=1e-3)
+    frame = cross_validate(bags, labels, ["abmil", "meanpool"], n_folds=3, config=config, seed=5)
+    for column in ("patient_id", "model", "fold", "label", "score"):
+        assert frame[column].tolist() == golden["rows"][column], column
+    assert set(frame["repeat"]) == {0}
+    histories = frame.attrs["histories"]
+    assert {f"{m}/{f}": h["val_loss"] for (m, f), h in histories.items()} == golden["val_loss"]
+    assert {f"{m}/{f}": h["best_epoch"] for (m, f), h in histories.items()} == golden["best_epoch"]

@@ -9,7 +9,12 @@ import pytest
 from wsi_pipeline.cohort.table import load_cohort
 from wsi_pipeline.config.workflow import ValidationConfig
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.mil.folds import FOLD_COLUMNS, folds_frame, plan_run_folds, write_folds
+from wsi_pipeline.mil.folds import (
+    FOLD_COLUMNS,
+    folds_frame,
+    plan_run_folds,
+    write_folds,
+)
 from wsi_pipeline.mil.predictions import assemble_predictions, write_predictions
 from wsi_pipeline.mil.splits import FoldPlan, plan_folds
 
@@ -42,8 +47,8 @@ def test_folds_csv_lists_every_patients_role_in_every_fold(tmp_path):
     table = pd.read_csv(path, dtype={"patient_id": str})
     assert list(table.columns) == list(FOLD_COLUMNS)
     assert table.values.tolist() == [
-        [0, "a", "fit"], [0, "b", "fit"], [0, "c", "val"], [0, "d", "test"],
-        [1, "c", "fit"], [1, "d", "fit"], [1, "a", "val"], [1, "b", "test"],
+        [0, 0, "a", "fit"], [0, 0, "b", "fit"], [0, 0, "c", "val"], [0, 0, "d", "test"],
+        [0, 1, "c", "fit"], [0, 1, "d", "fit"], [0, 1, "a", "val"], [0, 1, "b", "test"],
     ]
     assert list(folds_frame([]).columns) == list(FOLD_COLUMNS)  # an empty plan still has the header
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["folds.csv"]  # no temporary file left
@@ -61,17 +66,17 @@ def write_table(folder, survival: bool):
 
 
 ROWS = [  # as two folds' tasks return them: per fold, test patients in plan order
-    {"patient_id": "P2", "model": "meanpool", "fold": 0, "label": 0, "score": 0.4},
-    {"patient_id": "P1", "model": "meanpool", "fold": 1, "label": 1, "score": 0.6},
-    {"patient_id": "P2", "model": "abmil", "fold": 0, "label": 0, "score": 0.1},
-    {"patient_id": "P1", "model": "abmil", "fold": 1, "label": 1, "score": 0.9},
+    {"patient_id": "P2", "model": "meanpool", "repeat": 0, "fold": 0, "label": 0, "score": 0.4},
+    {"patient_id": "P1", "model": "meanpool", "repeat": 0, "fold": 1, "label": 1, "score": 0.6},
+    {"patient_id": "P2", "model": "abmil", "repeat": 0, "fold": 0, "label": 0, "score": 0.1},
+    {"patient_id": "P1", "model": "abmil", "repeat": 0, "fold": 1, "label": 1, "score": 0.9},
 ]
 
 
 def test_predictions_join_follow_up_and_name_the_encoder_sorted_by_model_then_patient(tmp_path):
     cohort = write_table(tmp_path, survival=True)
     table = assemble_predictions(ROWS, cohort, "demo-resnet18-random-abc123")
-    assert list(table.columns) == ["patient_id", "model", "fold", "label", "score", "pfs_months", "event", "encoder"]
+    assert list(table.columns) == ["patient_id", "model", "repeat", "fold", "label", "score", "pfs_months", "event", "encoder"]
     assert table[["model", "patient_id"]].values.tolist() == [["abmil", "P1"], ["abmil", "P2"], ["meanpool", "P1"], ["meanpool", "P2"]]
     assert table["score"].tolist() == [0.9, 0.1, 0.6, 0.4]
     assert table["pfs_months"].tolist() == [12.5, 3.0, 12.5, 3.0] and table["event"].tolist() == [0, 1, 0, 1]
@@ -87,10 +92,10 @@ def test_predictions_join_follow_up_and_name_the_encoder_sorted_by_model_then_pa
 
 def test_predictions_without_follow_up_have_only_the_prediction_and_encoder_columns(tmp_path):
     table = assemble_predictions(ROWS, write_table(tmp_path, survival=False), "enc")
-    assert list(table.columns) == ["patient_id", "model", "fold", "label", "score", "encoder"]
+    assert list(table.columns) == ["patient_id", "model", "repeat", "fold", "label", "score", "encoder"]
 
 
-def test_rows_without_a_prediction_column_are_refused(tmp_path):
-    rows = [{k: v for k, v in row.items() if k != "score"} for row in ROWS]
-    with pytest.raises(ValueError, match="score"):
+def test_rows_without_an_id_column_are_refused(tmp_path):
+    rows = [{k: v for k, v in row.items() if k != "repeat"} for row in ROWS]
+    with pytest.raises(ValueError, match="repeat"):
         assemble_predictions(rows, write_table(tmp_path, survival=False), "enc")

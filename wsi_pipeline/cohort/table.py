@@ -1,17 +1,30 @@
-"""The cohort table: patients, their slides, labels and outcomes, checked on load."""
+"""The cohort table: patients, their slides, targets and outcomes, checked on load.
+
+What a patient's target is belongs to the workflow's task (:mod:`wsi_pipeline.mil.tasks`): a
+0/1 label, a class, a number, or a follow-up time with an event indicator. The loader keeps
+the task's target columns (checked by the task, with errors naming the column and the
+patients), the optional follow-up columns ``pfs_months``/``event`` and ``site``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from wsi_pipeline.errors import WSIPipelineError
 
+if TYPE_CHECKING:  # the task modules import torch; only the loader needs them, on first use
+    from wsi_pipeline.mil.tasks.base import Task
+
 REQUIRED_COLUMNS = ("patient_id", "slide_path")
+#: Per-patient columns kept when the table has them (besides the task's target columns).
 OUTCOME_COLUMNS = ("pfs_months", "event")
+#: The column naming each patient's site (centre, scanner batch), for site-stratified folds.
+SITE_COLUMN = "site"
 
 
 @dataclass(frozen=True)
@@ -32,15 +45,25 @@ class Cohort:
     ----------
     slides
         One row per slide: ``slide_id``, ``patient_id``, ``path`` (absolute), ``mpp`` (override or NaN).
+        Slides of excluded patients are kept (they are still tiled and embedded).
     patients
-        One row per patient: ``patient_id``, ``label`` (0/1), and ``pfs_months``/``event`` when given.
+        One row per patient with a target: ``patient_id``, the task's target columns (as the
+        task decodes them: 0/1 labels, class names, numbers, time and event), then
+        ``pfs_months``/``event`` and ``site`` when the table has them.
     source
         The table it came from.
+    task
+        The workflow's task, bound to these patients (a multiclass task knows its classes).
+    excluded
+        Patient id -> why the patient has no target and is left out of training (a survival
+        task's patients without follow-up).
     """
 
     slides: pd.DataFrame
     patients: pd.DataFrame
     source: Path
+    task: Task | None = None
+    excluded: dict[str, str] = field(default_factory=dict)
 
     def slide_records(self) -> list[SlideRecord]:
         """Return the slides as records, in table order."""
@@ -55,51 +78,84 @@ class Cohort:
         ]
 
     @property
-    def labels(self) -> dict[str, int]:
-        """Patient id → label."""
-        return dict(zip(self.patients["patient_id"], self.patients["label"].astype(int)))
+    def targets(self) -> dict[str, Any]:
+        """Patient id → raw target values: one value (label, class, number), or ``(time, event)``."""
+        from wsi_pipeline.mil.targets import patient_targets
+
+        assert self.task is not None
+        return patient_targets(self.task, self.patients)
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """Patient id → target (the same as :attr:`targets`; for a binary task the 0/1 label)."""
+        return self.targets
+
+    @property
+    def sites(self) -> dict[str, str] | None:
+        """Patient id → site, when the table has a ``site`` column."""
+        if SITE_COLUMN not in self.patients.columns:
+            return None
+        return dict(zip(self.patients["patient_id"], self.patients[SITE_COLUMN].astype(str)))
 
 
 def _fail(table: Path, what: str, fix: str) -> WSIPipelineError:
     return WSIPipelineError(what, where=str(table), fix=fix)
 
 
-def load_cohort(table: str | Path, slide_root: str | Path | None = None, label_column: str = "label") -> Cohort:
+def _as_task(task: Task | str | None) -> Task:
+    """The task to load for: a task, a binary task on a named label column, or the default binary task."""
+    from wsi_pipeline.mil.tasks.binary import BinaryTask
+    from wsi_pipeline.mil.tasks.settings import BinaryConfig
+
+    if task is None:
+        return BinaryTask()
+    if isinstance(task, str):
+        return BinaryTask(BinaryConfig(label_column=task))
+    return task
+
+
+def load_cohort(table: str | Path, slide_root: str | Path | None = None, task: Task | str | None = None) -> Cohort:
     """Read and check a cohort CSV.
 
     Parameters
     ----------
     table
-        CSV with ``patient_id``, ``slide_path`` and the label column; optional ``slide_id``
-        (default: the file name without suffix), ``mpp`` (overrides the slide's µm/px),
-        ``pfs_months`` and ``event``.
+        CSV with ``patient_id``, ``slide_path`` and the task's target columns; optional
+        ``slide_id`` (default: the file name without suffix), ``mpp`` (overrides the slide's
+        µm/px), ``pfs_months`` and ``event`` (follow-up), ``site``.
     slide_root
         Folder that relative slide paths start from (default: the table's folder).
-    label_column
-        Column holding the binary label (0/1).
+    task
+        The workflow's task (built, not bound); a column name means a binary task on that
+        label column; default: a binary task on ``label``.
 
     Returns
     -------
     Cohort
-        Slides and patients. Missing slide files are *not* an error here: they fail alone in
-        the run (and ``--dry-run`` lists them).
+        Slides and patients, with the task bound to the patients. Missing slide files are
+        *not* an error here: they fail alone in the run (and ``--dry-run`` lists them).
+        Patients without a target that the task allows to be missing (a survival task's
+        follow-up) are left out of ``patients``, with the reason in ``excluded``.
 
     Raises
     ------
     WSIPipelineError
-        On missing columns, duplicate slides, non-binary labels, or a patient with two labels.
+        On missing columns, duplicate slides, targets the task rejects (naming the column
+        and the patients), or a patient whose slides disagree on a target or site.
     """
+    task = _as_task(task)
     table = Path(table)
     try:
         frame = pd.read_csv(table, dtype={"patient_id": str, "slide_id": str, "slide_path": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise _fail(table, f"cannot read the cohort table: {error}", "give a comma-separated file with a header row") from None
-    missing = [c for c in (*REQUIRED_COLUMNS, label_column) if c not in frame.columns]
+    targets = list(task.target_columns)
+    missing = [c for c in (*REQUIRED_COLUMNS, *targets) if c not in frame.columns]
     if missing:
         raise _fail(
             table,
             f"missing column(s): {', '.join(missing)} (found: {', '.join(map(str, frame.columns))})",
-            "add the columns; the label column is set by the workflow's task.label_column",
+            f"add the columns; the {task.name} task's target column(s) ({', '.join(targets)}) are set in the workflow's task section",
         )
     if frame.empty:
         raise _fail(table, "the cohort table has no rows", "list one slide per row")
@@ -128,26 +184,56 @@ def load_cohort(table: str | Path, slide_root: str | Path | None = None, label_c
                 f"each slide must appear once; remove or rename the duplicated {column} rows",
             )
 
-    labels = pd.to_numeric(frame[label_column], errors="coerce")
-    bad = ~labels.isin([0, 1])
-    if bad.any():
-        values = ", ".join(map(repr, frame.loc[bad, label_column].unique()[:5]))
-        raise _fail(
-            table,
-            f"column '{label_column}' must hold 0 or 1; found {values}",
-            "encode the binary label as 0 (negative) and 1 (positive)",
-        )
-    per_patient = pd.DataFrame({"patient_id": slides["patient_id"], "label": labels.astype(int)})
+    kept = [c for c in dict.fromkeys([*targets, *OUTCOME_COLUMNS, SITE_COLUMN]) if c in frame.columns]
+    per_slide = pd.concat([slides[["patient_id"]], frame[kept].reset_index(drop=True)], axis=1)
     for column in OUTCOME_COLUMNS:
-        if column in frame.columns:
-            per_patient[column] = pd.to_numeric(frame[column], errors="coerce")
-    conflicting = per_patient.groupby("patient_id")["label"].nunique()
-    conflicting = conflicting[conflicting > 1].index.tolist()
-    if conflicting:
-        raise _fail(
-            table,
-            f"patient(s) with slides of different labels: {', '.join(conflicting[:5])}",
-            "a label belongs to the patient: give all of a patient's slides the same label",
-        )
-    patients = per_patient.groupby("patient_id", sort=False).first().reset_index()
-    return Cohort(slides=slides, patients=patients, source=table)
+        if column in kept and column not in targets:
+            per_slide[column] = pd.to_numeric(per_slide[column], errors="coerce")
+    _check_one_value_per_patient(per_slide, kept, table)
+    patients = per_slide.groupby("patient_id", sort=False).first().reset_index()
+    patients, excluded = _drop_missing_targets(patients, task)
+    task = _checked(table, lambda: task.bind(patients))
+    encoded = _checked(table, lambda: task.targets(patients))
+    for column, values in task.decode_targets(encoded).items():
+        patients[column] = values
+    return Cohort(slides=slides, patients=patients.reset_index(drop=True), source=table, task=task, excluded=excluded)
+
+
+def _checked(table: Path, read: Any) -> Any:
+    """Run a task's check of the cohort, naming the table in its error."""
+    try:
+        return read()
+    except WSIPipelineError as error:
+        where = f"{table}: {error.where}" if error.where else str(table)
+        raise WSIPipelineError(error.what, where=where, fix=error.fix) from None
+
+
+def _check_one_value_per_patient(per_slide: pd.DataFrame, columns: list[str], table: Path) -> None:
+    """A target, follow-up or site belongs to the patient: all of a patient's slides must agree."""
+    for column in columns:
+        values = per_slide[column].astype(object).where(per_slide[column].notna(), None).astype(str)
+        counts = values.groupby(per_slide["patient_id"]).nunique()
+        conflicting = counts[counts > 1].index.tolist()
+        if conflicting:
+            raise _fail(
+                table,
+                f"patient(s) with slides of different labels: {', '.join(conflicting[:5])} (column '{column}')",
+                f"'{column}' belongs to the patient: give all of a patient's slides the same value",
+            )
+
+
+def _drop_missing_targets(patients: pd.DataFrame, task: Task) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Leave out the patients without a target when the task allows it (survival without follow-up)."""
+    if not task.optional_targets:
+        return patients, {}
+    from wsi_pipeline.mil.tasks.base import is_missing
+
+    columns = list(task.target_columns)
+    empty = np.zeros(len(patients), dtype=bool)
+    for column in columns:
+        empty |= is_missing(patients[column].to_numpy())
+    excluded = {
+        str(pid): f"no follow-up: {' or '.join(repr(c) for c in columns)} empty in the cohort table"
+        for pid in patients.loc[empty, "patient_id"]
+    }
+    return patients.loc[~empty], excluded

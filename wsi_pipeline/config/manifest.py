@@ -21,12 +21,19 @@ class SyntheticCohortConfig(StrictModel):
     height: int = Field(4096, ge=512, description="level-0 height in px")
     mpp: float = Field(0.5, gt=0, description="level-0 µm/px")
     n_levels: int = Field(4, ge=3)
+    targets: Literal["binary", "multiclass", "regression", "survival"] | None = Field(
+        None,
+        description="which targets the cohort table gets (label; label 0/1/2; target; pfs_months/event driven by the "
+        "signal); null: those of the workflow's task type",
+    )
 
 
 class CohortConfig(StrictModel):
     """Where the cohort comes from: a CSV table of slides, or a synthetic cohort."""
 
-    table: str | None = Field(None, description="CSV: patient_id, slide_path, label[, slide_id, mpp, pfs_months, event]")
+    table: str | None = Field(
+        None, description="CSV: patient_id, slide_path, the task's target column(s)[, slide_id, mpp, pfs_months, event, site]"
+    )
     slide_root: str | None = Field(None, description="folder relative slide paths start from (default: the table's folder)")
     synthetic: SyntheticCohortConfig | None = None
 

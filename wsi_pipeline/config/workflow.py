@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.registry import get_aggregator_spec, resolve_params
+from wsi_pipeline.mil.tasks.settings import CLASS_TASKS, accepted_settings, task_config
 
 if TYPE_CHECKING:  # the features layer imports torch; the config must load without it
     from wsi_pipeline.features.stain_step import StainSettings
@@ -252,6 +261,12 @@ class ModelConfig(StrictModel):
         description="where aggregators train: 'auto' (CUDA when the worker has a GPU, else the CPU), 'cpu', 'cuda' or "
         "'cuda:N' (a GPU worker of the local cluster sees only its own GPU, as 'cuda')",
     )
+    batch_bags: int | None = Field(
+        None,
+        ge=1,
+        description="bags whose outputs are stacked into one loss and optimiser step; null: 16 for a loss that compares "
+        "bags with each other (survival's cox), else 1 (one bag per step)",
+    )
     aggregator_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="settings of individual aggregators, by name, e.g. {clam-sb: {k_sample: 16, dropout: 0.1}}; "
@@ -313,20 +328,89 @@ class ModelConfig(StrictModel):
         return settings
 
 
-class TaskConfig(StrictModel):
-    """The prediction target."""
+class _TaskSection(StrictModel):
+    """Base of the ``task`` section of each task type.
+
+    The fields name and type each setting; the values are checked once, by the task type's
+    settings dataclass (:mod:`wsi_pipeline.mil.tasks.settings`), when the workflow is loaded.
+    """
+
+    @model_validator(mode="after")
+    def _checked_by_the_task_type(self) -> _TaskSection:
+        _registry_check(task_config, self.model_dump())
+        return self
+
+
+class BinaryTaskConfig(_TaskSection):
+    """Binary classification: one logit, class-weighted binary cross-entropy; AUC, accuracy, balanced accuracy."""
 
     type: Literal["binary"] = "binary"
-    label_column: str = "label"
-    positive_name: str = "positive"
-    negative_name: str = "negative"
+    label_column: str = Field("label", description="cohort column with the label, 0 or 1")
+    positive_name: str = Field("positive", description="what label 1 is called in reports")
+    negative_name: str = Field("negative", description="what label 0 is called in reports")
+    balanced: bool = Field(True, description="weight positives by n_negative / n_positive of each fold's fit patients")
+
+
+class MulticlassTaskConfig(_TaskSection):
+    """Multiclass classification: one logit per class, inverse-frequency weighted cross-entropy."""
+
+    type: Literal["multiclass"]
+    label_column: str = Field("label", description="cohort column with each patient's class (text or integers)")
+    classes: list[str | int] = Field(
+        default_factory=list, description="the classes (sorted; output k is classes[k]); empty: every class of the cohort"
+    )
+    balanced: bool = Field(True, description="inverse-frequency class weights from each fold's fit patients")
+
+
+class RegressionTaskConfig(_TaskSection):
+    """Regression of a numeric target: MSE or Huber loss on fit-set standardised targets."""
+
+    type: Literal["regression"]
+    target_column: str = Field("target", description="cohort column with the numeric target")
+    loss: Literal["mse", "huber"] = "mse"
+    huber_delta: float = Field(1.0, description="where the Huber loss turns linear, in standard units of the target")
+    standardise: bool = Field(True, description="train on targets standardised with each fold's fit patients")
+    stratify_bins: int = Field(4, description="folds are stratified on this many quantile bins of the target (1: not stratified)")
+
+
+class SurvivalTaskConfig(_TaskSection):
+    """Survival with right censoring: Cox partial likelihood or a discrete-time (logistic hazard) model."""
+
+    type: Literal["survival"]
+    time_column: str = Field("pfs_months", description="cohort column with the follow-up time (>= 0)")
+    event_column: str = Field("event", description="cohort column with 1 = event observed, 0 = censored")
+    loss: Literal["cox", "discrete"] = "cox"
+    n_bins: int = Field(4, description="time bins of the discrete-time model (ignored by cox)")
+
+
+def _task_type(value: Any) -> str:
+    """The ``type`` of a task section (``binary`` when omitted)."""
+    if isinstance(value, dict):
+        return str(value.get("type", "binary"))
+    return str(getattr(value, "type", "binary"))
+
+
+#: The ``task`` section: one model per task type, chosen by ``type`` (``binary`` when omitted).
+TaskConfig = Annotated[
+    Annotated[BinaryTaskConfig, Tag("binary")]
+    | Annotated[MulticlassTaskConfig, Tag("multiclass")]
+    | Annotated[RegressionTaskConfig, Tag("regression")]
+    | Annotated[SurvivalTaskConfig, Tag("survival")],
+    Discriminator(_task_type),
+]
 
 
 class ValidationConfig(StrictModel):
-    """Patient-level cross-validation with an inner validation split for model selection."""
+    """Repeated patient-level cross-validation with an inner validation split for model selection."""
 
     n_folds: int = Field(5, ge=2)
+    n_repeats: int = Field(
+        1, ge=1, description="repetitions of the n_folds-fold split, each with its own shuffle; metrics are averaged over repeats"
+    )
     val_fraction: float = Field(0.2, gt=0, lt=0.5)
+    stratify_site: bool = Field(
+        False, description="also stratify the outer folds by the cohort table's 'site' column, when it has one"
+    )
 
 
 class ScoringConfig(StrictModel):
@@ -334,7 +418,9 @@ class ScoringConfig(StrictModel):
 
     bootstrap_resamples: int = Field(1000, ge=100)
     ci_level: float = Field(0.95, gt=0.5, lt=1)
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="a binary task's decision threshold (accuracy, balanced accuracy, predicted groups)"
+    )
 
 
 class WorkflowPreset(StrictModel):
@@ -348,6 +434,32 @@ class WorkflowPreset(StrictModel):
     tiling: TilingConfig = TilingConfig()
     features: FeaturesConfig = FeaturesConfig()
     model: ModelConfig = ModelConfig()
-    task: TaskConfig = TaskConfig()
+    task: TaskConfig = BinaryTaskConfig()
     validation: ValidationConfig = ValidationConfig()
     scoring: ScoringConfig = ScoringConfig()
+
+    @model_validator(mode="after")
+    def _aggregators_fit_the_task(self) -> WorkflowPreset:
+        needs_classes = [name for name in self.model.aggregators if get_aggregator_spec(name).class_targets]
+        if needs_classes and self.task.type not in CLASS_TASKS:
+            raise ValueError(
+                f"{', '.join(needs_classes)} train(s) an instance clustering loss on class targets; a {self.task.type} "
+                f"task has none: remove {', '.join(needs_classes)} from model.aggregators, or use a {' or '.join(CLASS_TASKS)} task"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_fits_the_loss(self) -> WorkflowPreset:
+        if self.task.type == "survival" and self.task.loss == "cox" and self.model.batch_bags == 1:
+            raise ValueError(
+                "model.batch_bags is 1 but the survival task's cox loss compares the bags of a step with each other "
+                "(one bag gives loss 0); leave batch_bags unset (16) or set it to 8 or more, or use task.loss: discrete"
+            )
+        return self
+
+    def task_settings(self) -> dict[str, Any]:
+        """The task's settings: the ``task`` section, with the scoring settings its type takes (a binary task's threshold)."""
+        settings = self.task.model_dump()
+        accepted = accepted_settings(settings["type"])
+        settings.update({key: value for key, value in self.scoring.model_dump().items() if key in accepted})
+        return settings

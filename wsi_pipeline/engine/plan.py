@@ -13,6 +13,7 @@ from wsi_pipeline.config.manifest import JOBQUEUE_MODES
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.features.registry import get_encoder_spec
 from wsi_pipeline.features.weights import resolve_weights
+from wsi_pipeline.mil.tasks.registry import workflow_task
 from wsi_pipeline.sources.protocol import require_mpp
 from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.tiling.slide_tiling import tiling_id
@@ -49,16 +50,18 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     except WSIPipelineError as error:
         problems.append(("workflow", error.format()))
     synthetic = config.manifest.cohort.synthetic
+    task = workflow_task(workflow)
     if synthetic is not None:
         from wsi_pipeline.engine.runner import synthetic_plan
 
         plan = synthetic_plan(config)
-        labels = dict(zip(plan.patients["patient_id"], plan.patients["label"]))
+        task = task.bind(plan.patients)
+        patients = plan.patients
         n_slides = len(plan.slides)
         cohort_line = f"synthetic, generated into {config.output_dir / 'cohort'} (missing slides only)"
     else:
-        cohort = load_cohort(config.cohort_table, config.slide_root, workflow.task.label_column)
-        labels = cohort.labels
+        cohort = load_cohort(config.cohort_table, config.slide_root, task)
+        task, patients = cohort.task, cohort.patients
         n_slides = len(cohort.slides)
         cohort_line = str(config.cohort_table)
         if not problems:  # with an unknown source every slide would fail for the same reason
@@ -71,26 +74,31 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
         except WSIPipelineError as error:
             problems.append(("encoder", error.format()))
     if "train" in stages:
-        from wsi_pipeline.mil.splits import plan_folds
+        from wsi_pipeline.mil.folds import plan_run_folds
 
-        patients = sorted(labels)
         try:
-            plan_folds(patients, [int(labels[p]) for p in patients], n_folds=workflow.validation.n_folds,
-                       val_fraction=workflow.validation.val_fraction, seed=config.seed)
+            encoded = task.targets(patients)
+            task.fit(encoded)
+            sites = dict(zip(patients["patient_id"], patients["site"].astype(str))) if "site" in patients.columns else None
+            plan_run_folds(dict(zip(patients["patient_id"], task.stratify_labels(encoded).tolist())), workflow.validation,
+                           config.seed, sites)
         except WSIPipelineError as error:
             problems.append(("validation", error.format()))
 
-    n_positive = sum(int(v) for v in labels.values())
+    counts = ", ".join(f"{key} {value}" for key, value in task.counts(patients).items())
     table = Table(title=f"plan: {config.manifest_path.name} (workflow '{workflow.name}')", show_header=False)
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")  # long paths wrap rather than being cut
     table.add_row("cohort", cohort_line)
-    table.add_row("patients", f"{len(labels)} ({n_positive} {workflow.task.positive_name}, {len(labels) - n_positive} {workflow.task.negative_name})")
+    table.add_row("patients", f"{len(patients)}{f' ({counts})' if counts else ''}")
+    table.add_row("task", task.describe())
     table.add_row("slides", str(n_slides))
     table.add_row("stages", " → ".join(stages))
     table.add_row("tiling", f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px, tissue '{workflow.tiling.tissue.method}', min tissue {workflow.tiling.qc.min_tissue:.0%} (id {tiling_id(workflow.tiling)})")
     table.add_row("encoder", f"{spec.name}{' (DEMO: random weights, not a pathology model)' if spec.is_demo else ''}, dim {spec.dim}")
-    table.add_row("models", f"{', '.join(workflow.model.aggregators)}; {workflow.validation.n_folds}-fold patient CV, inner validation {workflow.validation.val_fraction:.0%}")
+    validation = workflow.validation
+    repeats = f" x {validation.n_repeats} repeats" if validation.n_repeats > 1 else ""
+    table.add_row("models", f"{', '.join(workflow.model.aggregators)}; {validation.n_folds}-fold patient CV{repeats}, inner validation {validation.val_fraction:.0%}")
     cluster = config.manifest.cluster
     gpus = "one per visible GPU" if cluster.gpus == "auto" else str(cluster.gpus)
     if config.scheduler_address:

@@ -41,12 +41,15 @@ from wsi_pipeline.mil.predictions import (
     assemble_predictions,
     write_predictions,
 )
+from wsi_pipeline.mil.targets import encode_targets
+from wsi_pipeline.mil.tasks.registry import workflow_task
 from wsi_pipeline.scoring.predictions import load_predictions
 from wsi_pipeline.sources.registry import get_source_factory
 from wsi_pipeline.store.feature_store import FeatureStore
 from wsi_pipeline.tiling.slide_tiling import tiling_id, tiling_params
 
 if TYPE_CHECKING:
+    from wsi_pipeline.mil.tasks.base import Task
     from wsi_pipeline.sources.synthetic import SyntheticCohortPlan
 
 STAGES = ("tile", "extract", "train", "score")
@@ -74,14 +77,14 @@ def synthetic_cohort_dir(config: RunConfig) -> Path:
     return config.output_dir / "cohort"
 
 
-def synthetic_plan(config: RunConfig) -> "SyntheticCohortPlan":
+def synthetic_plan(config: RunConfig) -> SyntheticCohortPlan:
     """The manifest's synthetic cohort as a plan (cheap: nothing is rendered)."""
     from wsi_pipeline.sources.synthetic import plan_synthetic_cohort
 
     synthetic = config.manifest.cohort.synthetic
     assert synthetic is not None
-    return plan_synthetic_cohort(synthetic.n_patients, config.seed,
-                                 **synthetic.model_dump(exclude={"n_patients"}))
+    settings = synthetic.model_dump(exclude={"n_patients", "targets"})
+    return plan_synthetic_cohort(synthetic.n_patients, config.seed, targets=synthetic.targets or config.workflow.task.type, **settings)
 
 
 def prepare_cohort(config: RunConfig, client: Client, console: Console, record: RunRecord) -> Cohort:
@@ -89,7 +92,7 @@ def prepare_cohort(config: RunConfig, client: Client, console: Console, record: 
     synthetic = config.manifest.cohort.synthetic
     if synthetic is None:
         assert config.cohort_table is not None
-        return load_cohort(config.cohort_table, config.slide_root, config.workflow.task.label_column)
+        return load_cohort(config.cohort_table, config.slide_root, workflow_task(config.workflow))
     from wsi_pipeline.sources.synthetic import write_cohort_table
 
     folder = synthetic_cohort_dir(config)
@@ -101,7 +104,7 @@ def prepare_cohort(config: RunConfig, client: Client, console: Console, record: 
     record.add(outcomes)
     report_stage(console, record, "generate", "slide files exist")
     table = write_cohort_table(plan, folder)
-    return load_cohort(table, folder, config.workflow.task.label_column)
+    return load_cohort(table, folder, workflow_task(config.workflow))
 
 
 def report_stage(console: Console, record: RunRecord, stage: str, skip_reason: str) -> None:
@@ -147,25 +150,38 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
 def train_stage(
     config: RunConfig, cohort: Cohort, client: Client, console: Console, record: RunRecord, layout: ClusterLayout | None = None
 ) -> pd.DataFrame | None:
-    """Cross-validate every aggregator, one task per (fold, aggregator); writes ``predictions.csv`` and ``folds.csv``.
+    """Cross-validate every aggregator, one task per (repeat, fold, aggregator); writes ``predictions.csv`` and ``folds.csv``.
 
-    Training tasks hold a GPU slot when the cluster has GPUs and ``model.device`` is not 'cpu'.
+    The cohort's task (bound to its patients) is what every fold trains for; patients
+    without features, or without a target the task may do without (a survival task's
+    follow-up), are recorded as excluded. Training tasks hold a GPU slot when the cluster has
+    GPUs and ``model.device`` is not 'cpu'.
     """
     workflow = config.workflow
+    task = cohort.task
+    assert task is not None
     encoder_id = encoder_id_of(config)
+    record.excluded_patients.update(cohort.excluded)
     source = gather_bags(config, cohort, record, encoder_id)
     if record.excluded_patients:
-        console.print(f"  train: [yellow]{len(record.excluded_patients)} patient(s) excluded[/yellow] (no features): {', '.join(record.excluded_patients)}")
-    labels = {p: int(cohort.labels[p]) for p in source.patients}
+        console.print(
+            f"  train: [yellow]{len(record.excluded_patients)} patient(s) excluded[/yellow] (no features or no target): "
+            f"{', '.join(record.excluded_patients)}"
+        )
+    all_targets = cohort.targets
+    patients = [p for p in source.patients if p in all_targets]
+    targets = {p: all_targets[p] for p in patients}
     predictions_path = config.output_dir / PREDICTIONS_FILE
     key = stage_key(
         {
             "bags": source.patient_slides,
             "encoder_id": encoder_id,
             "tiling_id": source.tiling_id,
-            "labels": labels,
+            "targets": targets,
+            "task": workflow.task_settings(),
             "model": workflow.model.model_dump(mode="json"),
             "validation": workflow.validation.model_dump(mode="json"),
+            "sites": cohort.sites if workflow.validation.stratify_site else None,
             "seed": config.seed,
         }
     )
@@ -174,17 +190,23 @@ def train_stage(
         console.print("  train: skipped (predictions.csv is up to date for these features and settings)")
         return load_predictions(predictions_path)
     try:
-        plans = plan_run_folds(labels, workflow.validation, config.seed)
+        encoded = encode_targets(task, targets, patients)
+        task.fit(encoded)  # can the task learn from these patients at all (two classes, an event)?
+        strata = dict(zip(patients, task.stratify_labels(encoded).tolist()))
+        plans = plan_run_folds(strata, workflow.validation, config.seed, cohort.sites)
     except WSIPipelineError as error:
         # Usually what failed slides left behind: the run's failures, not a bad manifest.
-        reason = f"cannot cross-validate the {len(labels)} patient(s) with features: {error.format()}"
+        reason = f"cannot cross-validate the {len(patients)} patient(s) with features: {error.format()}"
         record.add([ItemOutcome("train", "cross-validation", "failed", reason=reason)])
         report_stage(console, record, "train", "")
         return None
     write_folds(plans, config.output_dir / FOLDS_FILE)
     threads = config.manifest.cluster.worker_threads
     items = [
-        (f"fold{plan.fold}-{name}", (plan, name, source, labels, workflow.model, config.seed, threads))
+        (
+            f"{plan.name}-{name}",
+            (plan, name, source, {p: targets[p] for p in plan.patients}, task, workflow.model, config.seed, threads),
+        )
         for plan in plans
         for name in workflow.model.aggregators
     ]
@@ -203,8 +225,12 @@ def train_stage(
     return load_predictions(predictions_path)
 
 
-def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord) -> None:
-    """Score out-of-fold predictions: metrics.json, plots, report."""
+def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord, task: Task | None = None) -> None:
+    """Score out-of-fold predictions for the workflow's task: metrics.json, plots, report.
+
+    ``task`` is the cohort's (bound: a multiclass task knows the cohort's classes); without
+    it, the workflow's task is built here.
+    """
     from wsi_pipeline.scoring.context import report_context
     from wsi_pipeline.scoring.formatting import format_interval
     from wsi_pipeline.scoring.stage import score_predictions
@@ -212,8 +238,11 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
     scoring = config.workflow.scoring
     # Hash what scoring reads, rounded, so a table read back from CSV matches the one written.
     content = predictions.sort_values(["model", "patient_id"]).round(8).to_csv(index=False)
-    key = stage_key({"predictions": content, "scoring": scoring.model_dump(mode="json"), "seed": config.seed})
-    outputs = [config.output_dir / "metrics.json", config.output_dir / "plots" / "roc.png"]
+    task = task or workflow_task(config.workflow)
+    key = stage_key(
+        {"predictions": content, "scoring": scoring.model_dump(mode="json"), "task": config.workflow.task_settings(), "seed": config.seed}
+    )
+    outputs = [config.output_dir / "metrics.json", config.output_dir / "report.md"]
     if is_fresh(config.output_dir, "score", key, outputs):
         record.add([ItemOutcome("score", "report", "skipped", reason="metrics up to date")])
         console.print("  score: skipped (metrics.json is up to date for these predictions)")
@@ -224,7 +253,7 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         config.output_dir,
         n_resamples=scoring.bootstrap_resamples,
         seed=config.seed,
-        threshold=scoring.threshold,
+        task=task,
         title=context.title,
         source=str(config.output_dir / PREDICTIONS_FILE),
         caption=context.caption,
@@ -232,8 +261,10 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
     )
     record.add([ItemOutcome("score", "report", "done")])
     mark_fresh(config.output_dir, "score", key)
+    headline = task.metric_names[0]
+    label = task.metric_labels.get(headline, headline)
     for model, values in metrics.items():
-        console.print(f"  score: {model:<10} AUC {format_interval(values['auc'])}")
+        console.print(f"  score: {model:<10} {label} {format_interval(values[headline])}")
 
 
 def check_names(config: RunConfig) -> None:
@@ -378,7 +409,7 @@ def run_stages(
             record.add([ItemOutcome("score", "report", "failed", reason="no predictions to score (training failed or did not run)")])
             return
         with record.stage("score"):
-            score_stage(config, predictions, console, record)
+            score_stage(config, predictions, console, record, cohort.task)
 
 
 def blocked_by_tiling(tile_outcomes: list[ItemOutcome], extract_outcomes: list[ItemOutcome]) -> list[ItemOutcome]:

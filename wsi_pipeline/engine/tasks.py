@@ -8,6 +8,7 @@ the work is already complete; it writes atomically and marks completion last; it
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from wsi_pipeline.cohort.table import SlideRecord
 from wsi_pipeline.config.workflow import FeaturesConfig, ModelConfig, TilingConfig
@@ -29,6 +30,9 @@ from wsi_pipeline.store.feature_store import (
 )
 from wsi_pipeline.tiling.qc_table import QC_TABLE_COLUMNS
 from wsi_pipeline.tiling.slide_tiling import SlideTiling, tile_slide
+
+if TYPE_CHECKING:
+    from wsi_pipeline.mil.tasks.base import Task
 
 #: Tiling attributes repeated on every feature entry, so an entry explains itself alone.
 TILING_PROVENANCE = (
@@ -255,21 +259,30 @@ def extract_task(
 
 # -- train --------------------------------------------------------------------------------------
 def train_task(
-    plan: FoldPlan, aggregator: str, source: BagSource, labels: dict[str, int], model: ModelConfig, seed: int, threads: int
+    plan: FoldPlan,
+    aggregator: str,
+    source: BagSource,
+    targets: dict[str, Any],
+    task: Task,
+    model: ModelConfig,
+    seed: int,
+    threads: int,
 ) -> ItemOutcome:
-    """Train one aggregator on one fold and predict its test patients.
+    """Train one aggregator on one fold (of one repeat) for the task and predict its test patients.
 
     The task reads the bags of its fold's patients only (fit, validation, test), straight
     from the store, and keeps nothing once it returns: no worker holds the whole cohort's
     features, and a worker's memory is what one fold needs, whatever the cohort's size. The
-    two aggregators of a fold read the same bags twice; that costs seconds against their
+    aggregators of a fold read the same bags again; that costs seconds against their
     minutes of training, and caching them would pin a fold's features in the worker (a
     GPU worker, too, that has an encoder to run) for as long as the process lives.
 
+    ``targets`` holds the raw targets of the fold's patients (a small mapping, never arrays);
+    ``task`` is bound to the cohort and fitted here, on the fold's fit patients.
     ``model.device`` is resolved here, on the worker (``'auto'``: its GPU when it has one),
     since the client may have no GPU while the workers do; the device is recorded in ``info``.
     """
-    name = f"fold{getattr(plan, 'fold', '?')}-{aggregator}"
+    name = f"{getattr(plan, 'name', '?')}-{aggregator}"
 
     def work() -> ItemOutcome:
         from wsi_pipeline.mil.cv import train_fold
@@ -279,10 +292,12 @@ def train_task(
         device = resolve_device(model.device)
         config = TrainConfig.from_model(model)  # checked when the workflow was loaded
         bags = load_bags(source, plan.patients)
-        rows = train_fold(plan, aggregator, bags, labels, config, seed, device=device)
+        rows = train_fold(plan, aggregator, bags, targets, config, seed, task=task, device=device)
         history = rows.attrs.get("history", {})
-        summary = {k: history.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_auc")}
-        info = {"predictions": rows.to_dict(orient="records"), "training": summary, "device": str(device)}
+        keys = ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_score", "selection_metric",
+                "bags_per_step", "fitted_state")
+        info = {"predictions": rows.to_dict(orient="records"), "training": {k: history.get(k) for k in keys},
+                "device": str(device)}
         return ItemOutcome("train", name, "done", info=info)
 
     return guarded("train", name, work)

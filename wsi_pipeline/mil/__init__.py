@@ -3,9 +3,10 @@
 The public names below are what the engine uses; each lives in a module with one idea:
 ``aggregators`` (the models, one module each, behind one interface), ``registry`` (names,
 settings and defaults), ``bags`` (bag checks), ``cohort_bags`` (which patients have bags in
-the store; loading a fold's), ``splits`` (fold plans), ``folds`` (a run's plan and
-``folds.csv``), ``train`` (one fit), ``cv`` (out-of-fold predictions), ``predictions`` (the
-run's ``predictions.csv``).
+the store; loading a fold's), ``splits`` (repeated fold plans), ``folds`` (a run's plan and
+``folds.csv``), ``tasks`` (what is predicted: outputs, loss, predictions, metrics),
+``targets`` (patients' targets by id), ``train`` (one fit), ``cv`` (out-of-fold predictions),
+``predictions`` (the run's ``predictions.csv``).
 
 Names are imported on first use: the config models check aggregator names and settings
 against ``registry`` when a workflow is loaded, and that must not import torch.
@@ -22,7 +23,8 @@ _EXPORTS = {
     "available_bags": "cohort_bags",
     "load_bags": "cohort_bags",
     "slide_entries": "cohort_bags",
-    "PREDICTION_COLUMNS": "cv",
+    "ID_COLUMNS": "cv",
+    "prediction_columns": "cv",
     "cross_validate": "cv",
     "train_fold": "cv",
     "FOLDS_FILE": "folds",
@@ -48,7 +50,7 @@ _EXPORTS = {
     "plan_folds": "splits",
     "TrainConfig": "train",
     "attention_weights": "train",
-    "bag_logits": "train",
+    "bag_outputs": "train",
     "fit_aggregator": "train",
     "predict_bags": "train",
 }
@@ -56,8 +58,8 @@ _EXPORTS = {
 __all__ = [
     "AGGREGATORS",
     "FOLDS_FILE",
+    "ID_COLUMNS",
     "PREDICTIONS_FILE",
-    "PREDICTION_COLUMNS",
     "Aggregator",
     "AggregatorSpec",
     "AvailableBags",
@@ -71,7 +73,7 @@ __all__ = [
     "attention_weights",
     "available_aggregators",
     "available_bags",
-    "bag_logits",
+    "bag_outputs",
     "build_aggregator",
     "cross_validate",
     "fit_aggregator",
@@ -82,6 +84,7 @@ __all__ = [
     "plan_folds",
     "plan_run_folds",
     "predict_bags",
+    "prediction_columns",
     "register_aggregator",
     "resolve_params",
     "slide_entries",
@@ -99,7 +102,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
         load_bags,
         slide_entries,
     )
-    from wsi_pipeline.mil.cv import PREDICTION_COLUMNS, cross_validate, train_fold
+    from wsi_pipeline.mil.cv import (
+        ID_COLUMNS,
+        cross_validate,
+        prediction_columns,
+        train_fold,
+    )
     from wsi_pipeline.mil.folds import (
         FOLDS_FILE,
         folds_frame,
@@ -130,7 +138,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from wsi_pipeline.mil.train import (
         TrainConfig,
         attention_weights,
-        bag_logits,
+        bag_outputs,
         fit_aggregator,
         predict_bags,
     )

@@ -74,24 +74,3 @@ def check_bags(bags: Mapping[str, np.ndarray], ids: Iterable[str]) -> int:
 def bag_tensor(bag: np.ndarray, device: str | torch.device = "cpu") -> Tensor:
     """Return a bag as a float32 tensor on ``device`` (the store keeps float16)."""
     return torch.as_tensor(np.asarray(bag), dtype=torch.float32, device=device)
-
-
-def binary_label(labels: Mapping[str, int], pid: str) -> int:
-    """Return a patient's label, checked to be 0 or 1.
-
-    Raises
-    ------
-    WSIPipelineError
-        If the patient has no label or a label other than 0/1.
-    """
-    if pid not in labels:
-        raise WSIPipelineError("no label for this patient", where=f"patient {pid}", fix="add the patient's label to the cohort table")
-    value = labels[pid]
-    # `in` compares by value, so 1, 1.0, True and numpy integers all pass; 0.5, NaN, '1' do not.
-    if value not in (0, 1):
-        raise WSIPipelineError(
-            f"label {value!r} is not binary",
-            where=f"patient {pid}",
-            fix="use 0 (negative) and 1 (positive) labels for MIL classification",
-        )
-    return int(value)

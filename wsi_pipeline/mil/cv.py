@@ -1,13 +1,14 @@
 """Cross-validation: out-of-fold predictions, one fold (the engine's unit of work) at a time.
 
 :func:`train_fold` is a pure function of its arguments, so the engine can run one task per
-(fold, aggregator) in any order or place. :func:`cross_validate` is the sequential
+(repeat, fold, aggregator) in any order or place. :func:`cross_validate` is the sequential
 convenience for notebooks and tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,22 +16,40 @@ import torch
 
 from wsi_pipeline.config.workflow import ModelConfig
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.mil.bags import binary_label, check_bags
+from wsi_pipeline.mil.bags import check_bags
 from wsi_pipeline.mil.registry import get_aggregator_spec
 from wsi_pipeline.mil.splits import FoldPlan, LeakageError, assert_disjoint, plan_folds
-from wsi_pipeline.mil.train import TrainConfig, fit_aggregator, predict_bags
+from wsi_pipeline.mil.targets import encode_targets, target_frame
+from wsi_pipeline.mil.tasks.base import Task
+from wsi_pipeline.mil.train import (
+    TrainConfig,
+    default_task,
+    fit_aggregator,
+    predict_bags,
+)
 
-PREDICTION_COLUMNS = ("patient_id", "model", "fold", "label", "score")
+#: The columns every prediction row starts with; the task's target and prediction columns follow.
+ID_COLUMNS = ("patient_id", "model", "repeat", "fold")
+
+
+def prediction_columns(task: Task) -> tuple[str, ...]:
+    """The columns of a prediction row for ``task``, in order.
+
+    ``patient_id, model, repeat, fold``, the task's target columns (as the cohort names them)
+    and its prediction columns: for a binary task ``label, score``.
+    """
+    return (*ID_COLUMNS, *task.target_columns, *task.prediction_columns)
 
 
 def train_fold(
     plan: FoldPlan,
     aggregator: str,
     bags: Mapping[str, np.ndarray],
-    labels: Mapping[str, int],
+    targets: Mapping[str, Any],
     config: TrainConfig,
     seed: int,
     *,
+    task: Task | None = None,
     device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
     """Train one aggregator on one fold and predict the fold's test patients.
@@ -44,12 +63,15 @@ def train_fold(
         A registered aggregator name.
     bags
         Patient id -> instance features (N, D).
-    labels
-        Patient id -> 0/1.
+    targets
+        Patient id -> raw target values (:func:`~wsi_pipeline.mil.targets.patient_targets`).
     config
         Training settings.
     seed
         Training seed (the same seed for every fold is fine: folds differ in their data).
+    task
+        The task, bound to the cohort, not fitted (each fold fits it on its fit patients);
+        default: binary on 0/1 labels.
     device
         Where to train and predict: ``"cpu"`` by default, ``"auto"`` (CUDA when this process
         has it), ``"cuda"`` or ``"cuda:N"``; predictions come back as CPU numpy either way.
@@ -57,33 +79,36 @@ def train_fold(
     Returns
     -------
     pd.DataFrame
-        One row per test patient with columns ``patient_id, model, fold, label, score``
-        (score: predicted probability of label 1). ``df.attrs["history"]`` holds the
-        training history of :func:`fit_aggregator`.
+        One row per test patient with the columns of :func:`prediction_columns` (binary:
+        ``patient_id, model, repeat, fold, label, score``; score: predicted probability of
+        label 1). ``df.attrs["history"]`` holds the training history of :func:`fit_aggregator`.
 
     Raises
     ------
     LeakageError
         If a test patient is also a fit or validation patient.
     WSIPipelineError
-        For an unknown aggregator, or missing/bad bags or labels.
+        For an unknown aggregator, or missing/bad bags or targets.
     """
+    task = default_task() if task is None else task
     # Checked here too, not only in plan_folds: the engine may build or load plans itself.
-    assert_disjoint(plan.test_ids, set(plan.fit_ids) | set(plan.val_ids), f"fold {plan.fold} test vs fit+val")
+    assert_disjoint(plan.test_ids, set(plan.fit_ids) | set(plan.val_ids), f"{plan.title} test vs fit+val")
     if not plan.test_ids:
-        raise LeakageError(f"fold {plan.fold} has no test patients")
+        raise LeakageError(f"{plan.title} has no test patients")
     check_bags(bags, plan.test_ids)
-    model, history = fit_aggregator(aggregator, bags, labels, plan.fit_ids, plan.val_ids, config, seed, device=device)
-    scores = predict_bags(model, bags, plan.test_ids)
+    y_test = encode_targets(task, targets, plan.test_ids)
+    model, history = fit_aggregator(aggregator, bags, targets, plan.fit_ids, plan.val_ids, config, seed, task=task, device=device)
+    fitted: Task = history["task"]
     frame = pd.DataFrame(
         {
             "patient_id": list(plan.test_ids),
             "model": aggregator,
+            "repeat": plan.repeat,
             "fold": plan.fold,
-            "label": [binary_label(labels, pid) for pid in plan.test_ids],
-            "score": scores,
+            **fitted.decode_targets(y_test),
+            **predict_bags(model, bags, plan.test_ids, fitted),
         },
-        columns=list(PREDICTION_COLUMNS),
+        columns=list(prediction_columns(fitted)),
     )
     frame.attrs["history"] = history
     return frame
@@ -91,32 +116,39 @@ def train_fold(
 
 def cross_validate(
     bags: Mapping[str, np.ndarray],
-    labels: Mapping[str, int],
+    targets: Mapping[str, Any],
     aggregators: Sequence[str],
     *,
     n_folds: int = 5,
     val_fraction: float = 0.2,
+    n_repeats: int = 1,
     config: TrainConfig | None = None,
     seed: int = 0,
+    task: Task | None = None,
     device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
-    """Out-of-fold predictions for every labelled patient and every aggregator.
+    """Out-of-fold predictions for every patient with a target, every aggregator and every repeat.
 
-    Every aggregator sees the same fold plan, so their scores are paired by patient.
+    Every aggregator sees the same fold plan, so their predictions are paired by patient.
 
     Parameters
     ----------
     bags
-        Patient id -> instance features (N, D). Bags without a label are ignored.
-    labels
-        Patient id -> 0/1; these are the patients cross-validated, in this order.
+        Patient id -> instance features (N, D). Bags without a target are ignored.
+    targets
+        Patient id -> raw target values (0/1 labels for the default binary task); these are
+        the patients cross-validated, in this order.
     aggregators
         Registered aggregator names, e.g. ``["abmil", "clam-sb"]``; each is built with
         ``config.params_for(name)``.
-    n_folds, val_fraction, seed
-        As in :func:`~wsi_pipeline.mil.splits.plan_folds`; ``seed`` also seeds training.
+    n_folds, val_fraction, n_repeats, seed
+        As in :func:`~wsi_pipeline.mil.splits.plan_folds` (stratified on the task's strata);
+        ``seed`` also seeds training.
     config
         Training settings; those of a default workflow's ``model`` section when omitted.
+    task
+        The task, not fitted; a multiclass task without classes is bound to ``targets`` here.
+        Default: binary.
     device
         Where to train and predict: ``"cpu"`` by default, ``"auto"`` (CUDA when this process
         has it), ``"cuda"`` or ``"cuda:N"``; predictions come back as CPU numpy either way.
@@ -124,30 +156,33 @@ def cross_validate(
     Returns
     -------
     pd.DataFrame
-        Columns ``patient_id, model, fold, label, score``; one row per (patient, aggregator),
-        ordered by aggregator, then fold. ``df.attrs["histories"]`` maps
-        ``(aggregator, fold)`` to the training history.
+        The columns of :func:`prediction_columns`; one row per (patient, aggregator, repeat),
+        ordered by aggregator, then repeat and fold. ``df.attrs["histories"]`` maps
+        ``(aggregator, fold)`` (one repeat) or ``(aggregator, repeat, fold)`` to the training history.
     """
     config = TrainConfig.from_model(ModelConfig()) if config is None else config
+    task = default_task() if task is None else task
     aggregators = list(aggregators)
     if not aggregators:
         raise WSIPipelineError("no aggregators to cross-validate", where="model", fix="name at least one aggregator, e.g. abmil")
     for name in aggregators:  # fail before any training, not after the first model
         get_aggregator_spec(name)
-    ids = list(labels)
+    ids = list(targets)
     check_bags(bags, ids)
-    y = [binary_label(labels, pid) for pid in ids]
-    plans = plan_folds(ids, y, n_folds=n_folds, val_fraction=val_fraction, seed=seed)
+    task = task.bind(target_frame(task, targets, ids))
+    strata = task.stratify_labels(encode_targets(task, targets, ids))
+    plans = plan_folds(ids, strata, n_folds=n_folds, val_fraction=val_fraction, seed=seed, n_repeats=n_repeats)
 
     frames, histories = [], {}
     for name in aggregators:
         for plan in plans:
-            frame = train_fold(plan, name, bags, labels, config, seed, device=device)
-            histories[(name, plan.fold)] = frame.attrs.pop("history")
+            frame = train_fold(plan, name, bags, targets, config, seed, task=task, device=device)
+            key = (name, plan.fold) if n_repeats == 1 else (name, plan.repeat, plan.fold)
+            histories[key] = frame.attrs.pop("history")
             frames.append(frame)
     result = pd.concat(frames, ignore_index=True)
-    counts = result.groupby("model")["patient_id"].agg(["size", "nunique"])
-    if not ((counts["size"] == len(ids)) & (counts["nunique"] == len(ids))).all():
-        raise LeakageError("out-of-fold predictions do not cover every patient exactly once per aggregator")
+    counts = result.groupby(["model", "repeat"])["patient_id"].agg(["size", "nunique"])
+    if len(counts) != len(aggregators) * n_repeats or not ((counts["size"] == len(ids)) & (counts["nunique"] == len(ids))).all():
+        raise LeakageError("out-of-fold predictions do not cover every patient exactly once per aggregator and repeat")
     result.attrs["histories"] = histories
     return result

@@ -1,9 +1,10 @@
 """The run's out-of-fold predictions table, assembled from the folds' rows and written as ``predictions.csv``.
 
-Each training task returns its test patients' rows (:data:`~wsi_pipeline.mil.cv.PREDICTION_COLUMNS`);
-this module puts them in one table with the patients' follow-up from the cohort and the
-encoder the features came from, so the file is self-describing when it travels alone
-(``wsi-pipeline score --predictions`` reads it without the run).
+Each training task returns its test patients' rows (:func:`~wsi_pipeline.mil.cv.prediction_columns`:
+``patient_id, model, repeat, fold``, the task's target columns, its prediction columns); this
+module puts them in one table with the patients' follow-up from the cohort and the encoder the
+features came from, so the file is self-describing when it travels alone (``wsi-pipeline
+score`` reads it without the run).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from wsi_pipeline.atomic import atomic_path
-from wsi_pipeline.cohort.table import Cohort
-from wsi_pipeline.mil.cv import PREDICTION_COLUMNS
+from wsi_pipeline.cohort.table import OUTCOME_COLUMNS, Cohort
+from wsi_pipeline.mil.cv import ID_COLUMNS
 
 #: The table's name in a run folder.
 PREDICTIONS_FILE = "predictions.csv"
@@ -29,32 +30,34 @@ def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, enco
     Parameters
     ----------
     rows
-        Prediction rows of every (fold, aggregator): ``patient_id, model, fold, label, score``.
+        Prediction rows of every (repeat, fold, aggregator): ``patient_id, model, repeat,
+        fold``, the task's target and prediction columns.
     cohort
-        The cohort; its per-patient columns other than ``label`` (``pfs_months``, ``event``
-        when the table has them) are joined on ``patient_id``.
+        The cohort; its follow-up columns (``pfs_months``, ``event`` when the table has them
+        and they are not the task's targets already) are joined on ``patient_id``.
     encoder_id
         The store key of the features the models were trained on (names a demo encoder as such).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``patient_id, model, fold, label, score``, then the cohort's follow-up
-        columns, then ``encoder``; sorted by model, then patient.
+        The rows' columns (binary: ``patient_id, model, repeat, fold, label, score``), then
+        the cohort's follow-up columns, then ``encoder``; sorted by model, repeat, patient.
 
     Raises
     ------
     ValueError
-        If the rows lack a prediction column (a training task returned something else: a bug).
+        If the rows lack an id column (a training task returned something else: a bug).
     """
     frame = pd.DataFrame(list(rows))
-    missing = [column for column in PREDICTION_COLUMNS if column not in frame.columns]
+    missing = [column for column in ID_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"prediction rows lack column(s) {', '.join(missing)}; got {', '.join(map(str, frame.columns))}")
-    frame = frame.sort_values(["model", "patient_id"]).reset_index(drop=True)
-    # The label comes from the task's rows (what the model was scored against), not joined twice.
-    follow_up = cohort.patients.drop(columns=["label"]).set_index("patient_id")
-    frame = frame.join(follow_up, on="patient_id")
+    frame = frame.sort_values(["model", "repeat", "patient_id"]).reset_index(drop=True)
+    # Targets come from the task's rows (what the model was scored against), not joined twice.
+    follow_up = [c for c in OUTCOME_COLUMNS if c in cohort.patients.columns and c not in frame.columns]
+    if follow_up:
+        frame = frame.join(cohort.patients.set_index("patient_id")[follow_up], on="patient_id")
     frame["encoder"] = encoder_id
     return frame
 

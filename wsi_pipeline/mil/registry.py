@@ -110,6 +110,9 @@ class AggregatorSpec:
     check
         Optional check of a complete set of settings (for constraints between settings); returns
         what is wrong, or ``None``.
+    class_targets
+        Training needs a class index per bag (CLAM's instance clustering loss): usable with
+        classification tasks only (binary, multiclass), not regression or survival.
     """
 
     name: str
@@ -118,6 +121,7 @@ class AggregatorSpec:
     description: str = ""
     reference: str = ""
     check: Callable[[Mapping[str, Any]], str | None] | None = None
+    class_targets: bool = False
 
     def __post_init__(self) -> None:
         # Read-only view so a caller cannot change what every later build sees.
@@ -313,10 +317,12 @@ for _spec in (
     AggregatorSpec(
         "clam-sb", f"{_PACKAGE}.clam:CLAMSB", _CLAM, "CLAM, single attention branch, instance clustering (Lu et al. 2021)",
         "mahmoodlab/CLAM: model size 'small', --drop_out 0.25, --B 8, --bag_weight 0.7, --inst_loss svm",
+        class_targets=True,
     ),
     AggregatorSpec(
         "clam-mb", f"{_PACKAGE}.clam:CLAMMB", _CLAM, "CLAM, one attention branch per class, instance clustering (Lu et al. 2021)",
         "as clam-sb",
+        class_targets=True,
     ),
     AggregatorSpec(
         "transmil",

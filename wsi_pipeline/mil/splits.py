@@ -5,11 +5,19 @@ biology, staining and scanner, so a patient on both sides of a split inflates ev
 Each outer fold's test patients are held out completely; the validation set used for early
 stopping and model selection is carved out of that fold's *training* patients only, so no
 decision about the model ever looks at test labels.
+
+Plans are stratified on one discrete label per patient: the task's strata
+(:meth:`~wsi_pipeline.mil.tasks.base.Task.stratify_labels`: the class, the event indicator, a
+quantile bin of a regression target), optionally crossed with the patient's site for the
+outer split. Repeated cross-validation runs ``n_repeats`` independent ``n_folds``-fold splits
+of the same patients, each with its own seed (repeat 0 uses the run's seed itself, so one
+repeat is exactly the plan of a single cross-validation).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,20 +39,34 @@ class FoldPlan:
     Attributes
     ----------
     fold
-        Outer fold index, from 0.
+        Outer fold index, from 0 (within its repeat).
     fit_ids
         Patients whose bags the model is trained on.
     val_ids
         Inner validation patients (from the fold's training patients) for early stopping
         and model selection.
     test_ids
-        The held-out patients of this fold; each patient is a test patient in exactly one fold.
+        The held-out patients of this fold; each patient is a test patient in exactly one
+        fold of each repeat.
+    repeat
+        Which repetition of the cross-validation the fold belongs to, from 0.
     """
 
     fold: int
     fit_ids: tuple[str, ...]
     val_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
+    repeat: int = 0
+
+    @property
+    def name(self) -> str:
+        """``fold<k>`` in the first repeat, ``repeat<r>-fold<k>`` in the others (task and item names)."""
+        return f"fold{self.fold}" if self.repeat == 0 else f"repeat{self.repeat}-fold{self.fold}"
+
+    @property
+    def title(self) -> str:
+        """``fold <k>``, or ``repeat <r> fold <k>`` after the first repeat (messages)."""
+        return f"fold {self.fold}" if self.repeat == 0 else f"repeat {self.repeat} fold {self.fold}"
 
     @property
     def patients(self) -> tuple[str, ...]:
@@ -113,10 +135,10 @@ def _check_inputs(patient_ids: Sequence[str], y: np.ndarray, n_folds: int, val_f
         raise WSIPipelineError(f"seed must be an integer in [0, 2**32), got {seed!r}", where="seed", fix="set seed to a non-negative integer")
 
 
-def _check_class_counts(y: np.ndarray, n_folds: int) -> None:
+def _check_class_counts(y: np.ndarray, n_folds: int, single_stratum_ok: bool = False) -> None:
     classes, counts = np.unique(y, return_counts=True)
     classes = classes.tolist()  # plain Python values read better in messages than np.int64(1)
-    if len(classes) < 2:
+    if len(y) == 0 or (len(classes) < 2 and not single_stratum_ok):
         raise WSIPipelineError(
             f"all {len(y)} patients have label {classes[0]!r}; cross-validation needs both classes" if len(y) else "no patients to split",
             where="cohort labels",
@@ -134,8 +156,8 @@ def _check_class_counts(y: np.ndarray, n_folds: int) -> None:
             else f"add patients with label {label!r} (at least {_min_per_class(3)} are needed for 3 folds)"
         )
         raise WSIPipelineError(
-            f"only {fewest} patient(s) with label {label!r} ({summary}); {n_folds}-fold cross-validation "
-            f"with an inner validation split needs at least {needed} patients of every class",
+            f"only {fewest} patient(s) with label {label!r} ({summary}; labels are the task's strata); "
+            f"{n_folds}-fold cross-validation with an inner validation split needs at least {needed} patients of every stratum",
             where="n_folds",
             fix=fix,
         )
@@ -162,21 +184,57 @@ def _inner_split(train_idx: np.ndarray, y: np.ndarray, val_fraction: float, seed
 
 
 def _verify(plans: Sequence[FoldPlan], patient_ids: Sequence[str]) -> None:
-    """Check the invariants of a plan; any failure is a bug, raised as :class:`LeakageError`."""
+    """Check the invariants of a plan, repeat by repeat; any failure is a bug, raised as :class:`LeakageError`.
+
+    Within each repeat every patient is a test patient in exactly one fold; within each fold
+    the fit, validation and test patients are disjoint and together the whole cohort.
+    """
     everyone = set(patient_ids)
-    test_counts = Counter(p for plan in plans for p in plan.test_ids)
-    repeated = sorted((p for p, n in test_counts.items() if n > 1), key=str)
-    if repeated:
-        raise LeakageError(f"patient(s) in more than one test fold: {', '.join(map(str, repeated[:10]))}")
-    missing = sorted(everyone - set(test_counts), key=str)
-    if missing:
-        raise LeakageError(f"patient(s) in no test fold: {', '.join(map(str, missing[:10]))}")
-    for plan in plans:
-        assert_disjoint(plan.fit_ids, plan.val_ids, f"fold {plan.fold} fit vs val")
-        assert_disjoint(plan.fit_ids, plan.test_ids, f"fold {plan.fold} fit vs test")
-        assert_disjoint(plan.val_ids, plan.test_ids, f"fold {plan.fold} val vs test")
-        if set(plan.fit_ids) | set(plan.val_ids) | set(plan.test_ids) != everyone:
-            raise LeakageError(f"fold {plan.fold}: fit, val and test together do not cover the cohort exactly")
+    for repeat in sorted({plan.repeat for plan in plans}):
+        folds = [plan for plan in plans if plan.repeat == repeat]
+        test_counts = Counter(p for plan in folds for p in plan.test_ids)
+        repeated = sorted((p for p, n in test_counts.items() if n > 1), key=str)
+        if repeated:
+            raise LeakageError(f"repeat {repeat}: patient(s) in more than one test fold: {', '.join(map(str, repeated[:10]))}")
+        missing = sorted(everyone - set(test_counts), key=str)
+        if missing:
+            raise LeakageError(f"repeat {repeat}: patient(s) in no test fold: {', '.join(map(str, missing[:10]))}")
+        for plan in folds:
+            assert_disjoint(plan.fit_ids, plan.val_ids, f"{plan.title} fit vs val")
+            assert_disjoint(plan.fit_ids, plan.test_ids, f"{plan.title} fit vs test")
+            assert_disjoint(plan.val_ids, plan.test_ids, f"{plan.title} val vs test")
+            if set(plan.fit_ids) | set(plan.val_ids) | set(plan.test_ids) != everyone:
+                raise LeakageError(f"{plan.title}: fit, val and test together do not cover the cohort exactly")
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The seed of one repeat's split: the run's seed for repeat 0, a 32-bit hash of (seed, repeat) after."""
+    if repeat == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(repeat)]).generate_state(1)[0])
+
+
+def _outer_labels(y: np.ndarray, sites: Sequence[str] | None) -> np.ndarray:
+    """What the outer split stratifies on: the strata, crossed with the site when sites are given."""
+    if sites is None:
+        return y
+    if len(sites) != len(y):
+        raise WSIPipelineError(f"{len(sites)} sites but {len(y)} patients", where="cohort table", fix="give one site per patient")
+    pairs = [f"{label}|{site}" for label, site in zip(y.tolist(), sites)]
+    return np.unique(pairs, return_inverse=True)[1]
+
+
+def _check_training_strata(train_idx: np.ndarray, y: np.ndarray, name: str) -> None:
+    """A site-stratified split may leave a fold's training part short of a stratum: say so, as a user error."""
+    for label in np.unique(y):
+        n = int((y[train_idx] == label).sum())
+        if n < 2:
+            raise WSIPipelineError(
+                f"{name}: stratifying by site leaves {n} training patient(s) with label {label.tolist()!r}; "
+                "an inner fit/validation split needs two",
+                where="validation.stratify_site",
+                fix="set validation.stratify_site: false, use fewer folds, or add patients of that label",
+            )
 
 
 def plan_folds(
@@ -186,32 +244,47 @@ def plan_folds(
     n_folds: int = 5,
     val_fraction: float = 0.2,
     seed: int = 0,
+    n_repeats: int = 1,
+    sites: Sequence[str] | None = None,
+    single_stratum_ok: bool = False,
 ) -> list[FoldPlan]:
-    """Plan patient-level stratified k-fold cross-validation with inner validation splits.
+    """Plan repeated patient-level stratified k-fold cross-validation with inner validation splits.
 
     Parameters
     ----------
     patient_ids
         One id per patient, unique.
     labels
-        The patients' class labels, in the same order.
+        The patients' strata (class labels, event indicators, target bins), in the same order.
     n_folds
-        Number of outer folds; each patient is a test patient in exactly one.
+        Number of outer folds; in each repeat every patient is a test patient in exactly one.
     val_fraction
-        Fraction of each fold's training patients (per class, at least one) held out as the
+        Fraction of each fold's training patients (per stratum, at least one) held out as the
         inner validation set for early stopping and model selection.
     seed
-        Seeds the outer shuffle and the inner splits; the same inputs and seed give the same plan.
+        Seeds the outer shuffle and the inner splits; the same inputs and seed give the same
+        plan. Repeat ``r`` uses :func:`repeat_seed` ``(seed, r)``.
+    n_repeats
+        Independent repetitions of the ``n_folds``-fold split.
+    sites
+        One site per patient: the outer folds are then stratified by (stratum, site), so every
+        fold tests patients of every site in proportion. The inner split stays stratified by
+        stratum only.
+    single_stratum_ok
+        Accept labels with one stratum (a regression task with ``stratify_bins: 1``, a survival
+        cohort with every event observed): the split is then a shuffled k-fold. By default one
+        class is an error, as a classifier cannot be trained on it.
 
     Returns
     -------
     list[FoldPlan]
-        One plan per fold, ordered by fold. Within a plan, ids keep the input order.
+        One plan per (repeat, fold), ordered by repeat then fold. Within a plan, ids keep the
+        input order.
 
     Raises
     ------
     WSIPipelineError
-        For duplicate ids, mismatched lengths, bad settings, or a class with too few
+        For duplicate ids, mismatched lengths, bad settings, or a stratum with too few
         patients for ``n_folds`` (saying how many are needed and what to change).
     LeakageError
         If the resulting plan violates patient disjointness (a bug; never expected).
@@ -219,19 +292,32 @@ def plan_folds(
     ids = list(patient_ids)
     y = np.asarray(labels)
     _check_inputs(ids, y, n_folds, val_fraction, seed)
-    _check_class_counts(y, int(n_folds))
+    if not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
+        raise WSIPipelineError(f"n_repeats must be an integer >= 1, got {n_repeats!r}", where="validation.n_repeats",
+                               fix="set n_repeats to 1 (one cross-validation) or more")
+    _check_class_counts(y, int(n_folds), single_stratum_ok)
+    outer_labels = _outer_labels(y, sites)
 
-    outer = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=int(seed))
     plans = []
-    for fold, (train_idx, test_idx) in enumerate(outer.split(np.zeros(len(y)), y)):
-        fit_idx, val_idx = _inner_split(train_idx, y, val_fraction, int(seed), fold)
-        plans.append(
-            FoldPlan(
-                fold=fold,
-                fit_ids=tuple(ids[i] for i in fit_idx),
-                val_ids=tuple(ids[i] for i in val_idx),
-                test_ids=tuple(ids[i] for i in np.sort(test_idx)),
+    for repeat in range(int(n_repeats)):
+        split_seed = repeat_seed(int(seed), repeat)
+        outer = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=split_seed)
+        with warnings.catch_warnings():
+            # (stratum, site) cells smaller than n_folds are spread as evenly as they can be.
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            splits = list(outer.split(np.zeros(len(y)), outer_labels))
+        for fold, (train_idx, test_idx) in enumerate(splits):
+            if sites is not None:
+                _check_training_strata(train_idx, y, FoldPlan(fold, (), (), (), repeat).title)
+            fit_idx, val_idx = _inner_split(train_idx, y, val_fraction, split_seed, fold)
+            plans.append(
+                FoldPlan(
+                    fold=fold,
+                    fit_ids=tuple(ids[i] for i in fit_idx),
+                    val_ids=tuple(ids[i] for i in val_idx),
+                    test_ids=tuple(ids[i] for i in np.sort(test_idx)),
+                    repeat=repeat,
+                )
             )
-        )
     _verify(plans, ids)
     return plans

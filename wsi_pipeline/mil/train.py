@@ -1,8 +1,12 @@
-"""Training one aggregator on one fold, with early stopping on the inner validation set.
+"""Training one aggregator on one fold for a task, with early stopping on the inner validation set.
 
 Model selection (the epoch whose weights are kept) looks only at the validation patients
 given here, which ``mil.splits`` carves out of the fold's training patients. Test patients
 never enter this module: predictions for them are made afterwards with :func:`predict_bags`.
+
+What is predicted is the task's (:mod:`wsi_pipeline.mil.tasks`): the number of outputs, the
+loss (fitted on the fit patients only: class weights, target scale, time bins), the score
+that breaks validation-loss ties, and the prediction columns.
 """
 
 from __future__ import annotations
@@ -16,25 +20,30 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.mil.aggregators.base import Aggregator
-from wsi_pipeline.mil.bags import bag_tensor, binary_label, check_bags
+from wsi_pipeline.mil.aggregators.base import Aggregator, pad_bags
+from wsi_pipeline.mil.bags import bag_tensor, check_bags
 from wsi_pipeline.mil.registry import (
     available_aggregators,
     build_aggregator,
     resolve_params,
 )
 from wsi_pipeline.mil.splits import assert_disjoint
+from wsi_pipeline.mil.targets import encode_targets
+from wsi_pipeline.mil.tasks.base import Task
 
 if TYPE_CHECKING:
     from wsi_pipeline.config.workflow import ModelConfig
 
-# Two validation losses closer than this count as a tie, broken by validation AUC. Losses
-# on a few dozen patients wobble at this scale from noise alone.
+# Two validation losses closer than this count as a tie, broken by the task's model selection
+# score (a binary task's AUC). Losses on a few dozen patients wobble at this scale from noise alone.
 LOSS_TIE_TOLERANCE = 1e-4
+
+#: Bags per step when ``model.batch_bags`` is unset and the task's loss compares bags with
+#: each other (Cox): enough for a risk set with several events in a cohort of ~20% events.
+COMPARATIVE_LOSS_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,11 @@ class TrainConfig:
         Aggregator name -> the settings the workflow gives it beyond the registry's defaults
         (:meth:`~wsi_pipeline.config.workflow.ModelConfig.aggregator_settings`); an aggregator
         missing here is built with its defaults.
+    batch_bags
+        Bags per optimiser step: their outputs are stacked (bags padded to the longest, with a
+        mask) and the task's loss is taken once over them. ``None``: one bag per step for a
+        task whose loss is a mean over bags, :data:`COMPARATIVE_LOSS_BATCH` for one whose
+        loss compares bags (Cox), see :meth:`bags_per_step`.
     """
 
     max_epochs: int
@@ -69,6 +83,7 @@ class TrainConfig:
     weight_decay: float
     max_instances: int | None
     aggregator_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    batch_bags: int | None = None
 
     @classmethod
     def from_model(cls, model: ModelConfig) -> TrainConfig:
@@ -80,11 +95,18 @@ class TrainConfig:
             weight_decay=model.weight_decay,
             max_instances=model.max_instances,
             aggregator_params={name: model.aggregator_settings(name) for name in available_aggregators()},
+            batch_bags=model.batch_bags,
         )
 
     def params_for(self, name: str) -> dict[str, Any]:
         """The settings aggregator ``name`` is built with, beyond its defaults."""
         return dict(self.aggregator_params.get(name, {}))
+
+    def bags_per_step(self, task: Task) -> int:
+        """``batch_bags``, or its default for the task: 1, or :data:`COMPARATIVE_LOSS_BATCH` when ``task.per_sample_loss`` is False."""
+        if self.batch_bags is not None:
+            return self.batch_bags
+        return 1 if task.per_sample_loss else COMPARATIVE_LOSS_BATCH
 
 
 @contextmanager
@@ -136,13 +158,13 @@ def _one_bag(bag: np.ndarray | Tensor, device: torch.device) -> tuple[Tensor, Te
     return tensor.unsqueeze(0), torch.ones((1, tensor.shape[0]), dtype=torch.bool, device=tensor.device)
 
 
-def bag_logits(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
-    """Return the model's logit for each bag, whole bags, one at a time, in eval mode.
+def bag_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
+    """Return the model's outputs for each bag, whole bags, one at a time, in eval mode.
 
     Parameters
     ----------
     model
-        An aggregator with one output (a binary task's logit).
+        An aggregator.
     bags
         Patient id -> instance features (N, D).
     ids
@@ -151,18 +173,16 @@ def bag_logits(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[
     Returns
     -------
     np.ndarray
-        float64 logits, shape (len(ids),).
+        float64 outputs, shape (len(ids), model.n_outputs).
     """
-    if model.n_outputs != 1:
-        raise ValueError(f"bag_logits reads one logit per bag; this aggregator has {model.n_outputs} outputs")
     device = _model_device(model)
     with _eval_mode(model):
-        logits = [model(*_one_bag(bags[pid], device))[0][0, 0].item() for pid in ids]
-    return np.asarray(logits, dtype=np.float64)
+        rows = [model(*_one_bag(bags[pid], device))[0][0].double().cpu().numpy() for pid in ids]
+    return np.asarray(rows, dtype=np.float64).reshape(len(ids), model.n_outputs)
 
 
-def predict_bags(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
-    """Return the predicted probability of the positive class for each bag.
+def predict_bags(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str], task: Task) -> dict[str, np.ndarray]:
+    """Return the task's prediction columns for each bag (whole bags, eval mode).
 
     Parameters
     ----------
@@ -171,15 +191,17 @@ def predict_bags(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequenc
     bags
         Patient id -> instance features (N, D); float16 is fine.
     ids
-        The patients to score, in the order of the result.
+        The patients to score, in the order of the rows.
+    task
+        The fitted task the model was trained for (``task.predictions`` of the outputs, e.g.
+        a binary task's ``score``, the probability of label 1).
 
     Returns
     -------
-    np.ndarray
-        float64 probabilities in [0, 1], shape (len(ids),).
+    dict
+        Column name -> values, one per id (:attr:`~wsi_pipeline.mil.tasks.base.Task.prediction_columns`).
     """
-    logits = bag_logits(model, bags, ids)
-    return 1.0 / (1.0 + np.exp(-logits))
+    return task.predictions(bag_outputs(model, bags, ids))
 
 
 def attention_weights(model: Aggregator, bag: np.ndarray) -> np.ndarray:
@@ -203,36 +225,33 @@ def attention_weights(model: Aggregator, bag: np.ndarray) -> np.ndarray:
     return weights[0].cpu().numpy().astype(np.float32)
 
 
-def validation_scores(logits: np.ndarray, labels: np.ndarray, pos_weight: float) -> tuple[float, float]:
-    """Return (loss, AUC) of logits against 0/1 labels, the numbers model selection uses.
+def validation_scores(task: Task, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """Return (loss, selection score) of outputs against encoded targets: what model selection compares.
 
-    The loss is the training objective: binary cross-entropy with ``pos_weight`` on positives,
-    averaged over bags. The AUC is NaN when the labels hold only one class.
+    The loss is the fitted task's training objective on all the validation bags at once
+    (float64); the score is :meth:`~wsi_pipeline.mil.tasks.base.Task.model_selection_score`
+    (higher is better; NaN when undefined, e.g. an AUC with one class).
     """
-    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float64))
-    loss = criterion(torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels, dtype=torch.float64)).item()
-    auc = float(roc_auc_score(labels, logits)) if len(np.unique(labels)) == 2 else math.nan
-    return loss, auc
+    loss = task.loss(torch.as_tensor(outputs, dtype=torch.float64), targets).item()
+    return loss, task.model_selection_score(outputs, targets)
 
 
-def _improves(loss: float, auc: float, best_loss: float, best_auc: float) -> bool:
-    """Lower validation loss wins; a loss within the tie tolerance wins on higher AUC."""
+def _improves(loss: float, score: float, best_loss: float, best_score: float) -> bool:
+    """Lower validation loss wins; a loss within the tie tolerance wins on a higher selection score."""
     if loss < best_loss - LOSS_TIE_TOLERANCE:
         return True
     if abs(loss - best_loss) <= LOSS_TIE_TOLERANCE:
-        return _auc_rank(auc) > _auc_rank(best_auc)
+        return _score_rank(score) > _score_rank(best_score)
     return False
 
 
-def _auc_rank(auc: float) -> float:
-    """An undefined (NaN) AUC never wins a tie."""
-    return -math.inf if math.isnan(auc) else auc
+def _score_rank(score: float) -> float:
+    """An undefined (NaN) score never wins a tie."""
+    return -math.inf if math.isnan(score) else score
 
 
-def _training_bag(
-    bag: np.ndarray, max_instances: int | None, generator: torch.Generator, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """The bag as a batch of one (float32, all-True mask), randomly subsampled to ``max_instances`` rows.
+def _training_bag(bag: np.ndarray, max_instances: int | None, generator: torch.Generator) -> np.ndarray:
+    """The bag, randomly subsampled to ``max_instances`` rows.
 
     The kept rows stay in the bag's order: it reads memory in order, and the order matters to
     an aggregator with positional encoding (TransMIL).
@@ -241,30 +260,43 @@ def _training_bag(
     if max_instances is not None and bag.shape[0] > max_instances:
         keep = torch.randperm(bag.shape[0], generator=generator)[:max_instances]
         bag = bag[np.sort(keep.numpy())]
-    return _one_bag(bag, device)
+    return bag
+
+
+def _training_batch(
+    bags: Sequence[np.ndarray], max_instances: int | None, generator: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Bags (each subsampled) as one padded float32 batch (B, N, D) with its mask (B, N)."""
+    parts = [_training_bag(bag, max_instances, generator) for bag in bags]
+    if len(parts) == 1:
+        return _one_bag(parts[0], device)
+    return pad_bags(parts, device=device)
 
 
 def fit_aggregator(
     name: str,
     bags: Mapping[str, np.ndarray],
-    labels: Mapping[str, int],
+    targets: Mapping[str, Any],
     fit_ids: Sequence[str],
     val_ids: Sequence[str],
     config: TrainConfig,
     seed: int,
     *,
+    task: Task | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[Aggregator, dict[str, Any]]:
-    """Train an aggregator on ``fit_ids``, selecting the epoch on ``val_ids``.
+    """Train an aggregator for a task on ``fit_ids``, selecting the epoch on ``val_ids``.
 
-    One bag per step (bags differ in size); AdamW; binary cross-entropy with
-    ``pos_weight = n_negative / n_positive`` of the fit patients, so the minority class is
-    not ignored. Each step minimises the aggregator's ``training_loss``: that loss alone, or
-    with CLAM's instance clustering loss or DSMIL's second stream. After every epoch the whole
-    validation bags are scored (the outputs' loss, for every aggregator alike); the weights of
-    the best epoch (lowest validation loss, ties within ``LOSS_TIE_TOLERANCE`` broken by
-    higher validation AUC) are restored before returning. Training stops after
-    ``config.patience`` epochs without improvement.
+    The task is fitted on the fit patients' targets (``task.fit``: class weights, target
+    scale, time bins), the aggregator gets ``task.n_outputs`` outputs, and each step minimises
+    its ``training_loss`` with the task's loss: that loss alone, or with CLAM's instance
+    clustering loss or DSMIL's second stream. A step takes ``config.bags_per_step(task)``
+    bags (1 by default: bags differ in size; several, padded and masked, for a loss such as
+    Cox's that compares bags), in a shuffled order; AdamW. After every epoch the whole
+    validation bags are scored: the task's loss on their outputs (for every aggregator alike)
+    and its model selection score; the weights of the best epoch (lowest validation loss, ties
+    within ``LOSS_TIE_TOLERANCE`` broken by the higher score) are restored before returning.
+    Training stops after ``config.patience`` epochs without improvement.
 
     Parameters
     ----------
@@ -273,8 +305,10 @@ def fit_aggregator(
     bags
         Patient id -> instance features (N, D), any float dtype (cast to float32 per step,
         so float16 bags from the store are not duplicated in memory).
-    labels
-        Patient id -> 0/1.
+    targets
+        Patient id -> raw target values (a label; a number; a ``(time, event)`` pair), as
+        :func:`~wsi_pipeline.mil.targets.patient_targets` gives them; checked and encoded by
+        the task.
     fit_ids, val_ids
         Disjoint patient groups: trained on, and used for early stopping/model selection.
         Never pass test patients here.
@@ -283,6 +317,9 @@ def fit_aggregator(
     seed
         Seeds initialisation, dropout, shuffling and instance subsampling. Torch's global
         RNG is seeded inside a fork, so the caller's RNG state is left as it was.
+    task
+        The task, bound to the cohort (a multiclass task knows its classes) but not fitted;
+        default: a binary task on 0/1 labels.
     device
         Where to train: ``"cpu"`` by default, ``"auto"``, ``"cuda"``, ``"cuda:N"`` (see
         :func:`resolve_device`). Bags move to it one step at a time; scores come back as numpy.
@@ -292,19 +329,23 @@ def fit_aggregator(
     model
         The aggregator with the best epoch's weights, in eval mode.
     history
-        ``train_loss`` (the training objective), ``val_loss`` (the task's loss on the outputs),
-        ``val_auc``: one value per epoch run; ``best_epoch``: 0-based index into those lists
-        of the restored weights; also ``best_val_loss``, ``best_val_auc``, ``epochs_run``,
-        ``stopped_early``, ``pos_weight``, ``n_fit``, ``n_val``, ``seconds`` and
-        ``aggregator_params`` (every setting the model was built with).
+        ``train_loss`` (the training objective, mean over steps), ``val_loss`` (the task's
+        loss on the outputs), ``val_score`` (the task's selection score, named by
+        ``selection_metric``): one value per epoch run; ``best_epoch``: 0-based index into
+        those lists of the restored weights; also ``best_val_loss``, ``best_val_score``,
+        ``epochs_run``, ``stopped_early``, ``task`` (the fitted task, which predictions are
+        made with), ``fitted_state`` (what the task learned from the fit patients, JSON-able),
+        ``bags_per_step``, ``n_fit``, ``n_val``, ``seconds`` and ``aggregator_params``
+        (every setting the model was built with).
 
     Raises
     ------
     WSIPipelineError
-        For missing/bad bags or labels, empty groups, a fit set with one class, invalid
-        aggregator settings, or a diverged (non-finite) loss.
+        For missing/bad bags or targets, empty groups, fit patients the task cannot train on
+        (one class, no event), invalid aggregator settings, or a diverged (non-finite) loss.
     """
     started = time.perf_counter()
+    task = default_task() if task is None else task
     fit_ids, val_ids = list(fit_ids), list(val_ids)
     if not fit_ids or not val_ids:
         raise WSIPipelineError(
@@ -314,30 +355,43 @@ def fit_aggregator(
         )
     assert_disjoint(fit_ids, val_ids, "fit vs val")
     in_dim = check_bags(bags, fit_ids + val_ids)
-    y_fit = np.array([binary_label(labels, pid) for pid in fit_ids], dtype=np.float64)
-    y_val = np.array([binary_label(labels, pid) for pid in val_ids], dtype=np.float64)
-    n_pos = int(y_fit.sum())
-    if n_pos in (0, len(y_fit)):
-        raise WSIPipelineError(
-            f"all {len(y_fit)} fit patients have label {int(y_fit[0])}; training needs both classes",
-            where=f"aggregator {name}",
-            fix="plan folds with mil.splits.plan_folds (stratified) or add patients of the other class",
-        )
-    pos_weight = (len(y_fit) - n_pos) / n_pos
+    y_fit = encode_targets(task, targets, fit_ids)
+    y_val = encode_targets(task, targets, val_ids)
+    fitted = task.fit(y_fit)
     params = resolve_params(name, config.params_for(name))
     device = resolve_device(device)
+    per_step = config.bags_per_step(fitted)
     # Fork the RNG so seeding here neither depends on nor disturbs the caller's random state.
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)  # shuffling and subsampling, on CPU
-        model = build_aggregator(name, in_dim, 1, **params).to(device)
-        history = _train_loop(model, bags, fit_ids, y_fit, val_ids, y_val, pos_weight, config, generator, device, name)
+        model = build_aggregator(name, in_dim, fitted.n_outputs, **params).to(device)
+        history = _train_loop(model, bags, fit_ids, y_fit, val_ids, y_val, fitted, per_step, config, generator, device, name)
     history.update(
-        pos_weight=pos_weight, n_fit=len(fit_ids), n_val=len(val_ids), seconds=time.perf_counter() - started,
-        aggregator_params=params,
+        task=fitted, fitted_state=fitted.fitted_state, selection_metric=fitted.selection_metric, bags_per_step=per_step,
+        n_fit=len(fit_ids), n_val=len(val_ids), seconds=time.perf_counter() - started, aggregator_params=params,
     )
     return model, history
+
+
+def default_task() -> Task:
+    """A binary task on 0/1 labels: what the training functions train for when given no task."""
+    from wsi_pipeline.mil.tasks.binary import BinaryTask
+
+    return BinaryTask()
+
+
+def _steps(n: int, per_step: int, generator: torch.Generator) -> list[list[int]]:
+    """A shuffled order of ``n`` fit bags cut into steps of at most ``per_step`` bags, sizes as even as possible.
+
+    One bag per step keeps the order of a plain shuffle. Several are cut evenly (10 bags at 4
+    per step: 4, 3, 3) so no step is left with a single bag, which a comparative loss cannot use.
+    """
+    order = torch.randperm(n, generator=generator).tolist()
+    if per_step == 1:
+        return [[i] for i in order]
+    return [part.tolist() for part in np.array_split(np.asarray(order), math.ceil(n / per_step))]
 
 
 def _train_loop(
@@ -347,48 +401,45 @@ def _train_loop(
     y_fit: np.ndarray,
     val_ids: list[str],
     y_val: np.ndarray,
-    pos_weight: float,
+    task: Task,
+    per_step: int,
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device,
     name: str,
 ) -> dict[str, Any]:
-    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32, device=device))
-
-    def task_loss(outputs: Tensor, target: Tensor) -> Tensor:  # the binary task: one logit per bag
-        return criterion(outputs[:, 0], target)
-
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     targets = torch.as_tensor(y_fit, dtype=torch.float32, device=device)
-    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_auc": []}
-    best_loss, best_auc, best_epoch = math.inf, math.nan, -1
+    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_score": []}
+    best_loss, best_score, best_epoch = math.inf, math.nan, -1
     best_state: dict[str, Tensor] | None = None
     stopped_early = False
 
     for epoch in range(config.max_epochs):
         model.train()
         total = torch.zeros((), device=device)  # summed on device: no sync per step on a GPU
-        for i in torch.randperm(len(fit_ids), generator=generator).tolist():
-            batch, mask = _training_bag(bags[fit_ids[i]], config.max_instances, generator, device)
-            loss = model.training_loss(batch, mask, targets[i : i + 1], task_loss)
+        steps = _steps(len(fit_ids), per_step, generator)
+        for step in steps:
+            batch, mask = _training_batch([bags[fit_ids[i]] for i in step], config.max_instances, generator, device)
+            loss = model.training_loss(batch, mask, targets[step], task.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.detach()
-        train_loss = total.item() / len(fit_ids)
-        val_loss, val_auc = validation_scores(bag_logits(model, bags, val_ids), y_val, pos_weight)
+        train_loss = total.item() / len(steps)
+        val_loss, val_score = validation_scores(task, bag_outputs(model, bags, val_ids), y_val)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise WSIPipelineError(
                 f"training diverged at epoch {epoch} (train loss {train_loss}, validation loss {val_loss})",
                 where=f"aggregator {name}",
-                fix="lower train.lr, or check the features for extreme values",
+                fix="lower model.lr, or check the features for extreme values",
             )
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
-        history["val_auc"].append(val_auc)
+        history["val_score"].append(val_score)
 
-        if _improves(val_loss, val_auc, best_loss, best_auc):
-            best_loss, best_auc, best_epoch = val_loss, val_auc, epoch
+        if _improves(val_loss, val_score, best_loss, best_score):
+            best_loss, best_score, best_epoch = val_loss, val_score, epoch
             best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
         elif epoch - best_epoch >= config.patience:
             stopped_early = True
@@ -400,7 +451,7 @@ def _train_loop(
     history.update(
         best_epoch=best_epoch,
         best_val_loss=best_loss,
-        best_val_auc=best_auc,
+        best_val_score=best_score,
         epochs_run=len(history["val_loss"]),
         stopped_early=stopped_early,
     )

@@ -8,7 +8,7 @@ correlated observations as independent and give falsely narrow intervals.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,3 +146,67 @@ def _safe(fn: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, s: np.nd
         return float(fn(y, s))
     except ValueError:
         return math.nan
+
+
+def bootstrap_task_metrics(
+    tables: Sequence[Mapping[str, np.ndarray]],
+    metrics: Callable[[Mapping[str, np.ndarray]], Mapping[str, float]],
+    names: Sequence[str],
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[Interval, list[float]]]:
+    """Patient bootstrap of a task's metrics, averaged over the repeats of a cross-validation.
+
+    Every table holds the same patients in the same order (one repeat's out-of-fold
+    predictions each). A resample draws patients with replacement, once, and applies the same
+    draw to every repeat: the statistic of a resample is the mean over repeats of the metric
+    on that resample. So the point estimate is the mean over repeats, and the interval is the
+    percentile interval of that mean under resampling patients, the unit of the analysis.
+    With one repeat this is exactly :func:`bootstrap_ci` of the metric on that table. Each
+    metric is bootstrapped as :func:`bootstrap_ci` does (the same seed, draws and redraws of
+    resamples on which it is undefined), so each metric's interval is the one a separate
+    call would give; the task's metrics are computed once per distinct resample.
+
+    Parameters
+    ----------
+    tables
+        One per repeat: column name -> values, one per patient, patients aligned across tables.
+    metrics
+        The task's metrics of one table (``task.metrics``): name -> value, NaN when undefined.
+    names
+        The metrics to bootstrap, in order.
+    n_resamples, level, seed
+        As for :func:`bootstrap_ci`.
+
+    Returns
+    -------
+    dict
+        Metric name -> (interval of the mean over repeats, the metric on each repeat).
+    """
+    if not tables:
+        raise ValueError("bootstrap_task_metrics needs at least one table")
+    sizes = {len(next(iter(table.values()))) for table in tables}
+    if len(sizes) != 1:
+        raise ValueError(f"the repeats' tables differ in their number of patients: {sorted(sizes)}")
+    n = sizes.pop()
+    cache: dict[bytes, dict[str, float]] = {}
+
+    def mean_over_repeats(rows: np.ndarray) -> dict[str, float]:
+        key = rows.tobytes()
+        if key not in cache:
+            values = [metrics({column: np.asarray(v)[rows] for column, v in table.items()}) for table in tables]
+            cache[key] = {name: float(np.mean([v[name] for v in values])) for name in names}
+        return cache[key]
+
+    everyone = np.arange(n)
+    per_repeat = [dict(metrics(table)) for table in tables]
+    result = {}
+    for name in names:
+        interval = bootstrap_ci(
+            everyone, np.zeros(n), lambda rows, _, name=name: mean_over_repeats(np.asarray(rows))[name],
+            n_resamples=n_resamples, level=level, seed=seed,
+        )
+        result[name] = (interval, [float(v[name]) for v in per_repeat])
+    return result

@@ -8,6 +8,9 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 ROC_PLOT = "roc.png"
+SCATTER_PLOT = "scatter.png"
+#: The file of each task plot kind (``Task.plot_kind``).
+TASK_PLOTS = {"roc": ROC_PLOT, "roc_ovr": ROC_PLOT, "scatter": SCATTER_PLOT}
 
 
 def safe_name(model: str) -> str:

@@ -1,28 +1,36 @@
 """The predictions table: its columns, validation with actionable errors, and loading.
 
-One row per patient and model, written by the train stage (out-of-fold predictions) or by
-hand. Everything downstream assumes a table that passed :func:`validate_predictions`.
+One row per patient, model and repeat, written by the train stage (out-of-fold predictions)
+or by hand. Its columns are ``patient_id, model, fold`` (and ``repeat``, 0 when absent), the
+task's target columns and its prediction columns (a binary task: ``label, score``), and
+optionally the follow-up columns ``pfs_months, event``. What a valid target or prediction is
+belongs to the task (:mod:`wsi_pipeline.mil.tasks`). Everything downstream assumes a table
+that passed :func:`validate_predictions`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from wsi_pipeline.errors import WSIPipelineError
 
-#: Columns every predictions table must have, with what they mean (used in fix messages).
+if TYPE_CHECKING:
+    from wsi_pipeline.mil.tasks.base import Task
+
+#: Columns every predictions table must have, whatever the task, with what they mean (fix messages).
 REQUIRED_COLUMNS: dict[str, str] = {
     "patient_id": "patient identifier",
     "model": "model name, e.g. abmil or meanpool",
     "fold": "integer cross-validation fold",
-    "label": "true label, 0 or 1",
-    "score": "predicted probability of class 1, in [0, 1]",
 }
+#: The repetition of the cross-validation a row comes from (0 when the table has no such column).
+REPEAT_COLUMN = "repeat"
 #: Optional time-to-event columns; both or neither.
 SURVIVAL_COLUMNS: dict[str, str] = {
     "pfs_months": "progression-free survival time in months",
@@ -30,6 +38,13 @@ SURVIVAL_COLUMNS: dict[str, str] = {
 }
 
 _EXAMPLES = 5  # how many offending patients an error message lists
+
+
+def default_task() -> Task:
+    """The task a predictions table is read as when none is given: binary (``label``, ``score``)."""
+    from wsi_pipeline.mil.tasks.binary import BinaryTask
+
+    return BinaryTask()
 
 
 def has_survival(predictions: pd.DataFrame) -> bool:
@@ -48,14 +63,16 @@ def has_survival(predictions: pd.DataFrame) -> bool:
     return all(col in predictions.columns for col in SURVIVAL_COLUMNS)
 
 
-def load_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
+def load_predictions(path: str | os.PathLike[str], *, task: Task | None = None) -> pd.DataFrame:
     """Read and validate a ``predictions.csv``.
 
     Parameters
     ----------
     path
-        CSV file with the columns of :data:`REQUIRED_COLUMNS` (and optionally
-        :data:`SURVIVAL_COLUMNS`).
+        CSV file with the columns of :data:`REQUIRED_COLUMNS`, the task's target and
+        prediction columns, and optionally ``repeat`` and :data:`SURVIVAL_COLUMNS`.
+    task
+        The task the predictions are for (default: binary).
 
     Returns
     -------
@@ -83,7 +100,7 @@ def load_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise WSIPipelineError(
             "predictions file is empty",
             where=where,
-            fix=f"write a header row ({', '.join(REQUIRED_COLUMNS)}) and one row per patient and model",
+            fix=f"write a header row ({', '.join(REQUIRED_COLUMNS)}, the targets and predictions) and one row per patient and model",
         ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise WSIPipelineError(
@@ -91,48 +108,64 @@ def load_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
             where=where,
             fix="write a comma-separated UTF-8 file with a header row",
         ) from None
-    return validate_predictions(table, source=where)
+    return validate_predictions(table, source=where, task=task)
 
 
-def validate_predictions(predictions: pd.DataFrame, *, source: str = "predictions table") -> pd.DataFrame:
-    """Check a predictions table and return a clean, typed copy.
+def follow_up_columns(predictions: pd.DataFrame, task: Task | None = None) -> tuple[str, str] | None:
+    """The (time, event) columns of a table, when it has both: the task's follow-up columns."""
+    time, event = (task or default_task()).follow_up_columns
+    return (time, event) if time in predictions.columns and event in predictions.columns else None
+
+
+def validate_predictions(predictions: pd.DataFrame, *, source: str = "predictions table", task: Task | None = None) -> pd.DataFrame:
+    """Check a predictions table for a task and return a clean, typed copy.
 
     Parameters
     ----------
     predictions
-        One row per patient and model (see :data:`REQUIRED_COLUMNS`).
+        One row per patient, model and repeat (see the module docstring).
     source
         Where the table came from (a file path), used in error messages.
+    task
+        The task the predictions are for (default: binary, ``label`` and ``score``). A
+        multiclass task must know its classes (bound).
 
     Returns
     -------
     pandas.DataFrame
-        A copy with ``patient_id``/``model`` as ``str``, ``fold``/``label`` as ``int``,
-        ``score`` as ``float`` and, if present, ``pfs_months``/``event`` as ``float``
-        (``NaN`` = no follow-up for that patient), sorted by model then patient.
+        A copy with ``patient_id``/``model`` as ``str``, ``repeat``/``fold`` as ``int``
+        (``repeat`` added as 0 when absent), the task's target columns as the task decodes
+        them (a binary label as ``int``), numeric prediction columns as ``float`` and, if
+        present, the follow-up columns as ``float`` (``NaN`` = no follow-up for that patient),
+        sorted by model, repeat, then patient.
 
     Raises
     ------
     WSIPipelineError
         Naming the file, the column and example patients, for: a missing column, only one
-        of the survival columns, missing values, labels other than 0/1, scores outside
-        [0, 1], non-integer folds, negative times, events other than 0/1, a duplicate
-        (patient_id, model) pair, or a patient with different labels under different models.
+        of the follow-up columns, missing values, targets or predictions the task rejects
+        (a binary label other than 0/1, a score outside [0, 1], ...), non-integer folds,
+        negative times, events other than 0/1, a duplicate (patient_id, model, repeat)
+        row, or a patient with different targets under different models.
     """
     if not isinstance(predictions, pd.DataFrame):
         raise TypeError(f"predictions must be a pandas DataFrame, got {type(predictions).__name__}")
-    for col, meaning in REQUIRED_COLUMNS.items():
+    task = task or default_task()
+    columns = {**REQUIRED_COLUMNS, **dict.fromkeys(task.target_columns, f"the {task.name} task's target"),
+               **dict.fromkeys(task.prediction_columns, f"the {task.name} task's prediction")}
+    for col, meaning in columns.items():
         if col not in predictions.columns:
             raise WSIPipelineError(
                 f"missing column '{col}' ({meaning}); columns present: {', '.join(map(str, predictions.columns))}",
                 where=source,
-                fix=f"add a '{col}' column; a predictions table needs {', '.join(REQUIRED_COLUMNS)}",
+                fix=f"add a '{col}' column; a {task.name} predictions table needs {', '.join(columns)}",
             )
-    present = [col for col in SURVIVAL_COLUMNS if col in predictions.columns]
+    follow_up = [c for c in task.follow_up_columns if c not in task.target_columns]
+    present = [col for col in follow_up if col in predictions.columns]
     if len(present) == 1:
-        missing = next(col for col in SURVIVAL_COLUMNS if col not in present)
+        missing = next(col for col in follow_up if col not in present)
         raise WSIPipelineError(
-            f"has survival column '{present[0]}' but not '{missing}' ({SURVIVAL_COLUMNS[missing]})",
+            f"has survival column '{present[0]}' but not '{missing}' ({SURVIVAL_COLUMNS.get(missing, 'follow-up')})",
             where=source,
             fix=f"add a '{missing}' column, or drop '{present[0]}' to score without survival analysis",
         )
@@ -144,49 +177,66 @@ def validate_predictions(predictions: pd.DataFrame, *, source: str = "prediction
         )
 
     df = predictions.copy()
+    if REPEAT_COLUMN not in df.columns:
+        df[REPEAT_COLUMN] = 0
     for col in ("patient_id", "model"):
         _no_missing(df, col, source)
         df[col] = df[col].astype(str)
-    for col in ("fold", "label", "score"):
+    for col in ("fold", REPEAT_COLUMN):
         _no_missing(df, col, source)
         df[col] = _numeric(df, col, source)
+        _check(df, ~np.isclose(df[col], np.round(df[col])) | (df[col] < 0), col, "is not an integer >= 0", source,
+               f"write {col}s as integers 0, 1, 2, ...")
+        df[col] = np.round(df[col]).astype(int)
 
-    _check(df, ~np.isclose(df["fold"], np.round(df["fold"])), "fold", "is not an integer", source,
-           "write folds as integers 0, 1, 2, ...")
-    df["fold"] = np.round(df["fold"]).astype(int)
-    _check(df, ~df["label"].isin((0, 1)), "label", "is not 0 or 1", source,
-           "encode labels as 0/1 (1 = the class whose probability 'score' is)")
-    df["label"] = df["label"].astype(int)
-    _check(df, (df["score"] < 0) | (df["score"] > 1), "score", "is outside [0, 1]", source,
-           "write probabilities of class 1 (apply a sigmoid or softmax to logits)")
+    encoded = by_task(source, lambda: task.targets(df))
+    for col, values in task.decode_targets(encoded).items():
+        df[col] = values
+    by_task(source, lambda: task.check_predictions(df))
+    for col in task.prediction_columns:
+        numeric = pd.to_numeric(df[col], errors="coerce")
+        if numeric.notna().all():
+            df[col] = numeric.astype(float)
 
-    if present:
-        for col in SURVIVAL_COLUMNS:
+    if len(present) == 2:
+        time, event = follow_up
+        for col in follow_up:
             df[col] = _numeric(df, col, source)
-        _check(df, df["pfs_months"] < 0, "pfs_months", "is negative", source,
+        _check(df, df[time] < 0, time, "is negative", source,
                "write follow-up time in months from the start of treatment (>= 0)")
-        _check(df, df["event"].notna() & ~df["event"].isin((0, 1)), "event", "is not 0 or 1", source,
+        _check(df, df[event].notna() & ~df[event].isin((0, 1)), event, "is not 0 or 1", source,
                "encode events as 1 = progression observed, 0 = censored (leave empty if unknown)")
 
-    duplicated = df.duplicated(["patient_id", "model"], keep=False)
+    keys = ["patient_id", "model", REPEAT_COLUMN]
+    duplicated = df.duplicated(keys, keep=False)
     if duplicated.any():
-        pairs = df.loc[duplicated, ["patient_id", "model"]].drop_duplicates()
+        pairs = df.loc[duplicated, keys].drop_duplicates()
         raise WSIPipelineError(
-            f"{len(pairs)} (patient_id, model) pair(s) appear more than once, e.g. {_pairs(pairs)}",
+            f"{len(pairs)} (patient_id, model) pair(s) appear more than once in a repeat, e.g. {_pairs(pairs)}",
             where=source,
-            fix="write one row per patient and model; aggregate several slides of a patient into "
+            fix="write one row per patient, model and repeat; aggregate several slides of a patient into "
             "one patient-level prediction before scoring",
         )
-    n_labels = df.groupby("patient_id")["label"].nunique()
-    conflicting = n_labels.index[n_labels > 1]
-    if len(conflicting):
-        raise WSIPipelineError(
-            f"column 'label': {len(conflicting)} patient(s) have different labels under different models, "
-            f"e.g. {_listing(conflicting)}",
-            where=source,
-            fix="take labels from the cohort table, so every model sees the same truth",
-        )
-    return df.sort_values(["model", "patient_id"], kind="stable").reset_index(drop=True)
+    for col in task.target_columns:
+        n_values = df.groupby("patient_id")[col].nunique()
+        conflicting = n_values.index[n_values > 1]
+        if len(conflicting):
+            raise WSIPipelineError(
+                f"column '{col}': {len(conflicting)} patient(s) have different labels under different models or repeats, "
+                f"e.g. {_listing(conflicting)}",
+                where=source,
+                fix="take targets from the cohort table, so every model sees the same truth",
+            )
+    return df.sort_values(["model", REPEAT_COLUMN, "patient_id"], kind="stable").reset_index(drop=True)
+
+
+def by_task(source: str, check: Callable[[], Any]) -> Any:
+    """Run a task's check of a table (or its binding to one), naming the table in its error."""
+    try:
+        return check()
+    except WSIPipelineError as error:
+        where = f"{source}: {error.where}" if error.where else source
+        raise WSIPipelineError(error.what, where=where, fix=error.fix) from None
 
 
 def _no_missing(df: pd.DataFrame, col: str, source: str) -> None:
@@ -195,7 +245,7 @@ def _no_missing(df: pd.DataFrame, col: str, source: str) -> None:
         raise WSIPipelineError(
             f"column '{col}' has {int(missing.sum())} empty value(s), at row index {_listing(df.index[missing])}",
             where=source,
-            fix=f"fill in '{col}' ({REQUIRED_COLUMNS[col]}) for every row",
+            fix=f"fill in '{col}' ({REQUIRED_COLUMNS.get(col, 'the repetition, 0, 1, ...')}) for every row",
         )
 
 
@@ -207,7 +257,7 @@ def _numeric(df: pd.DataFrame, col: str, source: str) -> pd.Series:
         raise WSIPipelineError(
             f"column '{col}' has non-numeric value(s) {examples} for patient(s) {_listing(df.loc[bad, 'patient_id'])}",
             where=source,
-            fix=f"write numbers in '{col}' ({REQUIRED_COLUMNS.get(col) or SURVIVAL_COLUMNS[col]})",
+            fix=f"write numbers in '{col}' ({REQUIRED_COLUMNS.get(col) or SURVIVAL_COLUMNS.get(col) or 'a number'})",
         )
     return values
 
@@ -226,7 +276,7 @@ def _check(df: pd.DataFrame, bad: pd.Series, col: str, problem: str, source: str
 
 
 def _pairs(pairs: pd.DataFrame) -> str:
-    return ", ".join(f"({p}, {m})" for p, m in pairs.head(_EXAMPLES).itertuples(index=False))
+    return ", ".join(f"({p}, {m})" if r == 0 else f"({p}, {m}, repeat {r})" for p, m, r in pairs.head(_EXAMPLES).itertuples(index=False))
 
 
 def _listing(values: Iterable[object]) -> str:

@@ -5,14 +5,25 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.scoring.formatting import format_interval, format_p
-from wsi_pipeline.scoring.layout import PLOTS_DIR, REPORT_FILE, ROC_PLOT, km_plot_name
-from wsi_pipeline.scoring.predictions import SURVIVAL_COLUMNS, has_survival
+from wsi_pipeline.scoring.layout import (
+    PLOTS_DIR,
+    REPORT_FILE,
+    TASK_PLOTS,
+    km_plot_name,
+)
+from wsi_pipeline.scoring.predictions import default_task, follow_up_columns
+
+if TYPE_CHECKING:
+    from wsi_pipeline.mil.tasks.base import Task
+
+#: How the report heads the task's counts (``Task.counts``).
+COUNT_LABELS = {"n_positive": "Positives", "n_events": "Events", "n_per_class": "Per class"}
 
 
 def _cell(text: object) -> str:
@@ -20,10 +31,21 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.DataFrame) -> list[str]:
+def _count(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.DataFrame, task: Task) -> list[str]:
     survival = any("logrank_p" in m for m in metrics.values())
-    header = ["Model", "AUC [95% CI]", "Accuracy [95% CI]", "Balanced accuracy [95% CI]",
-              "Patients", "Positives", "Folds"]
+    repeats = any("n_repeats" in m for m in metrics.values())
+    names = [name for name in task.metric_names if any(name in m for m in metrics.values())]
+    counts = [key for key in COUNT_LABELS if any(key in m for m in metrics.values())]
+    header = ["Model", *(f"{task.metric_labels.get(n, n)} [95% CI]" for n in names), "Patients",
+              *(COUNT_LABELS[k] for k in counts), "Folds"]
+    if repeats:
+        header.append("Repeats")
     if survival:
         header.append("Log-rank p (predicted groups)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -31,32 +53,39 @@ def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.Dat
     for model, m in metrics.items():
         row = [
             _cell(model),
-            format_interval(m["auc"]),
-            format_interval(m["accuracy"]),
-            format_interval(m["balanced_accuracy"]),
+            *(format_interval(m[n]) if n in m else "n/a" for n in names),
             str(m["n_patients"]),
-            str(m["n_positive"]),
+            *(_cell(_count(m[k])) if k in m else "?" for k in counts),
             str(int(folds[model])) if model in folds.index else "?",
         ]
+        if repeats:
+            row.append(str(m.get("n_repeats", 1)))
         if survival:
             row.append(format_p(m.get("logrank_p")) if "logrank_p" in m else "n/a")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
-def _method_lines(settings: Mapping[str, Any] | None, survival: bool) -> list[str]:
+def _method_lines(settings: Mapping[str, Any] | None, survival: bool, task: Task) -> list[str]:
+    metric_list = ", ".join(task.metric_labels.get(n, n) for n in task.metric_names)
+    lines = [f"Task: {task.describe()}. Metrics: {metric_list} of the pooled out-of-fold predictions."]
     if not settings:
-        return ["95% confidence intervals: percentile bootstrap over patients."]
+        return [*lines, "95% confidence intervals: percentile bootstrap over patients."]
     text = (
         f"95% confidence intervals: percentile bootstrap over patients "
         f"({settings.get('n_resamples', '?')} resamples, seed {settings.get('seed', '?')}); "
-        f"resamples with a single class are redrawn for AUC and balanced accuracy. "
-        f"Accuracy and balanced accuracy use the threshold score \u2265 {settings.get('threshold', '?')}."
+        f"resamples on which a metric is undefined (e.g. a single class) are redrawn for that metric."
     )
+    if settings.get("threshold") is not None:
+        text += f" Accuracy and balanced accuracy use the threshold score \u2265 {settings['threshold']}."
+    n_repeats = int(settings.get("n_repeats") or 1)
+    if n_repeats > 1:
+        text += (f" The cross-validation was repeated {n_repeats} times: each value is the mean over repeats, its interval"
+                 " the patient bootstrap of that mean (one draw of patients applied to every repeat); per-repeat values"
+                 " are in metrics.json. Plots show the first repeat; the log-rank p is the median over repeats.")
     if survival:
-        text += (" The log-rank test compares predicted responders with predicted non-responders "
-                 "(same threshold), among patients with follow-up.")
-    return [text]
+        text += " The log-rank test compares the two predicted groups of the Kaplan-Meier plots, among patients with follow-up."
+    return [*lines, text]
 
 
 def write_report(
@@ -68,8 +97,9 @@ def write_report(
     context: Mapping[str, Any] | None,
     settings: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
+    task: Task | None = None,
 ) -> Path:
-    """Write ``out_dir/report.md``: the model comparison, links to the plots, the context.
+    """Write ``out_dir/report.md``: the task, the model comparison, links to the plots, the context.
 
     Parameters
     ----------
@@ -85,18 +115,22 @@ def write_report(
         Key/value facts about the run (dataset, encoder, run id, ...), printed verbatim as a
         list, in the given order -- e.g. an encoder marked as a demo appears as such.
     settings
-        Optional ``{"n_resamples", "seed", "threshold"}`` used, described under the table.
+        Optional ``{"n_resamples", "seed", "threshold", "n_repeats"}`` used, described under the table.
     notes
         Optional warnings to list at the end (e.g. models scored on different patients).
+    task
+        The task scored (default: binary); its type, metrics and plots are named.
 
     Returns
     -------
     Path
         The report file (written atomically).
     """
+    task = task or default_task()
     out = Path(out_dir)
     plots = out / PLOTS_DIR
-    survival = has_survival(predictions)
+    columns = follow_up_columns(predictions, task)
+    survival = columns is not None
     lines = [f"# {title}", ""]
 
     lines += ["## Run", ""]
@@ -104,28 +138,28 @@ def write_report(
         lines += [f"- **{_cell(key)}**: {_cell(value)}" for key, value in context.items()]
     else:
         lines.append("- (no context given)")
+    lines.append(f"- **task**: {_cell(task.describe())}")
     lines.append("")
 
     lines += ["## Results", ""]
     if metrics:
-        lines += _results_table(metrics, predictions)
+        lines += _results_table(metrics, predictions, task)
     else:
         lines.append("No model was scored.")
-    lines += [""] + _method_lines(settings, survival) + [""]
+    lines += [""] + _method_lines(settings, survival, task) + [""]
 
     lines += ["## Plots", ""]
-    if (plots / ROC_PLOT).is_file():
-        lines += [f"![ROC curves]({PLOTS_DIR}/{ROC_PLOT})", ""]
-    else:
-        lines += ["ROC plot not available.", ""]
-    # Link survival plots only when this table has survival columns, so a plot left over
+    lines += _task_plot_lines(task, plots)
+    # Link survival plots only when this table has follow-up columns, so a plot left over
     # from an earlier run with other inputs is never presented as belonging to this one.
     if survival:
         for model in metrics:
             name = km_plot_name(model)
             if (plots / name).is_file():
-                n_followup = int(predictions.loc[predictions["model"] == model]
-                                 .dropna(subset=list(SURVIVAL_COLUMNS)).shape[0])
+                rows = predictions.loc[predictions["model"] == model]
+                if "repeat" in rows:
+                    rows = rows[rows["repeat"] == rows["repeat"].min()]
+                n_followup = int(rows.dropna(subset=list(columns)).shape[0])
                 lines += [
                     f"### Kaplan\u2013Meier: {_cell(model)} ({n_followup} patients with follow-up)",
                     "",
@@ -136,3 +170,14 @@ def write_report(
     if notes:
         lines += ["## Notes", ""] + [f"- {_cell(note)}" for note in notes] + [""]
     return atomic_write_text(out / REPORT_FILE, "\n".join(lines))
+
+
+def _task_plot_lines(task: Task, plots: Path) -> list[str]:
+    """The report's line for the task's figure: the picture, or why there is none."""
+    if task.plot_kind is None:
+        return [f"No ROC or scatter plot for a {task.name} task: its Kaplan\u2013Meier curves of predicted risk groups follow.", ""]
+    name = TASK_PLOTS[task.plot_kind]
+    what = {"roc": "ROC curves", "roc_ovr": "One-vs-rest ROC curves", "scatter": "Predicted against true"}[task.plot_kind]
+    if (plots / name).is_file():
+        return [f"![{what}]({PLOTS_DIR}/{name})", ""]
+    return [f"{'ROC' if task.plot_kind.startswith('roc') else 'Scatter'} plot not available.", ""]

@@ -12,31 +12,34 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.scoring.bootstrap import bootstrap_ci
+from wsi_pipeline.scoring.bootstrap import bootstrap_task_metrics
 from wsi_pipeline.scoring.layout import (
     METRICS_FILE,
     PLOTS_DIR,
-    ROC_PLOT,
     km_plot_name,
     safe_name,
 )
-from wsi_pipeline.scoring.metrics import METRIC_NAMES, metric_function
 from wsi_pipeline.scoring.predictions import (
-    SURVIVAL_COLUMNS,
-    has_survival,
+    REPEAT_COLUMN,
+    by_task,
+    follow_up_columns,
     load_predictions,
     validate_predictions,
 )
 from wsi_pipeline.scoring.report import write_report
-from wsi_pipeline.scoring.survival import km_by_group, predicted_groups
+from wsi_pipeline.scoring.survival import km_by_group
 
-__all__ = ["score_predictions", "load_predictions"]
+if TYPE_CHECKING:
+    from wsi_pipeline.mil.tasks.base import Task
+
+__all__ = ["load_predictions", "score_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +51,36 @@ def score_predictions(
     n_resamples: int = 1000,
     seed: int = 0,
     threshold: float = 0.5,
+    task: Task | None = None,
     title: str = "wsi-pipeline report",
     context: Mapping[str, Any] | None = None,
     source: str = "predictions table",
     caption: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Score every model in a predictions table and write metrics, plots and a report.
+    """Score every model in a predictions table for its task and write metrics, plots and a report.
 
     Parameters
     ----------
     predictions
-        One row per (patient_id, model): ``patient_id, model, fold, label, score`` and
-        optionally ``pfs_months, event``.
+        One row per (patient_id, model, repeat): ``patient_id, model, fold`` (``repeat``
+        optional), the task's target and prediction columns (binary: ``label, score``), and
+        optionally the follow-up columns ``pfs_months, event``.
     out_dir
-        Output folder (created). Receives ``metrics.json``, ``plots/roc.png``,
-        ``plots/km_<model>.png`` (with survival columns) and ``report.md``.
+        Output folder (created). Receives ``metrics.json``, the task's plots in ``plots/``
+        (binary: ``roc.png``; multiclass: one-vs-rest ``roc.png``; regression:
+        ``scatter.png``), ``plots/km_<model>.png`` (Kaplan-Meier curves of the task's
+        predicted groups, when follow-up columns exist) and ``report.md``.
     n_resamples
         Bootstrap resamples per metric and model.
     seed
         Bootstrap seed (the same for every model: with identical patient sets, models are
         then compared on the same resamples).
     threshold
-        Scores at or above it are predicted class 1 (accuracy, balanced accuracy, survival
-        groups).
+        The decision threshold of the default binary task (ignored when ``task`` is given:
+        a binary task carries its own).
+    task
+        The task the predictions are for; default: binary with ``threshold``. A multiclass
+        task without classes is bound to the table's labels.
     title
         Report title.
     context
@@ -83,10 +93,15 @@ def score_predictions(
     Returns
     -------
     dict
-        Model name -> ``{"auc": {"value", "ci_low", "ci_high"}, "accuracy": {...},
-        "balanced_accuracy": {...}, "n_patients": int, "n_positive": int}``, plus
-        ``"logrank_p"`` when survival columns exist. Undefined numbers are ``None``.
-        Identical to the content of ``metrics.json``.
+        Model name -> ``{<metric>: {"value", "ci_low", "ci_high"}, ..., "n_patients": int,
+        <the task's counts>}`` (binary: ``auc``, ``accuracy``, ``balanced_accuracy`` and
+        ``n_positive``), plus ``"logrank_p"`` when follow-up columns exist and the task has
+        predicted groups. With several repeats, ``value`` is the mean over repeats, the
+        interval the patient bootstrap of that mean (see
+        :func:`~wsi_pipeline.scoring.bootstrap.bootstrap_task_metrics`), and each metric also
+        has ``per_repeat``: its value on each repeat; ``n_repeats`` is given and
+        ``logrank_p`` is the median over repeats. Undefined numbers are ``None``. Identical
+        to the content of ``metrics.json``.
 
     Raises
     ------
@@ -95,35 +110,45 @@ def score_predictions(
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    df = validate_predictions(predictions, source=source)
+    if task is None:
+        from wsi_pipeline.mil.tasks.binary import BinaryTask
+        from wsi_pipeline.mil.tasks.settings import BinaryConfig
+
+        task = BinaryTask(BinaryConfig(threshold=threshold)) if 0.0 < threshold < 1.0 else BinaryTask()
+    if isinstance(predictions, pd.DataFrame) and all(c in predictions.columns for c in task.target_columns):
+        task = by_task(source, lambda: task.bind(predictions))  # a multiclass task without classes takes the table's
+    df = validate_predictions(predictions, source=source, task=task)
     out = Path(out_dir)
     plots_dir = out / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     _check_plot_names(df["model"].unique(), source)
-    survival = has_survival(df)
+    follow_up = follow_up_columns(df, task)
     notes: list[str] = []
 
     metrics: dict[str, dict[str, Any]] = {}
     for model, rows in df.groupby("model", sort=True):
-        metrics[model], model_notes = _score_model(model, rows, n_resamples, seed, threshold, survival)
+        metrics[model], model_notes = _score_model(model, rows, task, n_resamples, seed, follow_up, source)
         notes += model_notes
     notes += _cohort_notes(df)
 
     # Imported here: matplotlib is only needed once the numbers are done, and importing the
     # stage module (e.g. by the engine to build its task graph) stays light.
-    from wsi_pipeline.scoring.plots import plot_km, plot_roc
+    from wsi_pipeline.scoring.plots import plot_km, plot_task
 
-    plot_roc(df, plots_dir / ROC_PLOT, metrics=metrics, caption=caption)
+    first = df[df[REPEAT_COLUMN] == df[REPEAT_COLUMN].min()]
+    plot_task(task, first, plots_dir, metrics=metrics, caption=caption)
     for model in metrics:
         km_path = plots_dir / km_plot_name(model)
-        if survival and df.loc[df["model"] == model, list(SURVIVAL_COLUMNS)].notna().all(axis=1).any():
-            plot_km(df, km_path, model, threshold=threshold, caption=caption)
+        followed = follow_up is not None and first.loc[first["model"] == model, list(follow_up)].notna().all(axis=1).any()
+        if followed and task.risk_groups(first) is not None:
+            plot_km(first, km_path, model, task=task, caption=caption)
         elif km_path.exists():
             # A plot from an earlier run on other inputs must not sit next to these results.
             km_path.unlink()
 
-    settings = {"n_resamples": n_resamples, "seed": seed, "threshold": threshold}
-    write_report(metrics, df, out, title=title, context=context, settings=settings, notes=notes)
+    settings = {"n_resamples": n_resamples, "seed": seed, "threshold": getattr(task.config, "threshold", None),
+                "n_repeats": int(df[REPEAT_COLUMN].nunique())}
+    write_report(metrics, df, out, title=title, context=context, settings=settings, notes=notes, task=task)
     # metrics.json last: its presence means the whole stage completed.
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info("scored %d model(s) into %s", len(metrics), out)
@@ -131,39 +156,61 @@ def score_predictions(
 
 
 def _score_model(
-    model: str, rows: pd.DataFrame, n_resamples: int, seed: int, threshold: float, survival: bool
+    model: str, rows: pd.DataFrame, task: Task, n_resamples: int, seed: int, follow_up: tuple[str, str] | None, source: str
 ) -> tuple[dict[str, Any], list[str]]:
-    # Rows arrive sorted by patient_id, so models with the same patients get the same resamples.
-    y = rows["label"].to_numpy()
-    s = rows["score"].to_numpy()
+    # Rows arrive sorted by patient_id within each repeat, so models with the same patients
+    # get the same resamples.
+    repeats = [group.reset_index(drop=True) for _, group in rows.groupby(REPEAT_COLUMN, sort=True)]
+    patients = repeats[0]["patient_id"].tolist()
+    if any(group["patient_id"].tolist() != patients for group in repeats[1:]):
+        raise WSIPipelineError(
+            f"model '{model}' has predictions for different patients in different repeats",
+            where=source,
+            fix="give every repeat a prediction for every patient (each repeat is a whole cross-validation)",
+        )
+    columns = [*task.target_columns, *task.prediction_columns]
+    tables = [{c: group[c].to_numpy() for c in columns} for group in repeats]
+    intervals = bootstrap_task_metrics(tables, task.metrics, task.metric_names, n_resamples=n_resamples, seed=seed)
     entry: dict[str, Any] = {}
     notes: list[str] = []
-    for name in METRIC_NAMES:
-        interval = bootstrap_ci(y, s, metric_function(name, threshold), n_resamples=n_resamples, seed=seed)
+    for name, (interval, per_repeat) in intervals.items():
         entry[name] = interval.as_dict()
+        if len(repeats) > 1:
+            entry[name]["per_repeat"] = [_json_number(v) for v in per_repeat]
         if interval.n_undefined:
             notes.append(
-                f"{model}: {name}: {interval.n_undefined} bootstrap resample(s) had a single class and were redrawn"
-                f" ({interval.n_resamples_used} used)."
+                f"{model}: {name}: {interval.n_undefined} bootstrap resample(s) were undefined (e.g. a single class) and "
+                f"were redrawn ({interval.n_resamples_used} used)."
             )
-    entry["n_patients"] = int(len(rows))
-    entry["n_positive"] = int(y.sum())
-    if entry["auc"]["value"] is None:
-        notes.append(f"{model}: all {len(rows)} patients have label {int(y[0])}; AUC and balanced accuracy are undefined.")
+    entry["n_patients"] = len(patients)
+    entry.update(task.counts(repeats[0]))
+    if len(repeats) > 1:
+        entry["n_repeats"] = len(repeats)
+    undefined = [name for name in task.metric_names if entry[name]["value"] is None]
+    if undefined:
+        notes.append(f"{model}: {', '.join(undefined)} undefined on these {len(patients)} patients (e.g. a single class).")
 
-    if survival:
-        followed = rows.dropna(subset=list(SURVIVAL_COLUMNS))
-        p = math.nan
-        if len(followed):
-            p = km_by_group(
-                followed["pfs_months"], followed["event"], predicted_groups(followed["score"], threshold)
-            ).logrank_p
-        entry["logrank_p"] = None if not math.isfinite(p) else float(p)
-        if len(followed) < len(rows):
-            notes.append(f"{model}: {len(rows) - len(followed)} patient(s) without follow-up left out of the log-rank test.")
+    if follow_up is not None and task.risk_groups(repeats[0]) is not None:
+        p_values, n_followed = [], 0
+        for group in repeats:
+            followed = group.dropna(subset=list(follow_up))
+            n_followed = len(followed)
+            p = math.nan
+            if len(followed):
+                groups, _ = task.risk_groups(followed)
+                p = km_by_group(followed[follow_up[0]], followed[follow_up[1]], groups).logrank_p
+            p_values.append(p)
+        finite = [p for p in p_values if math.isfinite(p)]
+        entry["logrank_p"] = float(np.median(finite)) if finite and len(finite) == len(p_values) else None
+        if n_followed < len(patients):
+            notes.append(f"{model}: {len(patients) - n_followed} patient(s) without follow-up left out of the log-rank test.")
         if entry["logrank_p"] is None:
             notes.append(f"{model}: log-rank p undefined (a predicted group is empty or no event was observed).")
     return entry, notes
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 def _cohort_notes(df: pd.DataFrame) -> list[str]:

@@ -69,6 +69,9 @@ class Task(ABC):
         True when the loss of a batch is the mean of its bags' losses, so training on one bag
         per step optimises the same objective. False for the Cox loss, which compares the bags
         of a batch with each other (a batch needs several bags and at least one event).
+    optional_targets
+        True when patients without a target are excluded from training with a reason (a
+        survival task: no follow-up) instead of being an error of the cohort table.
     """
 
     name: ClassVar[str]
@@ -76,6 +79,9 @@ class Task(ABC):
     metric_names: ClassVar[tuple[str, ...]]
     selection_metric: ClassVar[str]
     per_sample_loss: ClassVar[bool] = True
+    #: Whether a patient without a target is left out of training (with the reason recorded)
+    #: rather than an error in the cohort table: a survival task's patients without follow-up.
+    optional_targets: ClassVar[bool] = False
 
     config: Any
 
@@ -160,6 +166,46 @@ class Task(ABC):
         ``frame`` holds the target columns (:attr:`target_columns`) and the prediction
         columns (:attr:`prediction_columns`), one row per patient.
         """
+
+    # -- reporting ----------------------------------------------------------------------
+    #: How a report names each metric (a metric missing here is shown by its key).
+    metric_labels: ClassVar[dict[str, str]] = {}
+    #: The figure a report draws of the pooled predictions: ``"roc"`` (binary), ``"roc_ovr"``
+    #: (one-vs-rest ROC per class), ``"scatter"`` (predicted against true), or ``None``.
+    plot_kind: ClassVar[str | None] = None
+
+    def describe(self) -> str:
+        """One line naming the task for reports, e.g. ``binary classification of 'label'``."""
+        return f"{self.name} ({', '.join(self.target_columns)})"
+
+    def check_predictions(self, frame: TargetData) -> None:
+        """Check the prediction columns of a predictions table (present, numeric, in range).
+
+        Raises
+        ------
+        WSIPipelineError
+            Naming the column and example rows.
+        """
+        require_columns(frame, self.prediction_columns, self.name)
+        for name in self.prediction_columns:
+            numeric_column(frame, name, setting="", meaning=f"the {self.name} task's prediction")
+
+    def counts(self, frame: TargetData) -> dict[str, Any]:
+        """Counts a report shows beside the metrics (e.g. positives); none by default."""
+        return {}
+
+    @property
+    def follow_up_columns(self) -> tuple[str, str]:
+        """The (time, event) columns Kaplan-Meier curves read: the cohort's optional follow-up by default."""
+        return ("pfs_months", "event")
+
+    def risk_groups(self, frame: TargetData) -> tuple[np.ndarray, dict[bool, str]] | None:
+        """Two predicted groups (True/False per row) whose follow-up a report compares, and their names.
+
+        ``None`` when the task has no natural two-group split of its predictions (then no
+        Kaplan-Meier curves or log-rank test are drawn).
+        """
+        return None
 
     # -- helpers for subclasses ---------------------------------------------------------
     def _outputs_tensor(self, outputs: Outputs) -> Tensor:
@@ -272,6 +318,12 @@ def require_columns(frame: TargetData, columns: Sequence[str], task: str) -> Non
             where="predictions table",
             fix=f"write the target and prediction columns of the {task} task ({', '.join(columns)})",
         )
+
+
+def is_missing(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """True where a value is absent (None, NaN, pandas' NA, an empty string)."""
+    series = pd.Series(np.asarray(values, dtype=object).reshape(-1), dtype=object)
+    return (series.isna() | series.map(lambda v: isinstance(v, str) and not v.strip())).to_numpy(dtype=bool)
 
 
 def nan_if_undefined(value: float) -> float:

@@ -10,7 +10,6 @@ scoring reports AUC, accuracy and balanced accuracy at ``threshold`` (the functi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -28,36 +27,8 @@ from wsi_pipeline.mil.tasks.base import (
     numeric_column,
     require_columns,
 )
+from wsi_pipeline.mil.tasks.settings import BinaryConfig
 from wsi_pipeline.scoring.metrics import binary_metrics
-
-
-@dataclass(frozen=True)
-class BinaryConfig:
-    """Settings of a binary task.
-
-    Attributes
-    ----------
-    label_column
-        Cohort column with the label, 0 (negative) or 1 (positive).
-    positive_name, negative_name
-        What the classes are called in reports (display only).
-    threshold
-        Scores at or above it are predicted positive (accuracy, balanced accuracy).
-    balanced
-        Weight positives by ``n_negative / n_positive`` of the fit patients (True), or not
-        (False, e.g. when the training loop balances by sampling instead).
-    """
-
-    label_column: str = "label"
-    positive_name: str = "positive"
-    negative_name: str = "negative"
-    threshold: float = 0.5
-    balanced: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise WSIPipelineError(f"threshold must be in (0, 1), got {self.threshold!r}", where="task.threshold",
-                                   fix="set a probability between 0 and 1, e.g. 0.5")
 
 
 class BinaryTask(Task):
@@ -77,6 +48,8 @@ class BinaryTask(Task):
     prediction_columns: ClassVar[tuple[str, ...]] = ("score",)
     metric_names: ClassVar[tuple[str, ...]] = ("auc", "accuracy", "balanced_accuracy")
     selection_metric: ClassVar[str] = "auc"
+    metric_labels: ClassVar[dict[str, str]] = {"auc": "AUC", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy"}
+    plot_kind: ClassVar[str | None] = "roc"
 
     def __init__(self, config: BinaryConfig | None = None, *, pos_weight: float | None = None) -> None:
         self.config = config or BinaryConfig()
@@ -175,3 +148,26 @@ class BinaryTask(Task):
         require_columns(frame, (label, "score"), self.name)
         y = np.asarray(frame[label], dtype=np.float64).astype(int)
         return binary_metrics(y, np.asarray(frame["score"], dtype=np.float64), self.config.threshold)
+
+    # -- reporting ----------------------------------------------------------------------
+    def describe(self) -> str:
+        c = self.config
+        return f"binary classification of '{c.label_column}' (1 = {c.positive_name}, 0 = {c.negative_name}; threshold {c.threshold:g})"
+
+    def check_predictions(self, frame: TargetData) -> None:
+        """``score`` present, numeric and a probability in [0, 1]."""
+        super().check_predictions(frame)
+        score, ids = numeric_column(frame, "score", setting="", meaning="the predicted probability of label 1")
+        check((score < 0) | (score > 1), ids, score, "score", "is outside [0, 1]",
+              "write probabilities of class 1 (apply a sigmoid or softmax to logits)")
+
+    def counts(self, frame: TargetData) -> dict[str, Any]:
+        """``n_positive``: patients with label 1."""
+        return {"n_positive": int(np.asarray(frame[self.config.label_column], dtype=np.float64).sum())}
+
+    def risk_groups(self, frame: TargetData) -> tuple[np.ndarray, dict[bool, str]]:
+        """Predicted positive (``score >= threshold``) against predicted negative."""
+        t = self.config.threshold
+        groups = np.asarray(frame["score"], dtype=np.float64) >= t
+        return groups, {True: f"predicted {self.config.positive_name} (score \u2265 {t:.2f})",
+                        False: f"predicted {self.config.negative_name} (score < {t:.2f})"}

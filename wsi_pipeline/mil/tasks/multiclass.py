@@ -19,12 +19,11 @@ weight of the present classes (it is at least as rare as the rarest of them).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.metrics import (
     accuracy_score,
@@ -42,65 +41,15 @@ from wsi_pipeline.mil.tasks.base import (
     Task,
     check,
     column,
+    is_missing,
+    numeric_column,
     require_columns,
 )
-
-
-def class_key(value: Any) -> str:
-    """A class label as the text it is compared by: integer-valued numbers without ``.0``."""
-    if isinstance(value, bool | np.bool_):
-        return str(int(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return str(int(value)) if math.isfinite(value) and float(value).is_integer() else str(float(value))
-    text = str(value).strip()
-    return str(int(text)) if text.lstrip("+-").isdigit() else text
-
-
-def sorted_classes(values: Iterable[Any]) -> tuple[str, ...]:
-    """Distinct class keys, sorted numerically when all are integers, else as text."""
-    keys = {class_key(v) for v in values}
-    if all(k.lstrip("-").isdigit() for k in keys):
-        return tuple(sorted(keys, key=int))
-    return tuple(sorted(keys))
-
-
-def _missing(values: np.ndarray) -> np.ndarray:
-    """True where a label is absent (None, NaN, pandas' NA)."""
-    return pd.isna(pd.Series(values, dtype=object)).to_numpy(dtype=bool)
-
-
-@dataclass(frozen=True)
-class MulticlassConfig:
-    """Settings of a multiclass task.
-
-    Attributes
-    ----------
-    label_column
-        Cohort column with each patient's class (text or integers).
-    classes
-        The classes, in any order (they are sorted); empty: every class of the cohort.
-    balanced
-        Inverse-frequency class weights from the fit patients (True), or none (False).
-    """
-
-    label_column: str = "label"
-    classes: tuple[str, ...] = ()
-    balanced: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.classes, str):
-            raise WSIPipelineError(f"classes must be a list, got the text {self.classes!r}", where="task.classes",
-                                   fix="write the classes as a list, e.g. [tumour, stroma, immune]")
-        raw = list(self.classes)
-        classes = sorted_classes(raw)
-        if len(classes) != len(raw):
-            raise WSIPipelineError(f"classes lists a class twice: {raw!r}", where="task.classes", fix="list each class once")
-        if len(classes) == 1:
-            raise WSIPipelineError(f"a multiclass task needs at least 2 classes, got {raw!r}", where="task.classes",
-                                   fix="list every class, or leave classes empty to take them from the cohort")
-        object.__setattr__(self, "classes", classes)
+from wsi_pipeline.mil.tasks.settings import (
+    MulticlassConfig,
+    class_key,
+    sorted_classes,
+)
 
 
 class MulticlassTask(Task):
@@ -118,6 +67,10 @@ class MulticlassTask(Task):
     name: ClassVar[str] = "multiclass"
     metric_names: ClassVar[tuple[str, ...]] = ("macro_auc", "accuracy", "balanced_accuracy", "macro_f1")
     selection_metric: ClassVar[str] = "macro_auc"
+    plot_kind: ClassVar[str | None] = "roc_ovr"
+    metric_labels: ClassVar[dict[str, str]] = {
+        "macro_auc": "Macro AUC (one-vs-rest)", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro F1",
+    }
 
     def __init__(self, config: MulticlassConfig | None = None, *, class_weights: Sequence[float] | None = None) -> None:
         self.config = config or MulticlassConfig()
@@ -178,7 +131,7 @@ class MulticlassTask(Task):
             return self
         name = self.config.label_column
         values, ids = column(data, name, setting="label_column", meaning="the class")
-        check(_missing(values), ids, values, name, "is empty",
+        check(is_missing(values), ids, values, name, "is empty",
               f"fill in '{name}' for every patient, or drop those patients")
         classes = sorted_classes(values)
         if len(classes) < 2:
@@ -223,7 +176,7 @@ class MulticlassTask(Task):
         classes = self._known_classes()
         name = self.config.label_column
         values, ids = column(data, name, setting="label_column", meaning="the class")
-        check(_missing(values), ids, values, name, "is empty",
+        check(is_missing(values), ids, values, name, "is empty",
               f"fill in '{name}' for every patient, or drop those patients")
         keys = [class_key(v) for v in values]
         index = {c: i for i, c in enumerate(classes)}
@@ -305,3 +258,23 @@ def macro_ovr_auc(y: np.ndarray, probabilities: np.ndarray) -> float:
     if len(present) < 2:
         return math.nan
     return float(np.mean([roc_auc_score(y == k, probabilities[:, k]) for k in present]))
+
+    # -- reporting ----------------------------------------------------------------------
+    def describe(self) -> str:
+        classes = ", ".join(self.classes) if self.classes else "from the cohort"
+        return f"multiclass classification of '{self.config.label_column}' (classes {classes})"
+
+    def check_predictions(self, frame: TargetData) -> None:
+        """Every ``prob_<class>`` a probability in [0, 1]; ``predicted`` one of the classes."""
+        require_columns(frame, self.prediction_columns, self.name)
+        for name in self.prediction_columns[:-1]:
+            values, ids = numeric_column(frame, name, setting="", meaning="a predicted class probability")
+            check((values < 0) | (values > 1), ids, values, name, "is outside [0, 1]", "write softmax probabilities")
+        predicted, ids = column(frame, "predicted", setting="", meaning="the predicted class")
+        check(np.array([class_key(v) not in self.classes for v in predicted], dtype=bool), ids, predicted, "predicted",
+              "is not a known class", f"predict one of the classes {', '.join(self.classes)}")
+
+    def counts(self, frame: TargetData) -> dict[str, Any]:
+        """``n_per_class``: patients per true class."""
+        keys = [class_key(v) for v in np.asarray(frame[self.config.label_column])]
+        return {"n_per_class": {c: keys.count(c) for c in self.classes}}

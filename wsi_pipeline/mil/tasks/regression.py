@@ -16,8 +16,7 @@ the standardised MSE, so either ranks epochs the same).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -35,44 +34,7 @@ from wsi_pipeline.mil.tasks.base import (
     numeric_column,
     require_columns,
 )
-
-LOSSES = ("mse", "huber")
-
-
-@dataclass(frozen=True)
-class RegressionConfig:
-    """Settings of a regression task.
-
-    Attributes
-    ----------
-    target_column
-        Cohort column with the numeric target.
-    loss
-        ``"mse"`` (mean squared error) or ``"huber"`` (quadratic within ``huber_delta``,
-        linear beyond: robust to a few extreme targets).
-    huber_delta
-        Where the Huber loss turns linear, in standard units of the target.
-    standardise
-        Train on fit-set standardised targets (True) or on the raw values (False).
-    stratify_bins
-        Folds are stratified on this many quantile bins of the target.
-    """
-
-    target_column: str = "target"
-    loss: Literal["mse", "huber"] = "mse"
-    huber_delta: float = 1.0
-    standardise: bool = True
-    stratify_bins: int = 4
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise WSIPipelineError(f"unknown regression loss {self.loss!r}", where="task.loss", fix=f"use one of {', '.join(LOSSES)}")
-        if not (isinstance(self.huber_delta, int | float) and math.isfinite(self.huber_delta) and self.huber_delta > 0):
-            raise WSIPipelineError(f"huber_delta must be a positive number, got {self.huber_delta!r}", where="task.huber_delta",
-                                   fix="set it in standard units of the target, e.g. 1.0")
-        if not isinstance(self.stratify_bins, int) or self.stratify_bins < 1:
-            raise WSIPipelineError(f"stratify_bins must be an integer >= 1, got {self.stratify_bins!r}", where="task.stratify_bins",
-                                   fix="use e.g. 4 (quartiles); 1 turns stratification off")
+from wsi_pipeline.mil.tasks.settings import RegressionConfig
 
 
 class RegressionTask(Task):
@@ -91,6 +53,10 @@ class RegressionTask(Task):
     prediction_columns: ClassVar[tuple[str, ...]] = ("prediction",)
     metric_names: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2", "pearson_r", "spearman_r")
     selection_metric: ClassVar[str] = "neg_mse"
+    plot_kind: ClassVar[str | None] = "scatter"
+    metric_labels: ClassVar[dict[str, str]] = {
+        "mae": "MAE", "rmse": "RMSE", "r2": "R\u00b2", "pearson_r": "Pearson r", "spearman_r": "Spearman \u03c1",
+    }
 
     def __init__(self, config: RegressionConfig | None = None, *, mean: float | None = None, std: float | None = None) -> None:
         self.config = config or RegressionConfig()
@@ -219,3 +185,7 @@ class RegressionTask(Task):
             "pearson_r": nan_if_undefined(pearsonr(y, p).statistic) if correlates else math.nan,
             "spearman_r": nan_if_undefined(spearmanr(y, p).statistic) if correlates else math.nan,
         }
+
+    # -- reporting ----------------------------------------------------------------------
+    def describe(self) -> str:
+        return f"regression of '{self.config.target_column}' ({self.config.loss} loss on fit-set standardised targets)"

@@ -51,8 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -69,41 +68,7 @@ from wsi_pipeline.mil.tasks.base import (
     numeric_column,
     require_columns,
 )
-
-LOSSES = ("cox", "discrete")
-
-
-@dataclass(frozen=True)
-class SurvivalConfig:
-    """Settings of a survival task.
-
-    Attributes
-    ----------
-    time_column
-        Cohort column with the follow-up time (>= 0; any unit, used as given).
-    event_column
-        Cohort column with 1 = event observed, 0 = censored.
-    loss
-        ``"cox"`` (partial likelihood, one output) or ``"discrete"`` (discrete-time hazard,
-        ``n_bins`` outputs).
-    n_bins
-        Time bins of the discrete-time model (ignored by ``cox``).
-    """
-
-    time_column: str = "pfs_months"
-    event_column: str = "event"
-    loss: Literal["cox", "discrete"] = "cox"
-    n_bins: int = 4
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise WSIPipelineError(f"unknown survival loss {self.loss!r}", where="task.loss", fix=f"use one of {', '.join(LOSSES)}")
-        if not isinstance(self.n_bins, int) or self.n_bins < 2:
-            raise WSIPipelineError(f"n_bins must be an integer >= 2, got {self.n_bins!r}", where="task.n_bins",
-                                   fix="use a few bins for a small cohort, e.g. 4; fewer bins than events per bin")
-        if self.time_column == self.event_column:
-            raise WSIPipelineError(f"time_column and event_column are both {self.time_column!r}", where="task.event_column",
-                                   fix="name two different columns")
+from wsi_pipeline.mil.tasks.settings import SurvivalConfig
 
 
 class SurvivalTask(Task):
@@ -121,6 +86,8 @@ class SurvivalTask(Task):
     name: ClassVar[str] = "survival"
     metric_names: ClassVar[tuple[str, ...]] = ("c_index",)
     selection_metric: ClassVar[str] = "c_index"
+    optional_targets: ClassVar[bool] = True
+    metric_labels: ClassVar[dict[str, str]] = {"c_index": "C-index (Harrell)"}
 
     def __init__(self, config: SurvivalConfig | None = None, *, edges: Sequence[float] | None = None) -> None:
         self.config = config or SurvivalConfig()
@@ -332,3 +299,24 @@ def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
         return float(concordance_index(time, -np.asarray(risk, dtype=np.float64), event))
     except ZeroDivisionError:  # lifelines: "No admissable pairs in the dataset."
         return math.nan
+
+    # -- reporting ----------------------------------------------------------------------
+    def describe(self) -> str:
+        c = self.config
+        model = "Cox partial likelihood" if not self.discrete else f"discrete-time hazard, {c.n_bins} bins"
+        return f"survival ('{c.time_column}', '{c.event_column}'; {model})"
+
+    def counts(self, frame: TargetData) -> dict[str, Any]:
+        """``n_events``: patients whose event was observed."""
+        event = np.asarray(frame[self.config.event_column], dtype=np.float64)
+        return {"n_events": int(np.nansum(event))}
+
+    @property
+    def follow_up_columns(self) -> tuple[str, str]:
+        return self.target_columns  # type: ignore[return-value]  # (time, event)
+
+    def risk_groups(self, frame: TargetData) -> tuple[np.ndarray, dict[bool, str]]:
+        """High predicted risk (``risk`` at or above its median over the table) against low."""
+        risk = np.asarray(frame["risk"], dtype=np.float64)
+        median = float(np.median(risk)) if len(risk) else math.nan
+        return risk >= median, {True: "high predicted risk (\u2265 median)", False: "low predicted risk (< median)"}

@@ -1,8 +1,28 @@
-"""Synthetic cohorts: patients with labels and outcomes, their slides, and the cohort table.
+"""Synthetic cohorts: patients with targets and outcomes, their slides, and the cohort table.
 
 Planning is cheap and pure (no pixels), so the engine can plan once and submit one
 `generate_slide` task per entry; `generate_cohort` is the sequential convenience for scripts and
 tests.
+
+The targets follow the task type a cohort is made for (``targets``):
+
+``binary``
+    ``label`` 1 for ``positive_fraction`` of the patients, whose slides carry the class
+    signal (lymphocyte clusters over 10-20% of the tissue); ``pfs_months``/``event`` drawn
+    with a longer mean for label 1.
+``multiclass``
+    ``label`` 0, 1 or 2 (a third of the patients each): no signal, a little (6-10% of the
+    tissue), a lot (22-32%).
+``regression``
+    A latent ``u`` ~ U(0, 1) per patient sets the signal's coverage, ``3% + 32% u``, and the
+    ``target`` column, ``10 u`` plus Gaussian noise (sd 0.5); ``label`` is ``u >= 0.5``.
+``survival``
+    The same latent coverage; progression is exponential with mean ``8 exp(1.6 u)`` months
+    (more signal, later progression), censored at an end of follow-up uniform in 6-24
+    months (about half the patients have an event); ``label`` is ``u >= 0.5``.
+
+The binary plan is the demo's, unchanged; the other types draw their latent from their own
+random stream, so the slide counts and slide seeds of a seed are the same for every type.
 """
 
 from __future__ import annotations
@@ -11,6 +31,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -26,10 +47,23 @@ logger = logging.getLogger(__name__)
 
 #: Name of the table `write_cohort_table` writes.
 COHORT_TABLE = "cohort.csv"
-#: Columns of the cohort table, in order.
+#: Columns of the cohort table, in order (a regression cohort adds ``target`` after ``event``).
 TABLE_COLUMNS = ["patient_id", "slide_id", "slide_path", "label", "pfs_months", "event"]
 #: Signal coverage of positive slides is drawn per slide from this range.
 SIGNAL_FRACTION_RANGE = (0.10, 0.20)
+#: The task types a synthetic cohort can be made for.
+TARGETS = ("binary", "multiclass", "regression", "survival")
+Targets = Literal["binary", "multiclass", "regression", "survival"]
+#: Signal coverage of the multiclass cohort's classes 1 and 2 (class 0 has none).
+CLASS_SIGNAL_RANGES = ((0.06, 0.10), (0.22, 0.32))
+#: Signal coverage ``low + span * u`` of the latent cohorts (regression, survival).
+LATENT_SIGNAL = (0.03, 0.32)
+#: Regression target ``scale * u + N(0, noise)``.
+REGRESSION_SCALE, REGRESSION_NOISE = 10.0, 0.5
+#: Survival: progression is exponential with mean ``base * exp(slope * u)`` months, censored
+#: at an end of follow-up uniform in this window (about half the patients have an event).
+SURVIVAL_BASE_MONTHS, SURVIVAL_SLOPE = 8.0, 1.6
+SURVIVAL_FOLLOW_UP_MONTHS = (6.0, 24.0)
 
 # Spawn keys of the independent random streams of a cohort seed. Separate streams keep, e.g.,
 # the labels unchanged when only two_slide_fraction changes.
@@ -38,6 +72,7 @@ _STREAM_SLIDE_COUNTS = 1
 _STREAM_OUTCOMES = 2
 _STREAM_SIGNAL = 3
 _STREAM_SLIDES = 4
+_STREAM_LATENT = 5
 
 
 @dataclass(frozen=True)
@@ -87,7 +122,8 @@ class SyntheticCohortPlan:
             }
         )
         table = slides.merge(self.patients, on="patient_id", how="left", validate="many_to_one")
-        return table[TABLE_COLUMNS]
+        extra = [c for c in self.patients.columns if c not in TABLE_COLUMNS]
+        return table[TABLE_COLUMNS + extra]
 
 
 def slide_seed(cohort_seed: int, slide_index: int) -> int:
@@ -113,9 +149,11 @@ def _stream(seed: int, key: int) -> np.random.Generator:
 
 
 def _check_plan_arguments(
-    n_patients: int, seed: int, positive_fraction: float, two_slide_fraction: float
+    n_patients: int, seed: int, positive_fraction: float, two_slide_fraction: float, targets: str = "binary"
 ) -> None:
     where = "synthetic cohort"
+    if targets not in TARGETS:
+        raise WSIPipelineError(f"unknown targets {targets!r}", where=where, fix=f"use one of {', '.join(TARGETS)}")
     if not isinstance(n_patients, (int, np.integer)) or n_patients < 1:
         raise WSIPipelineError(
             f"n_patients must be a positive integer, got {n_patients!r}",
@@ -145,8 +183,9 @@ def plan_synthetic_cohort(
     height: int = 4096,
     mpp: float = 0.5,
     n_levels: int = 4,
+    targets: Targets = "binary",
 ) -> SyntheticCohortPlan:
-    """Plan a cohort: labels, outcomes and one spec per slide. Cheap, pure and deterministic.
+    """Plan a cohort: targets, outcomes and one spec per slide. Cheap, pure and deterministic.
 
     Parameters
     ----------
@@ -155,12 +194,15 @@ def plan_synthetic_cohort(
     seed
         Cohort seed; the same arguments always give the same plan.
     positive_fraction
-        ``round(positive_fraction * n_patients)`` patients are positive, placed at random.
+        Binary cohorts: ``round(positive_fraction * n_patients)`` patients are positive,
+        placed at random.
     two_slide_fraction
         ``round(two_slide_fraction * n_patients)`` patients, at random, have two slides; both
-        carry the patient's label.
+        carry the patient's signal.
     width, height, mpp, n_levels
         Size, resolution and pyramid depth of every slide.
+    targets
+        The task type the cohort is made for (see the module docstring).
 
     Returns
     -------
@@ -171,40 +213,72 @@ def plan_synthetic_cohort(
     WSIPipelineError
         If an argument is out of range.
     """
-    _check_plan_arguments(n_patients, seed, positive_fraction, two_slide_fraction)
-    n_positive = round(positive_fraction * n_patients)
-    labels = np.zeros(n_patients, dtype=np.int64)
-    labels[:n_positive] = 1
-    labels = _stream(seed, _STREAM_LABELS).permutation(labels)
-
+    _check_plan_arguments(n_patients, seed, positive_fraction, two_slide_fraction, targets)
     n_slides = np.ones(n_patients, dtype=np.int64)
     n_two = round(two_slide_fraction * n_patients)
     two = _stream(seed, _STREAM_SLIDE_COUNTS).choice(n_patients, size=n_two, replace=False)
     n_slides[two] = 2
-
-    pfs, event = sample_outcomes(_stream(seed, _STREAM_OUTCOMES), labels)
     digits = max(3, len(str(n_patients - 1)))
     patient_ids = [f"P{i:0{digits}d}" for i in range(n_patients)]
-    patients = pd.DataFrame({"patient_id": patient_ids, "label": labels, "pfs_months": pfs, "event": event})
-
     total = int(n_slides.sum())
-    signal_fractions = _stream(seed, _STREAM_SIGNAL).uniform(*SIGNAL_FRACTION_RANGE, size=total)
+    signal_draws = _stream(seed, _STREAM_SIGNAL).uniform(0.0, 1.0, size=total)
+
+    if targets == "binary":
+        labels = np.zeros(n_patients, dtype=np.int64)
+        labels[: round(positive_fraction * n_patients)] = 1
+        labels = _stream(seed, _STREAM_LABELS).permutation(labels)
+        pfs, event = sample_outcomes(_stream(seed, _STREAM_OUTCOMES), labels)
+        patients = pd.DataFrame({"patient_id": patient_ids, "label": labels, "pfs_months": pfs, "event": event})
+        coverage = [SIGNAL_FRACTION_RANGE if label else None for label in labels]
+    else:
+        patients, coverage = _latent_targets(targets, patient_ids, seed)
+
     slides: list[SyntheticSlideEntry] = []
-    for patient_id, label, count in zip(patient_ids, labels, n_slides):
+    for patient_id, cover, count in zip(patient_ids, coverage, n_slides):
         for k in range(count):
             index = len(slides)
+            low, high = SIGNAL_FRACTION_RANGE if cover is None else cover  # unused without signal, as before
+            fraction = low + (high - low) * signal_draws[index]
             spec = SyntheticSlideSpec(
                 width=width,
                 height=height,
                 mpp=mpp,
-                positive=bool(label),
+                positive=cover is not None,
                 seed=slide_seed(seed, index),
                 n_levels=n_levels,
-                signal_fraction=float(round(signal_fractions[index], 3)),
+                signal_fraction=float(round(fraction, 3)),
             )
             slide_id = f"{patient_id}_S{k}"
             slides.append(SyntheticSlideEntry(patient_id, slide_id, f"{slide_id}.tiff", spec))
     return SyntheticCohortPlan(patients=patients, slides=slides)
+
+
+def _latent_targets(targets: str, patient_ids: list[str], seed: int) -> tuple[pd.DataFrame, list[tuple[float, float] | None]]:
+    """Targets and per-patient signal coverage range of the multiclass, regression and survival cohorts."""
+    n = len(patient_ids)
+    rng = _stream(seed, _STREAM_LATENT)
+    if targets == "multiclass":
+        classes = rng.permutation(np.arange(n) % 3)
+        pfs, event = sample_outcomes(_stream(seed, _STREAM_OUTCOMES), (classes > 0).astype(np.int64))
+        coverage = [None if c == 0 else CLASS_SIGNAL_RANGES[c - 1] for c in classes]
+        frame = pd.DataFrame({"patient_id": patient_ids, "label": classes.astype(np.int64), "pfs_months": pfs, "event": event})
+        return frame, coverage
+    u = rng.uniform(0.0, 1.0, size=n)
+    low, span = LATENT_SIGNAL
+    # A narrow band around the patient's coverage, so a second slide differs a little.
+    coverage = [(low + span * max(v - 0.02, 0.0), low + span * min(v + 0.02, 1.0)) for v in u]
+    labels = (u >= 0.5).astype(np.int64)
+    outcomes = _stream(seed, _STREAM_OUTCOMES)
+    if targets == "survival":
+        progression = outcomes.exponential(SURVIVAL_BASE_MONTHS * np.exp(SURVIVAL_SLOPE * u))
+        follow_up = outcomes.uniform(*SURVIVAL_FOLLOW_UP_MONTHS, size=n)
+        event = (progression <= follow_up).astype(np.int64)
+        pfs = np.maximum(np.round(np.minimum(progression, follow_up), 1), 0.1)
+        return pd.DataFrame({"patient_id": patient_ids, "label": labels, "pfs_months": pfs, "event": event}), coverage
+    pfs, event = sample_outcomes(outcomes, labels)
+    target = np.round(REGRESSION_SCALE * u + rng.normal(0.0, REGRESSION_NOISE, size=n), 2)
+    frame = pd.DataFrame({"patient_id": patient_ids, "label": labels, "pfs_months": pfs, "event": event, "target": target})
+    return frame, coverage
 
 
 def write_cohort_table(plan: SyntheticCohortPlan, directory: str | os.PathLike[str]) -> Path:
