@@ -50,3 +50,59 @@ def test_bad_tables_are_named(tmp_path, rows, pattern):
     with pytest.raises(WSIPipelineError, match=pattern) as caught:
         load_cohort(path)
     assert str(path) in caught.value.format()
+
+
+def test_a_survival_cohort_keeps_time_and_event_and_excludes_patients_without_follow_up(tmp_path):
+    from wsi_pipeline.mil.tasks import SurvivalTask
+
+    path = write(tmp_path, [
+        {"patient_id": "A", "slide_path": "a.tif", "label": 1, "pfs_months": 10.0, "event": 0},
+        {"patient_id": "B", "slide_path": "b.tif", "label": 0, "pfs_months": 3.0, "event": 1},
+        {"patient_id": "C", "slide_path": "c.tif", "label": 0, "pfs_months": None, "event": None},
+    ])
+    cohort = load_cohort(path, task=SurvivalTask())
+    assert cohort.targets == {"A": (10.0, 0), "B": (3.0, 1)}
+    assert set(cohort.excluded) == {"C"} and "no follow-up" in cohort.excluded["C"]
+    assert len(cohort.slides) == 3  # C's slide is still tiled and embedded
+    binary = load_cohort(path)  # for a binary task the follow-up is optional, not a target
+    assert binary.excluded == {} and binary.patients["pfs_months"].isna().sum() == 1
+
+
+def test_a_multiclass_cohort_takes_its_classes_from_the_table(tmp_path):
+    from wsi_pipeline.mil.tasks import MulticlassTask
+
+    path = write(tmp_path, [
+        {"patient_id": "A", "slide_path": "a.tif", "label": "stroma"},
+        {"patient_id": "B", "slide_path": "b.tif", "label": "tumour"},
+        {"patient_id": "C", "slide_path": "c.tif", "label": "immune"},
+    ])
+    cohort = load_cohort(path, task=MulticlassTask())
+    assert cohort.task.classes == ("immune", "stroma", "tumour")
+    assert cohort.targets == {"A": "stroma", "B": "tumour", "C": "immune"}
+
+
+def test_task_columns_are_named_with_the_setting_that_names_them(tmp_path):
+    from wsi_pipeline.mil.tasks import RegressionConfig, RegressionTask
+
+    path = write(tmp_path, [{"patient_id": "A", "slide_path": "a.tif", "label": 1, "site": "X"}])
+    with pytest.raises(WSIPipelineError, match="missing column.*ki67") as caught:
+        load_cohort(path, task=RegressionTask(RegressionConfig(target_column="ki67")))
+    assert "task section" in caught.value.fix and str(path) in caught.value.format()
+    path = write(tmp_path, [{"patient_id": "A", "slide_path": "a.tif", "ki67": "high"}])
+    with pytest.raises(WSIPipelineError, match="'ki67' is not a number.*patient A"):
+        load_cohort(path, task=RegressionTask(RegressionConfig(target_column="ki67")))
+
+
+def test_sites_are_kept_per_patient_and_must_agree(tmp_path):
+    path = write(tmp_path, [
+        {"patient_id": "A", "slide_path": "a1.tif", "label": 1, "site": "X"},
+        {"patient_id": "A", "slide_path": "a2.tif", "label": 1, "site": "X"},
+        {"patient_id": "B", "slide_path": "b.tif", "label": 0, "site": "Y"},
+    ])
+    assert load_cohort(path).sites == {"A": "X", "B": "Y"}
+    path = write(tmp_path, [
+        {"patient_id": "A", "slide_path": "a1.tif", "label": 1, "site": "X"},
+        {"patient_id": "A", "slide_path": "a2.tif", "label": 1, "site": "Z"},
+    ])
+    with pytest.raises(WSIPipelineError, match="different labels: A \\(column 'site'\\)"):
+        load_cohort(path)

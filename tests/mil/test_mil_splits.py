@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pandas as pd
 import pytest
 
 from wsi_pipeline.errors import WSIPipelineError
@@ -109,3 +110,65 @@ def test_fold_plan_is_immutable():
     plan = FoldPlan(fold=0, fit_ids=("a",), val_ids=("b",), test_ids=("c",))
     with pytest.raises(AttributeError):
         plan.fold = 1  # type: ignore[misc]
+
+
+# -- repeated cross-validation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n_folds", "n_repeats", "seed"), [(2, 3, 0), (5, 4, 11), (3, 2, 7)])
+def test_folds_across_repeats_never_leak(n_folds, n_repeats, seed):
+    ids, labels = cohort(14, 26)
+    plans = plan_folds(ids, labels, n_folds=n_folds, n_repeats=n_repeats, seed=seed)
+    assert [(p.repeat, p.fold) for p in plans] == [(r, f) for r in range(n_repeats) for f in range(n_folds)]
+    for repeat in range(n_repeats):
+        folds = [p for p in plans if p.repeat == repeat]
+        tested = [pid for p in folds for pid in p.test_ids]
+        assert sorted(tested) == sorted(ids)  # every patient tested exactly once per repeat
+        for plan in folds:
+            assert not set(plan.test_ids) & (set(plan.fit_ids) | set(plan.val_ids))
+            assert not set(plan.fit_ids) & set(plan.val_ids)
+            assert set(plan.fit_ids) | set(plan.val_ids) | set(plan.test_ids) == set(ids)
+    tests = {r: sorted(tuple(p.test_ids) for p in plans if p.repeat == r) for r in range(n_repeats)}
+    assert len({tuple(t) for t in tests.values()}) == n_repeats  # each repeat shuffles differently
+
+
+def test_the_first_repeat_is_the_single_cross_validation():
+    ids, labels = cohort(12, 20)
+    single = plan_folds(ids, labels, n_folds=4, seed=3)
+    repeated = plan_folds(ids, labels, n_folds=4, seed=3, n_repeats=3)
+    assert repeated[:4] == single
+    assert [p.name for p in repeated[3:6]] == ["fold3", "repeat1-fold0", "repeat1-fold1"]
+
+
+def test_a_leaking_repeat_is_caught():
+    from wsi_pipeline.mil.splits import _verify
+
+    ids, labels = cohort(10, 10)
+    plans = plan_folds(ids, labels, n_folds=2, n_repeats=2)
+    _verify(plans, ids)
+    bad = plans[3]  # repeat 1, fold 1: test a patient it also fits on
+    leaky = FoldPlan(bad.fold, bad.fit_ids, bad.val_ids, bad.test_ids + bad.fit_ids[:1], repeat=1)
+    with pytest.raises(LeakageError, match="repeat 1"):
+        _verify([*plans[:3], leaky], ids)
+    twice = FoldPlan(1, plans[2].fit_ids, plans[2].val_ids, plans[2].test_ids, repeat=1)  # fold 0's tests again
+    with pytest.raises(LeakageError, match="repeat 1: patient"):
+        _verify([*plans[:3], twice], ids)
+
+
+def test_site_stratification_spreads_every_site_over_the_test_folds():
+    ids = [f"p{i:02d}" for i in range(40)]
+    labels = [i % 2 for i in range(40)]
+    sites = ["A" if i < 20 else "B" for i in range(40)]  # two sites, each with both labels
+    plans = plan_folds(ids, labels, n_folds=4, seed=1, n_repeats=2, sites=sites)
+    site_of = dict(zip(ids, sites))
+    for plan in plans:
+        counts = pd.Series([site_of[p] for p in plan.test_ids]).value_counts()
+        assert counts.to_dict() == {"A": 5, "B": 5}, (plan.name, counts.to_dict())
+
+
+def test_one_stratum_is_a_shuffled_k_fold_when_allowed():
+    ids = [f"p{i}" for i in range(9)]
+    with pytest.raises(WSIPipelineError, match="both classes"):
+        plan_folds(ids, [0] * 9, n_folds=3)
+    plans = plan_folds(ids, [0] * 9, n_folds=3, single_stratum_ok=True)
+    assert sorted(p for plan in plans for p in plan.test_ids) == sorted(ids)

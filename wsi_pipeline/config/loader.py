@@ -10,7 +10,7 @@ import difflib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -142,18 +142,39 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation allows (through Optional, unions and Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found += _models_in(arg)
+    origin = getattr(annotation, "__origin__", None)
+    if origin is not None and not found:
+        found += _models_in(origin)
+    return found
+
+
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """Walk ``loc`` through nested pydantic models; return the model that owns the last key."""
+    """Walk ``loc`` through nested pydantic models; return the model that owns the last key.
+
+    A discriminated union (the task section) puts its tag in the location after the field,
+    e.g. ``task.survival.n_bin``: the tag picks the union's model whose ``type`` it is.
+    """
     current: Any = model
-    for key in loc:
+    parts = list(loc)
+    while parts:
+        key = parts.pop(0)
         field = getattr(current, "model_fields", {}).get(key) if isinstance(key, str) else None
         if field is None:
             return None
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
+        candidates = _models_in(field.annotation)
+        if len(candidates) > 1 and parts:
+            tagged = [c for c in candidates if "type" in c.model_fields and parts[0] in get_args(c.model_fields["type"].annotation)]
+            if tagged:
+                parts.pop(0)
+                candidates = tagged
+        current = candidates[0] if candidates else None
         if current is None:
             return None
     return current

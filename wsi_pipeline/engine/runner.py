@@ -188,7 +188,7 @@ def train_stage(
     if is_fresh(config.output_dir, "train", key, [predictions_path]):
         record.add([ItemOutcome("train", "cross-validation", "skipped", reason="predictions up to date")])
         console.print("  train: skipped (predictions.csv is up to date for these features and settings)")
-        return load_predictions(predictions_path)
+        return load_predictions(predictions_path, task=task)
     try:
         encoded = encode_targets(task, targets, patients)
         task.fit(encoded)  # can the task learn from these patients at all (two classes, an event)?
@@ -222,7 +222,7 @@ def train_stage(
     write_predictions(assemble_predictions(rows, cohort, encoder_id), predictions_path)
     mark_fresh(config.output_dir, "train", key)
     # Score what was written, so a later run scoring the file sees exactly the same table.
-    return load_predictions(predictions_path)
+    return load_predictions(predictions_path, task=task)
 
 
 def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord, task: Task | None = None) -> None:
@@ -404,7 +404,7 @@ def run_stages(
     if "score" in stages:
         path = output / PREDICTIONS_FILE
         if predictions is None and "train" not in stages and path.is_file():
-            predictions = load_predictions(path)
+            predictions = load_predictions(path, task=cohort.task)
         if predictions is None:
             record.add([ItemOutcome("score", "report", "failed", reason="no predictions to score (training failed or did not run)")])
             return

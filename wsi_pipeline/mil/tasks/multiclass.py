@@ -19,6 +19,7 @@ weight of the present classes (it is at least as rare as the rarest of them).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Self
@@ -239,25 +240,19 @@ class MulticlassTask(Task):
             return dict.fromkeys(self.metric_names, math.nan)
         probabilities = np.column_stack([np.asarray(frame[f"prob_{c}"], dtype=np.float64) for c in self.classes])
         two_classes = len(np.unique(y)) >= 2
+        with warnings.catch_warnings():
+            # Small tables (bootstrap resamples) often predict a class absent from the labels: expected.
+            warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
+            return self._scores(y, predicted, probabilities, two_classes)
+
+    @staticmethod
+    def _scores(y: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, two_classes: bool) -> dict[str, float]:
         return {
             "macro_auc": macro_ovr_auc(y, probabilities),
             "accuracy": float(accuracy_score(y, predicted)),
             "balanced_accuracy": float(balanced_accuracy_score(y, predicted)) if two_classes else math.nan,
             "macro_f1": float(f1_score(y, predicted, average="macro", zero_division=0)),
         }
-
-
-def macro_ovr_auc(y: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean over classes of the one-vs-rest ROC AUC of each class's probability.
-
-    Equal to ``roc_auc_score(y, probabilities, multi_class="ovr", average="macro")`` when every
-    class occurs among ``y``; a class absent from ``y`` (rare classes in a small validation
-    set) is left out of the mean instead of failing. NaN with fewer than two classes present.
-    """
-    present = np.unique(y)
-    if len(present) < 2:
-        return math.nan
-    return float(np.mean([roc_auc_score(y == k, probabilities[:, k]) for k in present]))
 
     # -- reporting ----------------------------------------------------------------------
     def describe(self) -> str:
@@ -278,3 +273,16 @@ def macro_ovr_auc(y: np.ndarray, probabilities: np.ndarray) -> float:
         """``n_per_class``: patients per true class."""
         keys = [class_key(v) for v in np.asarray(frame[self.config.label_column])]
         return {"n_per_class": {c: keys.count(c) for c in self.classes}}
+
+
+def macro_ovr_auc(y: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean over classes of the one-vs-rest ROC AUC of each class's probability.
+
+    Equal to ``roc_auc_score(y, probabilities, multi_class="ovr", average="macro")`` when every
+    class occurs among ``y``; a class absent from ``y`` (rare classes in a small validation
+    set) is left out of the mean instead of failing. NaN with fewer than two classes present.
+    """
+    present = np.unique(y)
+    if len(present) < 2:
+        return math.nan
+    return float(np.mean([roc_auc_score(y == k, probabilities[:, k]) for k in present]))

@@ -234,6 +234,27 @@ class SurvivalTask(Task):
         followed = np.isfinite(time) & np.isfinite(event)
         return {"c_index": harrell_c(time[followed], event[followed], risk[followed])}
 
+    # -- reporting ----------------------------------------------------------------------
+    def describe(self) -> str:
+        c = self.config
+        model = "Cox partial likelihood" if not self.discrete else f"discrete-time hazard, {c.n_bins} bins"
+        return f"survival ('{c.time_column}', '{c.event_column}'; {model})"
+
+    def counts(self, frame: TargetData) -> dict[str, Any]:
+        """``n_events``: patients whose event was observed."""
+        event = np.asarray(frame[self.config.event_column], dtype=np.float64)
+        return {"n_events": int(np.nansum(event))}
+
+    @property
+    def follow_up_columns(self) -> tuple[str, str]:
+        return self.target_columns  # type: ignore[return-value]  # (time, event)
+
+    def risk_groups(self, frame: TargetData) -> tuple[np.ndarray, dict[bool, str]]:
+        """High predicted risk (``risk`` at or above its median over the table) against low."""
+        risk = np.asarray(frame["risk"], dtype=np.float64)
+        median = float(np.median(risk)) if len(risk) else math.nan
+        return risk >= median, {True: "high predicted risk (\u2265 median)", False: "low predicted risk (< median)"}
+
 
 def _split(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     array = np.asarray(targets, dtype=np.float64).reshape(-1, 2)
@@ -299,24 +320,3 @@ def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
         return float(concordance_index(time, -np.asarray(risk, dtype=np.float64), event))
     except ZeroDivisionError:  # lifelines: "No admissable pairs in the dataset."
         return math.nan
-
-    # -- reporting ----------------------------------------------------------------------
-    def describe(self) -> str:
-        c = self.config
-        model = "Cox partial likelihood" if not self.discrete else f"discrete-time hazard, {c.n_bins} bins"
-        return f"survival ('{c.time_column}', '{c.event_column}'; {model})"
-
-    def counts(self, frame: TargetData) -> dict[str, Any]:
-        """``n_events``: patients whose event was observed."""
-        event = np.asarray(frame[self.config.event_column], dtype=np.float64)
-        return {"n_events": int(np.nansum(event))}
-
-    @property
-    def follow_up_columns(self) -> tuple[str, str]:
-        return self.target_columns  # type: ignore[return-value]  # (time, event)
-
-    def risk_groups(self, frame: TargetData) -> tuple[np.ndarray, dict[bool, str]]:
-        """High predicted risk (``risk`` at or above its median over the table) against low."""
-        risk = np.asarray(frame["risk"], dtype=np.float64)
-        median = float(np.median(risk)) if len(risk) else math.nan
-        return risk >= median, {True: "high predicted risk (\u2265 median)", False: "low predicted risk (< median)"}
