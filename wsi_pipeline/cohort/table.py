@@ -189,7 +189,8 @@ def load_cohort(table: str | Path, slide_root: str | Path | None = None, task: T
     for column in OUTCOME_COLUMNS:
         if column in kept and column not in targets:
             per_slide[column] = pd.to_numeric(per_slide[column], errors="coerce")
-    _check_one_value_per_patient(per_slide, kept, table)
+    # Follow-up that is not the target is taken from the first slide that has it, as before.
+    _check_one_value_per_patient(per_slide, [c for c in kept if c in targets or c == SITE_COLUMN], table)
     patients = per_slide.groupby("patient_id", sort=False).first().reset_index()
     patients, excluded = _drop_missing_targets(patients, task)
     task = _checked(table, lambda: task.bind(patients))
@@ -209,10 +210,9 @@ def _checked(table: Path, read: Any) -> Any:
 
 
 def _check_one_value_per_patient(per_slide: pd.DataFrame, columns: list[str], table: Path) -> None:
-    """A target, follow-up or site belongs to the patient: all of a patient's slides must agree."""
+    """A target or a site belongs to the patient: all of a patient's slides that give one must agree."""
     for column in columns:
-        values = per_slide[column].astype(object).where(per_slide[column].notna(), None).astype(str)
-        counts = values.groupby(per_slide["patient_id"]).nunique()
+        counts = per_slide[column].groupby(per_slide["patient_id"]).nunique()  # empty cells do not count
         conflicting = counts[counts > 1].index.tolist()
         if conflicting:
             raise _fail(

@@ -85,12 +85,12 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
         except WSIPipelineError as error:
             problems.append(("validation", error.format()))
 
-    counts = ", ".join(f"{key} {value}" for key, value in task.counts(patients).items())
     table = Table(title=f"plan: {config.manifest_path.name} (workflow '{workflow.name}')", show_header=False)
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")  # long paths wrap rather than being cut
     table.add_row("cohort", cohort_line)
-    table.add_row("patients", f"{len(patients)}{f' ({counts})' if counts else ''}")
+    summary = task.summary(patients)
+    table.add_row("patients", f"{len(patients)}{f' ({summary})' if summary else ''}")
     table.add_row("task", task.describe())
     table.add_row("slides", str(n_slides))
     table.add_row("stages", " → ".join(stages))

@@ -194,6 +194,10 @@ class Task(ABC):
         """Counts a report shows beside the metrics (e.g. positives); none by default."""
         return {}
 
+    def summary(self, frame: TargetData) -> str:
+        """The patients' targets in a few words, for the dry run's plan (e.g. ``6 responder, 14 non-responder``)."""
+        return ", ".join(f"{key} {value}" for key, value in self.counts(frame).items())
+
     @property
     def follow_up_columns(self) -> tuple[str, str]:
         """The (time, event) columns Kaplan-Meier curves read: the cohort's optional follow-up by default."""

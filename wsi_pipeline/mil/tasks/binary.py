@@ -165,6 +165,11 @@ class BinaryTask(Task):
         """``n_positive``: patients with label 1."""
         return {"n_positive": int(np.asarray(frame[self.config.label_column], dtype=np.float64).sum())}
 
+    def summary(self, frame: TargetData) -> str:
+        n_positive = self.counts(frame)["n_positive"]
+        n = len(np.asarray(frame[self.config.label_column]))
+        return f"{n_positive} {self.config.positive_name}, {n - n_positive} {self.config.negative_name}"
+
     def risk_groups(self, frame: TargetData) -> tuple[np.ndarray, dict[bool, str]]:
         """Predicted positive (``score >= threshold``) against predicted negative."""
         t = self.config.threshold

@@ -269,6 +269,9 @@ class MulticlassTask(Task):
         check(np.array([class_key(v) not in self.classes for v in predicted], dtype=bool), ids, predicted, "predicted",
               "is not a known class", f"predict one of the classes {', '.join(self.classes)}")
 
+    def summary(self, frame: TargetData) -> str:
+        return ", ".join(f"{n} {c}" for c, n in self.counts(frame)["n_per_class"].items())
+
     def counts(self, frame: TargetData) -> dict[str, Any]:
         """``n_per_class``: patients per true class."""
         keys = [class_key(v) for v in np.asarray(frame[self.config.label_column])]

@@ -187,5 +187,9 @@ class RegressionTask(Task):
         }
 
     # -- reporting ----------------------------------------------------------------------
+    def summary(self, frame: TargetData) -> str:
+        y = np.asarray(frame[self.config.target_column], dtype=np.float64)
+        return f"{self.config.target_column} mean {y.mean():.3g}, sd {y.std():.3g}" if len(y) else "no targets"
+
     def describe(self) -> str:
         return f"regression of '{self.config.target_column}' ({self.config.loss} loss on fit-set standardised targets)"

@@ -240,6 +240,10 @@ class SurvivalTask(Task):
         model = "Cox partial likelihood" if not self.discrete else f"discrete-time hazard, {c.n_bins} bins"
         return f"survival ('{c.time_column}', '{c.event_column}'; {model})"
 
+    def summary(self, frame: TargetData) -> str:
+        n_events = self.counts(frame)["n_events"]
+        return f"{n_events} events, {len(np.asarray(frame[self.config.event_column])) - n_events} censored"
+
     def counts(self, frame: TargetData) -> dict[str, Any]:
         """``n_events``: patients whose event was observed."""
         event = np.asarray(frame[self.config.event_column], dtype=np.float64)
