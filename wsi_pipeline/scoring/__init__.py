@@ -2,12 +2,15 @@
 
 Modules (one idea each):
 
-- ``predictions`` -- the predictions table: its columns, validation and loading.
-- ``metrics`` -- point estimates of binary metrics (scikit-learn).
-- ``bootstrap`` -- patient-level bootstrap confidence intervals.
+- ``predictions`` -- the predictions table: its columns (per task), validation and loading.
+- ``metrics`` -- point estimates of binary metrics (scikit-learn), which the binary task reports;
+  every task's metrics are its own (``wsi_pipeline.mil.tasks``).
+- ``bootstrap`` -- patient-level bootstrap confidence intervals, of one metric or of a task's
+  metrics averaged over the repeats of a cross-validation.
 - ``survival`` -- Kaplan-Meier curves and the log-rank test between groups (lifelines).
-- ``plots`` -- ROC and Kaplan-Meier figures (matplotlib, Agg canvas per figure).
-- ``report`` -- the Markdown report.
+- ``plots`` -- the task's figure (ROC, one-vs-rest ROC, predicted against true) and Kaplan-Meier
+  figures of predicted groups (matplotlib, Agg canvas per figure).
+- ``report`` -- the Markdown report, naming the task and its metrics.
 - ``atomic`` -- write-then-rename helpers so no half-written file is ever visible.
 - ``stage`` -- ``score_predictions``: the stage itself, chaining the above.
 - ``context`` -- what a run's report says about the run (title, plot caption, facts).

@@ -77,7 +77,10 @@ def report_context(config: RunConfig) -> ReportContext:
             "manifest": str(config.manifest_path),
             "encoder": label,
             "tiling": f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px tiles",
-            "validation": f"{validation.n_folds}-fold patient-level CV, inner validation {validation.val_fraction:.0%} for early stopping",
+            "validation": f"{validation.n_folds}-fold patient-level CV"
+            + (f", repeated {validation.n_repeats} times" if validation.n_repeats > 1 else "")
+            + (", stratified by site" if validation.stratify_site else "")
+            + f", inner validation {validation.val_fraction:.0%} for early stopping",
             "seed": config.seed,
         },
     )
