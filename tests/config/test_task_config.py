@@ -73,7 +73,7 @@ def test_checking_a_task_section_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("name", ["demo", "demo_multiclass", "demo_regression", "demo_survival", "respred_uc"])
+@pytest.mark.parametrize("name", ["demo", "demo_multiclass", "demo_regression", "demo_survival", "mil_benchmark", "respred_uc"])
 def test_shipped_workflows_load(name):
     import yaml
 

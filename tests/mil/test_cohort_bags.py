@@ -11,7 +11,7 @@ import pytest
 from wsi_pipeline.cohort.table import Cohort, load_cohort
 from wsi_pipeline.config.workflow import ModelConfig
 from wsi_pipeline.mil.cohort_bags import (
-    BagSource,
+    StoreBagSource,
     available_bags,
     load_bags,
     slide_entries,
@@ -103,7 +103,7 @@ def test_load_bags_reads_only_the_patients_asked_for(tmp_path, monkeypatch):
     parts = {uid: np.full((n, 3), value, dtype=np.float32) for uid, n, value in (("u1", 2, 1.0), ("u2", 3, 2.0), ("u3", 4, 3.0))}
     for uid, features in parts.items():
         put_features(store, uid, features)
-    source = BagSource(str(tmp_path / "store"), ENCODER, TILING, (("A", ("u1", "u2")), ("B", ("u3",))))
+    source = StoreBagSource((("A", ("u1", "u2")), ("B", ("u3",))), str(tmp_path / "store"), ENCODER, TILING)
     read = []
     original = FeatureStore.read_features
 
@@ -136,7 +136,7 @@ def fold_store(tmp_path):
             put_features(store, uid, features)
         patient_slides.append((pid, uids))
         labels[pid] = label
-    source = BagSource(str(tmp_path / "store"), ENCODER, TILING, tuple(patient_slides))
+    source = StoreBagSource(tuple(patient_slides), str(tmp_path / "store"), ENCODER, TILING)
     plan = FoldPlan(fold=1, fit_ids=("P00", "P01", "P02", "P03"), val_ids=("P04", "P05"), test_ids=("P06", "P07"))
     return source, plan, labels
 

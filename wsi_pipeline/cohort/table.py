@@ -184,6 +184,30 @@ def load_cohort(table: str | Path, slide_root: str | Path | None = None, task: T
                 f"each slide must appear once; remove or rename the duplicated {column} rows",
             )
 
+    return cohort_from_frame(frame, slides, table, task)
+
+
+def cohort_from_frame(frame: pd.DataFrame, slides: pd.DataFrame, table: Path, task: Task) -> Cohort:
+    """Check a table's per-slide targets, outcomes and sites and make the cohort.
+
+    Parameters
+    ----------
+    frame
+        The table's rows, one per slide (or bag), in the order of ``slides``; has ``patient_id``
+        and the task's target columns.
+    slides
+        ``slide_id``, ``patient_id``, ``path``, ``mpp``, one row per slide (or bag).
+    table
+        The file the rows came from (named in errors).
+    task
+        The workflow's task, not yet bound.
+
+    Returns
+    -------
+    Cohort
+        As :func:`load_cohort` returns it.
+    """
+    targets = list(task.target_columns)
     kept = [c for c in dict.fromkeys([*targets, *OUTCOME_COLUMNS, SITE_COLUMN]) if c in frame.columns]
     per_slide = pd.concat([slides[["patient_id"]], frame[kept].reset_index(drop=True)], axis=1)
     for column in OUTCOME_COLUMNS:

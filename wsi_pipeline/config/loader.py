@@ -59,6 +59,13 @@ class RunConfig:
     cohort_table: Path | None
     slide_root: Path | None
     scheduler_address: str | None
+    instances: Path | None = None  # an instance table of features (cohort.instances)
+    h5_dir: Path | None = None  # a folder of .h5 feature files (cohort.h5_dir; labels in cohort_table)
+
+    @property
+    def features_given(self) -> bool:
+        """Whether the cohort brings its features (instance table or .h5 files): no tile or extract stage."""
+        return self.instances is not None or self.h5_dir is not None
 
     @property
     def seed(self) -> int:
@@ -75,6 +82,8 @@ class RunConfig:
             "output_dir": str(self.output_dir),
             "store_path": self.store_path,
             "cohort_table": None if self.cohort_table is None else str(self.cohort_table),
+            "instances": None if self.instances is None else str(self.instances),
+            "h5_dir": None if self.h5_dir is None else str(self.h5_dir),
             "scheduler_address": self.scheduler_address,
         }
 
@@ -308,12 +317,30 @@ def load_run_config(
                 fix="point cohort.table at an existing CSV (relative paths start from the manifest's folder)",
             )
         root = manifest.cohort.slide_root
-        slide_root = (base / root).resolve() if root else cohort_table.parent
-        if not slide_root.is_dir():
+        slide_root = None if manifest.cohort.h5_dir is not None else (base / root).resolve() if root else cohort_table.parent
+        if slide_root is not None and not slide_root.is_dir():
             raise WSIPipelineError(
                 f"slide folder not found: {slide_root}",
                 where=f"{manifest_path}: field 'cohort.slide_root'",
                 fix="point cohort.slide_root at the folder holding the slides",
+            )
+
+    instances = h5_dir = None
+    if manifest.cohort.instances is not None:
+        instances = (base / manifest.cohort.instances).resolve()
+        if not instances.is_file():
+            raise WSIPipelineError(
+                f"instance table not found: {instances}",
+                where=f"{manifest_path}: field 'cohort.instances'",
+                fix="point cohort.instances at an existing CSV or Parquet file (relative paths start from the manifest's folder)",
+            )
+    if manifest.cohort.h5_dir is not None:
+        h5_dir = (base / manifest.cohort.h5_dir).resolve()
+        if not h5_dir.is_dir():
+            raise WSIPipelineError(
+                f"folder of .h5 files not found: {h5_dir}",
+                where=f"{manifest_path}: field 'cohort.h5_dir'",
+                fix="point cohort.h5_dir at the folder of CLAM/TRIDENT feature files (relative paths start from the manifest's folder)",
             )
 
     return RunConfig(
@@ -326,4 +353,6 @@ def load_run_config(
         cohort_table=cohort_table,
         slide_root=slide_root,
         scheduler_address=scheduler or manifest.cluster.address,
+        instances=instances,
+        h5_dir=h5_dir,
     )

@@ -29,19 +29,51 @@ class SyntheticCohortConfig(StrictModel):
 
 
 class CohortConfig(StrictModel):
-    """Where the cohort comes from: a CSV table of slides, or a synthetic cohort."""
+    """Where the cohort comes from: exactly one of
+
+    - ``table``: a CSV of slides (tiled and embedded by the run);
+    - ``synthetic``: a generated cohort;
+    - ``instances``: a CSV/Parquet instance table with the features (train and score only);
+    - ``h5_dir`` with ``table``: CLAM/TRIDENT ``.h5`` feature files and a label table (train and score only).
+    """
 
     table: str | None = Field(
-        None, description="CSV: patient_id, slide_path, the task's target column(s)[, slide_id, mpp, pfs_months, event, site]"
+        None,
+        description="CSV: patient_id, slide_path, the task's target column(s)[, slide_id, mpp, pfs_months, event, site]; "
+        "with h5_dir: the label table (patient_id, slide_id = the .h5 file's stem, targets)",
     )
     slide_root: str | None = Field(None, description="folder relative slide paths start from (default: the table's folder)")
     synthetic: SyntheticCohortConfig | None = None
+    instances: str | None = Field(
+        None,
+        description="CSV or Parquet instance table: bag_id, the task's target column(s)[, patient_id, site], every other "
+        "column a numeric feature; the run trains and scores only",
+    )
+    h5_dir: str | None = Field(
+        None, description="folder of CLAM/TRIDENT .h5 files ('features', optional 'coords'), with 'table' giving the labels"
+    )
 
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> "CohortConfig":
-        if (self.table is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of 'table' (a CSV of slides) or 'synthetic' (a generated cohort)")
+    def _exactly_one_source(self) -> CohortConfig:
+        given = [name for name in ("table", "synthetic", "instances", "h5_dir") if getattr(self, name) is not None]
+        if self.h5_dir is not None:
+            if self.table is None:
+                raise ValueError("'h5_dir' needs 'table': the label table (patient_id, slide_id = file stem, the task's targets)")
+            given.remove("table")
+        if len(given) != 1:
+            what = f"got {' and '.join(given)}" if given else "got none"
+            raise ValueError(
+                "give exactly one cohort source: 'table' (a CSV of slides), 'synthetic' (a generated cohort), "
+                f"'instances' (an instance table of features) or 'h5_dir' with 'table' (.h5 feature files); {what}"
+            )
+        if self.slide_root is not None and (self.table is None or self.h5_dir is not None):
+            raise ValueError("'slide_root' is for a 'table' of slides; the other cohort sources have no slide files")
         return self
+
+    @property
+    def features_given(self) -> bool:
+        """Whether the cohort comes with its features (instances, h5_dir): the run trains and scores only."""
+        return self.instances is not None or self.h5_dir is not None
 
 
 #: How the run gets its Dask cluster (``cluster.mode``).

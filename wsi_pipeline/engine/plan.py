@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -41,17 +42,30 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     int
         0 when the run can go ahead, 2 when a problem was found (each one printed).
     """
-    from wsi_pipeline.engine.runner import check_names
+    from wsi_pipeline.engine.runner import check_names, external_bags, stages_for
 
     workflow = config.workflow
     problems: list[tuple[str, str]] = []
+    asked = tuple(stages)
+    stages = stages_for(config, stages)
     try:
-        check_names(config)
+        if not config.features_given:
+            check_names(config)
     except WSIPipelineError as error:
         problems.append(("workflow", error.format()))
     synthetic = config.manifest.cohort.synthetic
     task = workflow_task(workflow)
-    if synthetic is not None:
+    features_line = None
+    if config.features_given:
+        loaded = external_bags(config)
+        task, patients = loaded.cohort.task, loaded.cohort.patients
+        patients = patients[patients["patient_id"].isin(loaded.source.patients)]
+        n_slides = len(loaded.cohort.slides)
+        where = config.instances if config.instances is not None else config.h5_dir
+        cohort_line = str(where) if config.instances is not None else f"{config.cohort_table} (labels), {where} (.h5 files)"
+        dropped = [s for s in asked if s not in stages]
+        features_line = f"given: {where}" + (f" ({' and '.join(dropped)} not run)" if dropped else "")
+    elif synthetic is not None:
         from wsi_pipeline.engine.runner import synthetic_plan
 
         plan = synthetic_plan(config)
@@ -68,7 +82,7 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
             problems += check_slides(cohort.slide_records(), workflow.modality)
 
     spec = get_encoder_spec(workflow.features.encoder)
-    if spec.needs_weights and ({"extract", "train"} & set(stages)):
+    if spec.needs_weights and not config.features_given and ({"extract", "train"} & set(stages)):
         try:
             resolve_weights(spec, workflow.features.weights, workflow.features.allow_download)
         except WSIPipelineError as error:
@@ -92,10 +106,12 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     summary = task.summary(patients)
     table.add_row("patients", f"{len(patients)}{f' ({summary})' if summary else ''}")
     table.add_row("task", task.describe())
-    table.add_row("slides", str(n_slides))
+    table.add_row("bags" if features_line else "slides", str(n_slides))
     table.add_row("stages", " → ".join(stages))
-    table.add_row("tiling", f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px, tissue '{workflow.tiling.tissue.method}', min tissue {workflow.tiling.qc.min_tissue:.0%} (id {tiling_id(workflow.tiling)})")
-    table.add_row("encoder", f"{spec.name}{' (DEMO: random weights, not a pathology model)' if spec.is_demo else ''}, dim {spec.dim}")
+    if features_line:
+        table.add_row("features", features_line)
+    else:
+        _tiling_rows(table, workflow, spec)
     validation = workflow.validation
     repeats = f" x {validation.n_repeats} repeats" if validation.n_repeats > 1 else ""
     table.add_row("models", f"{', '.join(workflow.model.aggregators)}; {validation.n_folds}-fold patient CV{repeats}, inner validation {validation.val_fraction:.0%}")
@@ -113,7 +129,8 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
             f"(× {cluster.threads_per_gpu_worker} threads)"
         )
     table.add_row("cluster", where)
-    table.add_row("store", str(config.store_path))
+    if not features_line:
+        table.add_row("store", str(config.store_path))
     table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, plots/roc.png, qc/")
     console.print(table)
     if problems:
@@ -123,3 +140,9 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
         return EXIT_PROBLEMS
     console.print("[green]dry run: everything checks out[/green]")
     return EXIT_OK
+
+
+def _tiling_rows(table: Table, workflow: Any, spec: Any) -> None:
+    """The plan's tiling and encoder rows (a cohort of slides)."""
+    table.add_row("tiling", f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px, tissue '{workflow.tiling.tissue.method}', min tissue {workflow.tiling.qc.min_tissue:.0%} (id {tiling_id(workflow.tiling)})")
+    table.add_row("encoder", f"{spec.name}{' (DEMO: random weights, not a pathology model)' if spec.is_demo else ''}, dim {spec.dim}")

@@ -146,7 +146,8 @@ def worker_paths(config: RunConfig) -> dict[str, str]:
     """The paths of a run that its workers open, by label, for :func:`check_paths_on_workers`.
 
     Slides (by their folder, for a cohort table), the tissue model file when one is configured,
-    the feature store and the output folder (tiling QC). The cohort table is read by the client
+    the feature store and the output folder (tiling QC); for a cohort that brings its features,
+    the instance table or the folder of .h5 files instead of the store. The cohort table is read by the client
     only, so it is not listed.
     """
     paths: dict[str, Any] = {}
@@ -155,6 +156,11 @@ def worker_paths(config: RunConfig) -> dict[str, str]:
     model = config.workflow.tiling.tissue.model
     if model is not None:
         paths["tissue model"] = model.path
-    paths["feature store"] = config.store_path
+    if config.instances is not None:
+        paths["instance table"] = str(config.instances)
+    if config.h5_dir is not None:
+        paths["folder of .h5 files"] = str(config.h5_dir)
+    if not config.features_given:  # a cohort with its features never opens the store
+        paths["feature store"] = config.store_path
     paths["output folder"] = str(config.output_dir)
     return paths

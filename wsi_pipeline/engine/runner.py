@@ -34,7 +34,12 @@ from wsi_pipeline.engine.tasks import (
     train_task,
 )
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.mil.cohort_bags import BagSource, available_bags, slide_entries
+from wsi_pipeline.mil.cohort_bags import (
+    BagSource,
+    StoreBagSource,
+    available_bags,
+    slide_entries,
+)
 from wsi_pipeline.mil.folds import FOLDS_FILE, plan_run_folds, write_folds
 from wsi_pipeline.mil.predictions import (
     PREDICTIONS_FILE,
@@ -49,10 +54,13 @@ from wsi_pipeline.store.feature_store import FeatureStore
 from wsi_pipeline.tiling.slide_tiling import tiling_id, tiling_params
 
 if TYPE_CHECKING:
+    from wsi_pipeline.mil.external_bags import ExternalBags
     from wsi_pipeline.mil.tasks.base import Task
     from wsi_pipeline.sources.synthetic import SyntheticCohortPlan
 
 STAGES = ("tile", "extract", "train", "score")
+#: The stages of a run whose cohort brings its features (an instance table, .h5 files).
+FEATURE_STAGES = ("train", "score")
 
 #: Dask priority of extraction over tiling: a worker with a free encoder slot embeds a slide
 #: already tiled before it tiles the next one, so the GPU starts with the first tiled slide.
@@ -107,6 +115,38 @@ def prepare_cohort(config: RunConfig, client: Client, console: Console, record: 
     return load_cohort(table, folder, workflow_task(config.workflow))
 
 
+def external_bags(config: RunConfig) -> ExternalBags:
+    """The cohort and bag source of a manifest whose cohort brings its features (instances, h5_dir)."""
+    from wsi_pipeline.mil.external_bags import load_h5_cohort, load_instance_table
+
+    task = workflow_task(config.workflow)
+    if config.instances is not None:
+        return load_instance_table(config.instances, task)
+    assert config.h5_dir is not None and config.cohort_table is not None
+    return load_h5_cohort(config.h5_dir, config.cohort_table, task)
+
+
+def stages_for(config: RunConfig, stages: Collection[str]) -> tuple[str, ...]:
+    """The stages that apply: all asked for, less tile and extract when the cohort brings its features.
+
+    Raises
+    ------
+    WSIPipelineError
+        When only tile or extract were asked for and the cohort brings its features.
+    """
+    if not config.features_given:
+        return tuple(stages)
+    kept = tuple(s for s in stages if s in FEATURE_STAGES)
+    if not kept:
+        source = "cohort.instances" if config.instances is not None else "cohort.h5_dir"
+        raise WSIPipelineError(
+            f"the cohort brings its features ({source}): there is nothing to {' or '.join(stages)}",
+            where=str(config.manifest_path),
+            fix="run `wsi-pipeline run` (it trains and scores), or `wsi-pipeline train` / `score`",
+        )
+    return kept
+
+
 def report_stage(console: Console, record: RunRecord, stage: str, skip_reason: str) -> None:
     """Print one line per stage: what was done, skipped (and why), failed."""
     counts = record.count(stage)
@@ -144,25 +184,33 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
     bags = available_bags(FeatureStore(config.store_path), cohort, uids, encoder_id, tid)
     record.excluded_patients.update(bags.excluded)
     record.notes.extend(bags.notes)
-    return BagSource(str(config.store_path), encoder_id, tid, bags.patient_slides)
+    return StoreBagSource(bags.patient_slides, str(config.store_path), encoder_id, tid)
 
 
 def train_stage(
-    config: RunConfig, cohort: Cohort, client: Client, console: Console, record: RunRecord, layout: ClusterLayout | None = None
+    config: RunConfig,
+    cohort: Cohort,
+    client: Client,
+    console: Console,
+    record: RunRecord,
+    layout: ClusterLayout | None = None,
+    source: BagSource | None = None,
 ) -> pd.DataFrame | None:
     """Cross-validate every aggregator, one task per (repeat, fold, aggregator); writes ``predictions.csv`` and ``folds.csv``.
 
     The cohort's task (bound to its patients) is what every fold trains for; patients
     without features, or without a target the task may do without (a survival task's
     follow-up), are recorded as excluded. Training tasks hold a GPU slot when the cluster has
-    GPUs and ``model.device`` is not 'cpu'.
+    GPUs and ``model.device`` is not 'cpu'. ``source``: where the bags are when the cohort
+    brought its features (default: the feature store's entries for the cohort's slides).
     """
     workflow = config.workflow
     task = cohort.task
     assert task is not None
-    encoder_id = encoder_id_of(config)
     record.excluded_patients.update(cohort.excluded)
-    source = gather_bags(config, cohort, record, encoder_id)
+    if source is None:
+        source = gather_bags(config, cohort, record, encoder_id_of(config))
+    encoder_id = source.features_id
     if record.excluded_patients:
         console.print(
             f"  train: [yellow]{len(record.excluded_patients)} patient(s) excluded[/yellow] (no features or no target): "
@@ -174,9 +222,7 @@ def train_stage(
     predictions_path = config.output_dir / PREDICTIONS_FILE
     key = stage_key(
         {
-            "bags": source.patient_slides,
-            "encoder_id": encoder_id,
-            "tiling_id": source.tiling_id,
+            **source.fingerprint(),
             "targets": targets,
             "task": workflow.task_settings(),
             "model": workflow.model.model_dump(mode="json"),
@@ -303,8 +349,10 @@ def run_pipeline(
     status = "crashed"
     run_started = time.perf_counter()
     try:
-        check_names(config)
-        if "extract" in stages or "train" in stages:
+        stages = stages_for(config, stages)
+        if not config.features_given:
+            check_names(config)
+        if not config.features_given and ("extract" in stages or "train" in stages):
             encoder_id_of(config)  # missing weights: fail before any work, not once per slide
         started = time.perf_counter()
         with dask_client(config.manifest.cluster, config.scheduler_address) as client:
@@ -313,7 +361,8 @@ def run_pipeline(
                 client.wait_for_workers(1)  # batch jobs may still be queued: nothing to check yet
             # The client creates the store; then every worker must see it where the client does.
             # Before any work: a path one worker cannot see would otherwise fail every one of its tasks.
-            FeatureStore(config.store_path).prepare()
+            if not config.features_given:
+                FeatureStore(config.store_path).prepare()
             check_paths_on_workers(client, worker_paths(config))
             try:
                 run_stages(config, stages, client, console, record)
@@ -351,6 +400,9 @@ def run_stages(
     if layout.warning and "extract" in stages:
         record.run_warnings.append(layout.warning)
         console.print(f"  [yellow]warning[/yellow]: {layout.warning}", highlight=False)
+    if config.features_given:
+        run_feature_stages(config, stages, client, console, record, layout)
+        return
     cohort = prepare_cohort(config, client, console, record)
     records = cohort.slide_records()
     console.print(f"  cohort: {cohort.patients.shape[0]} patients, {len(records)} slides")
@@ -397,10 +449,40 @@ def run_stages(
         record.add_timing("extract", extraction.seconds)
         record.add(blocked_by_tiling(tile_outcomes, extraction.results()))
         report_stage(console, record, "extract", "already in store")
+    train_and_score(config, stages, cohort, client, console, record, layout)
+
+
+def run_feature_stages(
+    config: RunConfig, stages: Collection[str], client: Client, console: Console, record: RunRecord, layout: ClusterLayout
+) -> None:
+    """Train and score a cohort that brings its features (an instance table or .h5 files): no tile or extract."""
+    loaded = external_bags(config)
+    cohort = loaded.cohort
+    record.notes.extend(loaded.notes)
+    where = config.instances if config.instances is not None else config.h5_dir
+    console.print(
+        f"  cohort: {cohort.patients.shape[0]} patients, {len(cohort.slides)} bags; features from {where} "
+        "(tile and extract not run)"
+    )
+    train_and_score(config, stages, cohort, client, console, record, layout, loaded.source)
+
+
+def train_and_score(
+    config: RunConfig,
+    stages: Collection[str],
+    cohort: Cohort,
+    client: Client,
+    console: Console,
+    record: RunRecord,
+    layout: ClusterLayout,
+    source: BagSource | None = None,
+) -> None:
+    """The train and score stages (those asked for), on bags from ``source`` (default: the store)."""
+    output = config.output_dir
     predictions = None
     if "train" in stages:
         with record.stage("train"):
-            predictions = train_stage(config, cohort, client, console, record, layout)
+            predictions = train_stage(config, cohort, client, console, record, layout, source)
     if "score" in stages:
         path = output / PREDICTIONS_FILE
         if predictions is None and "train" not in stages and path.is_file():

@@ -271,7 +271,8 @@ def train_task(
     """Train one aggregator on one fold (of one repeat) for the task and predict its test patients.
 
     The task reads the bags of its fold's patients only (fit, validation, test), straight
-    from the store, and keeps nothing once it returns: no worker holds the whole cohort's
+    from their source (the store, an instance table, .h5 files: ``source`` holds paths and
+    keys, never arrays), and keeps nothing once it returns: no worker holds the whole cohort's
     features, and a worker's memory is what one fold needs, whatever the cohort's size. The
     aggregators of a fold read the same bags again; that costs seconds against their
     minutes of training, and caching them would pin a fold's features in the worker (a

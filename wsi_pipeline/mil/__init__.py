@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "AvailableBags": "cohort_bags",
     "BagSource": "cohort_bags",
+    "StoreBagSource": "cohort_bags",
+    "InstanceTableBags": "external_bags",
+    "H5Bags": "external_bags",
     "available_bags": "cohort_bags",
     "load_bags": "cohort_bags",
     "slide_entries": "cohort_bags",
@@ -65,8 +68,11 @@ __all__ = [
     "AvailableBags",
     "BagSource",
     "FoldPlan",
+    "H5Bags",
+    "InstanceTableBags",
     "LeakageError",
     "Param",
+    "StoreBagSource",
     "TrainConfig",
     "assemble_predictions",
     "assert_disjoint",
@@ -98,6 +104,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from wsi_pipeline.mil.cohort_bags import (
         AvailableBags,
         BagSource,
+        StoreBagSource,
         available_bags,
         load_bags,
         slide_entries,
@@ -108,6 +115,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
         prediction_columns,
         train_fold,
     )
+    from wsi_pipeline.mil.external_bags import H5Bags, InstanceTableBags
     from wsi_pipeline.mil.folds import (
         FOLDS_FILE,
         folds_frame,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,10 +26,43 @@ PatientSlides = tuple[tuple[str, tuple[str, ...]], ...]
 
 @dataclass(frozen=True)
 class BagSource:
-    """Where patients' bags come from: the feature entries of their slides in one store.
+    """Where patients' bags come from; small and picklable (paths and keys, never arrays).
 
-    Small and picklable (strings only), so it travels to every training task; the features
-    themselves are read by the task that needs them (:func:`load_bags`).
+    It travels to every training task, which reads its fold's bags itself
+    (:func:`load_bags` → :meth:`load`). Subclasses: :class:`StoreBagSource` (the feature
+    store), :class:`~wsi_pipeline.mil.external_bags.InstanceTableBags` (a CSV/Parquet instance
+    table) and :class:`~wsi_pipeline.mil.external_bags.H5Bags` (CLAM/TRIDENT ``.h5`` files).
+
+    Attributes
+    ----------
+    patient_slides
+        (patient id, the patient's slide entries / bag ids / files) pairs, sorted by patient id.
+    """
+
+    patient_slides: PatientSlides
+
+    @property
+    def patients(self) -> tuple[str, ...]:
+        """The patients that have a bag, in order."""
+        return tuple(patient for patient, _ in self.patient_slides)
+
+    @property
+    def features_id(self) -> str:
+        """What the features are, as ``predictions.csv``'s ``encoder`` column names them."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Plain data that changes when the bags would (part of the train stage's freshness key)."""
+        raise NotImplementedError
+
+    def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
+        """Patient id -> (N, D) instance features of ``patients`` (those the source lists)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StoreBagSource(BagSource):
+    """Bags from the feature entries of the patients' slides in one store.
 
     Attributes
     ----------
@@ -37,19 +70,32 @@ class BagSource:
         The feature store (a local folder or an fsspec URL).
     encoder_id, tiling_id
         Which features: ``<store>/features/<encoder_id>/<tiling_id>/<slide entry>``.
-    patient_slides
-        (patient id, slide entries) pairs, sorted by patient id.
     """
 
-    store_root: str
-    encoder_id: str
-    tiling_id: str
-    patient_slides: PatientSlides
+    store_root: str = ""
+    encoder_id: str = ""
+    tiling_id: str = ""
 
     @property
-    def patients(self) -> tuple[str, ...]:
-        """The patients that have a bag, in order."""
-        return tuple(patient for patient, _ in self.patient_slides)
+    def features_id(self) -> str:
+        """The encoder id."""
+        return self.encoder_id
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The slide entries, encoder and tiling ids (the key the train stage always had)."""
+        return {"bags": self.patient_slides, "encoder_id": self.encoder_id, "tiling_id": self.tiling_id}
+
+    def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
+        """Float16 features of all each patient's slides, concatenated in the source's slide order."""
+        wanted = set(patients)
+        store = FeatureStore(self.store_root)
+        bags = {}
+        for patient, uids in self.patient_slides:
+            if patient not in wanted:
+                continue
+            parts = [store.read_features(self.encoder_id, self.tiling_id, uid).features for uid in uids]
+            bags[patient] = np.concatenate(parts, axis=0)
+        return bags
 
 
 class AvailableBags(NamedTuple):
@@ -159,12 +205,12 @@ def available_bags(
 
 
 def load_bags(source: BagSource, patients: Iterable[str]) -> dict[str, np.ndarray]:
-    """Read the bags of ``patients`` from the store, and only theirs.
+    """Read the bags of ``patients`` from their source, and only theirs.
 
     Parameters
     ----------
     source
-        Where the bags are.
+        Where the bags are (the store, an instance table, a folder of ``.h5`` files).
     patients
         The patients wanted, e.g. a fold's fit, validation and test patients
         (:attr:`~wsi_pipeline.mil.splits.FoldPlan.patients`).
@@ -172,17 +218,9 @@ def load_bags(source: BagSource, patients: Iterable[str]) -> dict[str, np.ndarra
     Returns
     -------
     dict
-        Patient id -> (N, D) float16 features of all the patient's slides, concatenated in
-        the source's slide order (training casts per step, so nothing is copied to float32
-        here). Patients the source does not list are absent: the training functions then
-        name them in their error (:func:`~wsi_pipeline.mil.bags.check_bags`).
+        Patient id -> (N, D) features of all the patient's slides (or bags), concatenated in
+        the source's order (float16 from the store: training casts per step, so nothing is
+        copied to float32 here). Patients the source does not list are absent: the training
+        functions then name them in their error (:func:`~wsi_pipeline.mil.bags.check_bags`).
     """
-    wanted = set(patients)
-    store = FeatureStore(source.store_root)
-    bags = {}
-    for patient, uids in source.patient_slides:
-        if patient not in wanted:
-            continue
-        parts = [store.read_features(source.encoder_id, source.tiling_id, uid).features for uid in uids]
-        bags[patient] = np.concatenate(parts, axis=0)
-    return bags
+    return source.load(patients)

@@ -7,6 +7,7 @@ notebook scoring a run's predictions writes the same report.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.config.loader import RunConfig
@@ -67,16 +68,25 @@ def report_context(config: RunConfig) -> ReportContext:
         ``caption``, ``context``).
     """
     workflow = config.workflow
-    label = encoder_label(workflow.features.encoder)
     validation = workflow.validation
+    if config.features_given:
+        where = config.instances if config.instances is not None else config.h5_dir
+        kind = "instance table" if config.instances is not None else ".h5 feature files"
+        label = f"features given ({kind} {Path(str(where)).name})"
+        features = {"features": f"{kind} {where} (not tiled or embedded by this run)"}
+    else:
+        label = encoder_label(workflow.features.encoder)
+        features = {
+            "encoder": label,
+            "tiling": f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px tiles",
+        }
     return ReportContext(
         title=f"wsi-pipeline: {workflow.name}",
-        caption=f"{workflow.name}; encoder {label}",
+        caption=f"{workflow.name}; {label if config.features_given else f'encoder {label}'}",
         facts={
             "workflow": workflow.name,
             "manifest": str(config.manifest_path),
-            "encoder": label,
-            "tiling": f"{workflow.tiling.mpp:g} µm/px, {workflow.tiling.tile_px} px tiles",
+            **features,
             "validation": f"{validation.n_folds}-fold patient-level CV"
             + (f", repeated {validation.n_repeats} times" if validation.n_repeats > 1 else "")
             + (", stratified by site" if validation.stratify_site else "")

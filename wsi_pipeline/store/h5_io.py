@@ -389,6 +389,36 @@ def _plan(file: Path, encoder_id: str | None, tiling_id: str | None, slides_dir:
     return _Plan(file, encoder_id, tiling_id, slide, slide_from, rows, dim, feature_attrs, tiling_attrs, False)
 
 
+def read_h5_features(file: str | Path) -> np.ndarray:
+    """The ``features`` (N, D) of a CLAM / TRIDENT ``.h5`` file, as stored (``coords`` optional here).
+
+    Raises
+    ------
+    WSIPipelineError
+        Naming the file, when it cannot be read or has no 2-D ``features`` (or ``coords`` that do
+        not match it row for row).
+    """
+    file = Path(file)
+    try:
+        with h5py.File(file, "r") as h5:
+            if not isinstance(h5.get("features"), h5py.Dataset):
+                raise WSIPipelineError(
+                    f"no 'features' dataset in this file (it has: {', '.join(h5) or 'nothing'})", where=str(file), fix=LAYOUT_FIX
+                )
+            if "coords" in h5:
+                _check_layout(h5, file)
+            features = h5["features"][()]
+    except OSError as error:
+        raise WSIPipelineError(
+            f"cannot read this HDF5 file ({error})",
+            where=str(file),
+            fix="check that it is a complete .h5 file (a copy cut short cannot be read), or leave it out",
+        ) from None
+    if features.ndim != 2:
+        raise WSIPipelineError(f"'features' is {features.shape}: expected (N, D)", where=str(file), fix=LAYOUT_FIX)
+    return features
+
+
 def _check_layout(h5: h5py.File, file: Path) -> tuple[int, int]:
     for name in ("features", "coords"):
         if not isinstance(h5.get(name), h5py.Dataset):
