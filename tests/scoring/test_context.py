@@ -37,9 +37,12 @@ def test_demo_run_context_flags_the_demo_encoder(tmp_path):
         "encoder": label,
         "tiling": f"{config.workflow.tiling.mpp:g} µm/px, {config.workflow.tiling.tile_px} px tiles",
         "validation": "3-fold patient-level CV, inner validation 25% for early stopping",
+        "instance features": "standardised per feature with each fold's fit patients' mean and std",
         "seed": 11,
     }
-    assert list(context.facts) == ["workflow", "manifest", "encoder", "tiling", "validation", "seed"]
+    assert list(context.facts) == ["workflow", "manifest", "encoder", "tiling", "validation", "instance features", "seed"]
+    unstandardised = report_context(config_with(tmp_path, model={"standardise": False}))
+    assert unstandardised.facts["instance features"] == "as stored (not standardised)"
 
 
 def test_a_pathology_encoder_is_named_plainly():

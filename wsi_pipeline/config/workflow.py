@@ -261,6 +261,11 @@ class ModelConfig(StrictModel):
         description="where aggregators train: 'auto' (CUDA when the worker has a GPU, else the CPU), 'cpu', 'cuda' or "
         "'cuda:N' (a GPU worker of the local cluster sees only its own GPU, as 'cuda')",
     )
+    standardise: bool = Field(
+        True,
+        description="standardise instance features per feature with the mean and std of each fold's fit patients' "
+        "instances (applied to fit, validation and test bags); false: train on the features as stored",
+    )
     batch_bags: int | None = Field(
         None,
         ge=1,

@@ -19,6 +19,7 @@ from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.bags import check_bags
 from wsi_pipeline.mil.registry import get_aggregator_spec
 from wsi_pipeline.mil.splits import FoldPlan, LeakageError, assert_disjoint, plan_folds
+from wsi_pipeline.mil.standardise import standardised
 from wsi_pipeline.mil.targets import encode_targets, target_frame
 from wsi_pipeline.mil.tasks.base import Task
 from wsi_pipeline.mil.train import (
@@ -96,6 +97,9 @@ def train_fold(
     if not plan.test_ids:
         raise LeakageError(f"{plan.title} has no test patients")
     check_bags(bags, plan.test_ids)
+    if config.standardise:  # statistics of the fit patients' instances only, applied to every bag of the fold
+        check_bags(bags, plan.fit_ids)
+        bags = standardised(bags, plan.fit_ids)
     y_test = encode_targets(task, targets, plan.test_ids)
     model, history = fit_aggregator(aggregator, bags, targets, plan.fit_ids, plan.val_ids, config, seed, task=task, device=device)
     fitted: Task = history["task"]

@@ -75,6 +75,11 @@ class TrainConfig:
         mask) and the task's loss is taken once over them. ``None``: one bag per step for a
         task whose loss is a mean over bags, :data:`COMPARATIVE_LOSS_BATCH` for one whose
         loss compares bags (Cox), see :meth:`bags_per_step`.
+    standardise
+        :func:`~wsi_pipeline.mil.cv.train_fold` standardises each fold's bags with the mean
+        and std of its fit patients' instances (:mod:`~wsi_pipeline.mil.standardise`). False
+        here (a config built by hand trains on the features as given); a workflow's ``model``
+        section turns it on by default.
     """
 
     max_epochs: int
@@ -84,6 +89,7 @@ class TrainConfig:
     max_instances: int | None
     aggregator_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     batch_bags: int | None = None
+    standardise: bool = False
 
     @classmethod
     def from_model(cls, model: ModelConfig) -> TrainConfig:
@@ -96,6 +102,7 @@ class TrainConfig:
             max_instances=model.max_instances,
             aggregator_params={name: model.aggregator_settings(name) for name in available_aggregators()},
             batch_bags=model.batch_bags,
+            standardise=model.standardise,
         )
 
     def params_for(self, name: str) -> dict[str, Any]:

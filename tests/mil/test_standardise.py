@@ -1,0 +1,53 @@
+"""Instance features standardised with the fit patients' statistics only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wsi_pipeline.config.workflow import ModelConfig
+from wsi_pipeline.mil import cv
+from wsi_pipeline.mil.splits import FoldPlan
+from wsi_pipeline.mil.standardise import fit_stats, standardised
+from wsi_pipeline.mil.train import TrainConfig
+
+
+def test_statistics_are_those_of_the_fit_instances_computed_by_hand():
+    bags = {
+        "a": np.array([[1.0, 5.0], [3.0, 5.0]], dtype=np.float16),
+        "b": np.array([[5.0, 5.0]], dtype=np.float16),
+        "test": np.array([[1000.0, -1000.0]], dtype=np.float16),
+    }
+    stats = fit_stats(bags, ["a", "b"])
+    np.testing.assert_allclose(stats.mean, [3.0, 5.0])
+    np.testing.assert_allclose(stats.std, [np.sqrt(8 / 3), 1.0])  # the constant feature is only centred
+    view = standardised(bags, ["a", "b"])
+    np.testing.assert_allclose(view["a"], [[-2 / np.sqrt(8 / 3), 0.0], [0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(view["test"], [[997 / np.sqrt(8 / 3), -1005.0]], rtol=1e-3)
+    assert view["a"].dtype == np.float32 and set(view) == set(bags) and bags["a"].dtype == np.float16  # not copied
+
+
+def test_on_by_default_in_a_workflow_and_off_when_asked():
+    assert TrainConfig.from_model(ModelConfig()).standardise
+    assert not TrainConfig.from_model(ModelConfig(standardise=False)).standardise
+
+
+@pytest.mark.parametrize("standardise", [True, False])
+def test_train_fold_takes_statistics_from_fit_patients_only(monkeypatch, standardise):
+    rng = np.random.default_rng(0)
+    ids = [f"P{i}" for i in range(8)]
+    bags = {pid: rng.normal(size=(5, 4)).astype(np.float32) + (3.0 if i % 2 else 0.0) for i, pid in enumerate(ids)}
+    labels = {pid: i % 2 for i, pid in enumerate(ids)}
+    plan = FoldPlan(fold=0, fit_ids=tuple(ids[:4]), val_ids=tuple(ids[4:6]), test_ids=tuple(ids[6:]))
+    seen = []
+    original = cv.standardised
+
+    def spy(bags, fit_ids):
+        seen.append(tuple(fit_ids))
+        return original(bags, fit_ids)
+
+    monkeypatch.setattr(cv, "standardised", spy)
+    config = TrainConfig.from_model(ModelConfig(max_epochs=1, patience=1, hidden_dim=8, standardise=standardise))
+    rows = cv.train_fold(plan, "meanpool", bags, labels, config, seed=0)
+    assert seen == ([plan.fit_ids] if standardise else [])
+    assert list(rows["patient_id"]) == list(plan.test_ids) and np.isfinite(rows["score"]).all()

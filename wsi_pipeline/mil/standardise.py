@@ -1,0 +1,70 @@
+"""Instance features standardised with statistics of a fold's fit patients only.
+
+The mean and standard deviation of each feature are taken over every instance of the fit
+patients' bags, then applied to the fit, validation and test bags alike, so nothing about the
+validation or test patients reaches training. Bags are standardised when read (a view over the
+fold's bags), not copied: a fold of large float16 bags is not doubled in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+#: A feature whose standard deviation over the fit instances is below this is only centred.
+MIN_STD = 1e-6
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-feature mean and standard deviation (float32, shape (D,))."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def fit_stats(bags: Mapping[str, np.ndarray], ids: Iterable[str]) -> FeatureStats:
+    """Mean and standard deviation per feature over all instances of ``ids``' bags.
+
+    Accumulated in float64 bag by bag (no concatenation); a constant feature gets std 1.
+    """
+    count, total, squares = 0, None, None
+    for pid in ids:
+        bag = np.asarray(bags[pid], dtype=np.float64)
+        total = bag.sum(axis=0) if total is None else total + bag.sum(axis=0)
+        squares = (bag**2).sum(axis=0) if squares is None else squares + (bag**2).sum(axis=0)
+        count += bag.shape[0]
+    if total is None or squares is None or count == 0:
+        raise ValueError("no fit bags to take feature statistics from")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    std[std < MIN_STD] = 1.0
+    return FeatureStats(mean.astype(np.float32), std.astype(np.float32))
+
+
+class StandardisedBags(Mapping[str, np.ndarray]):
+    """``bags`` with every bag read as ``(bag - mean) / std`` (float32), computed on access."""
+
+    def __init__(self, bags: Mapping[str, np.ndarray], stats: FeatureStats) -> None:
+        self._bags = bags
+        self.stats = stats
+
+    def __getitem__(self, pid: str) -> np.ndarray:
+        bag = np.asarray(self._bags[pid], dtype=np.float32)
+        return (bag - self.stats.mean) / self.stats.std
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._bags)
+
+    def __len__(self) -> int:
+        return len(self._bags)
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._bags
+
+
+def standardised(bags: Mapping[str, np.ndarray], fit_ids: Iterable[str]) -> StandardisedBags:
+    """The fold's bags standardised with the statistics of ``fit_ids``' instances only."""
+    return StandardisedBags(bags, fit_stats(bags, fit_ids))
