@@ -169,3 +169,21 @@ def test_a_train_task_reads_only_its_folds_patients_and_predicts_as_with_every_b
     rows = pd.DataFrame(outcome.info["predictions"])
     assert list(rows["patient_id"]) == ["P06", "P07"]
     np.testing.assert_array_equal(rows["score"].to_numpy(), expected["score"].to_numpy())
+
+
+def test_tile_qc_filters_keep_only_passing_tiles(tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    features = np.arange(12, dtype=np.float32).reshape(4, 3)
+    put_features(store, "u1", features)
+    columns = {"tissue_fraction": np.array([0.9, 0.3, 0.8, 0.7]), "pen_fraction": np.array([0.0, 0.0, 0.5, 0.05])}
+    store.write_tiling(TILING, "u1", np.zeros((4, 2), dtype=np.int64), columns, attrs={})
+    model = ModelConfig(min_tissue=0.5, max_pen=0.1, min_blur=10.0)  # the entry has no blur column: not filtered by it
+    assert model.tile_filters() == (("tissue_fraction", ">=", 0.5), ("pen_fraction", "<=", 0.1), ("blur", ">=", 10.0))
+    filtered = StoreBagSource((("A", ("u1",)),), str(tmp_path / "store"), ENCODER, TILING, model.tile_filters())
+    np.testing.assert_array_equal(load_bags(filtered, ["A"])["A"], features[[0, 3]])
+    unfiltered = StoreBagSource((("A", ("u1",)),), str(tmp_path / "store"), ENCODER, TILING)
+    np.testing.assert_array_equal(load_bags(unfiltered, ["A"])["A"], features)
+    # The train stage's freshness key is the one it had before filters existed, unless filters are set.
+    assert set(unfiltered.fingerprint()) == {"bags", "encoder_id", "tiling_id"}
+    assert filtered.fingerprint()["tile_filters"] == model.tile_filters()
+    assert ModelConfig().tile_filters() == ()

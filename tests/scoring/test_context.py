@@ -43,6 +43,9 @@ def test_demo_run_context_flags_the_demo_encoder(tmp_path):
     assert list(context.facts) == ["workflow", "manifest", "encoder", "tiling", "validation", "instance features", "seed"]
     unstandardised = report_context(config_with(tmp_path, model={"standardise": False}))
     assert unstandardised.facts["instance features"] == "as stored (not standardised)"
+    assert "tile filter" not in context.facts
+    filtered = report_context(config_with(tmp_path, model={"min_tissue": 0.5, "max_pen": 0.05}))
+    assert filtered.facts["tile filter"] == "tissue_fraction >= 0.5, pen_fraction <= 0.05"
 
 
 def test_a_pathology_encoder_is_named_plainly():

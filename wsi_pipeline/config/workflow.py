@@ -261,6 +261,11 @@ class ModelConfig(StrictModel):
         description="where aggregators train: 'auto' (CUDA when the worker has a GPU, else the CPU), 'cpu', 'cuda' or "
         "'cuda:N' (a GPU worker of the local cluster sees only its own GPU, as 'cuda')",
     )
+    min_tissue: float | None = Field(
+        None, ge=0, le=1, description="train on tiles whose tissue_fraction is at least this (null: no filter at training)"
+    )
+    max_pen: float | None = Field(None, ge=0, le=1, description="train on tiles whose pen_fraction is at most this")
+    min_blur: float | None = Field(None, ge=0, description="train on tiles whose blur score is at least this (sharper)")
     standardise: bool = Field(
         True,
         description="standardise instance features per feature with the mean and std of each fold's fit patients' "
@@ -320,6 +325,11 @@ class ModelConfig(StrictModel):
         for name in self.aggregators:  # hidden_dim/dropout with each one's own settings
             _registry_check(resolve_params, name, self.aggregator_settings(name))
         return self
+
+    def tile_filters(self) -> tuple[tuple[str, str, float], ...]:
+        """The tile QC filters applied when bags are read: (tiling column, '>=' or '<=', threshold)."""
+        filters = (("tissue_fraction", ">=", self.min_tissue), ("pen_fraction", "<=", self.max_pen), ("blur", ">=", self.min_blur))
+        return tuple((column, op, float(value)) for column, op, value in filters if value is not None)
 
     def aggregator_settings(self, name: str) -> dict[str, Any]:
         """The settings this workflow gives aggregator ``name``, beyond the registry's defaults.

@@ -184,7 +184,11 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
     bags = available_bags(FeatureStore(config.store_path), cohort, uids, encoder_id, tid)
     record.excluded_patients.update(bags.excluded)
     record.notes.extend(bags.notes)
-    return StoreBagSource(bags.patient_slides, str(config.store_path), encoder_id, tid)
+    filters = config.workflow.model.tile_filters()
+    if filters:
+        shown = ", ".join(f"{column} {op} {threshold:g}" for column, op, threshold in filters)
+        record.notes.append(f"training bags keep the tiles with {shown} (a column a tiling entry lacks filters nothing)")
+    return StoreBagSource(bags.patient_slides, str(config.store_path), encoder_id, tid, filters)
 
 
 def train_stage(
@@ -459,6 +463,8 @@ def run_feature_stages(
     loaded = external_bags(config)
     cohort = loaded.cohort
     record.notes.extend(loaded.notes)
+    if config.workflow.model.tile_filters():
+        record.notes.append("model.min_tissue / max_pen / min_blur ignored: the cohort's features have no tile QC columns")
     where = config.instances if config.instances is not None else config.h5_dir
     console.print(
         f"  cohort: {cohort.patients.shape[0]} patients, {len(cohort.slides)} bags; features from {where} "

@@ -70,11 +70,16 @@ class StoreBagSource(BagSource):
         The feature store (a local folder or an fsspec URL).
     encoder_id, tiling_id
         Which features: ``<store>/features/<encoder_id>/<tiling_id>/<slide entry>``.
+    tile_filters
+        (tiling QC column, ``'>='`` or ``'<='``, threshold) rows a tile must pass to be in the
+        bag (``model.min_tissue``, ``max_pen``, ``min_blur``); a column the tiling entry lacks
+        filters nothing.
     """
 
     store_root: str = ""
     encoder_id: str = ""
     tiling_id: str = ""
+    tile_filters: tuple[tuple[str, str, float], ...] = ()
 
     @property
     def features_id(self) -> str:
@@ -83,7 +88,10 @@ class StoreBagSource(BagSource):
 
     def fingerprint(self) -> dict[str, Any]:
         """The slide entries, encoder and tiling ids (the key the train stage always had)."""
-        return {"bags": self.patient_slides, "encoder_id": self.encoder_id, "tiling_id": self.tiling_id}
+        key: dict[str, Any] = {"bags": self.patient_slides, "encoder_id": self.encoder_id, "tiling_id": self.tiling_id}
+        if self.tile_filters:  # absent without filters: the key runs before filters existed stay fresh
+            key["tile_filters"] = self.tile_filters
+        return key
 
     def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
         """Float16 features of all each patient's slides, concatenated in the source's slide order."""
@@ -93,9 +101,27 @@ class StoreBagSource(BagSource):
         for patient, uids in self.patient_slides:
             if patient not in wanted:
                 continue
-            parts = [store.read_features(self.encoder_id, self.tiling_id, uid).features for uid in uids]
+            parts = [self._filtered(store, uid) for uid in uids]
             bags[patient] = np.concatenate(parts, axis=0)
         return bags
+
+    def _filtered(self, store: FeatureStore, uid: str) -> np.ndarray:
+        """A slide's features, less the tiles that fail :attr:`tile_filters`."""
+        features = store.read_features(self.encoder_id, self.tiling_id, uid).features
+        if not self.tile_filters:
+            return features
+        return features[tile_mask(store.read_tiling(self.tiling_id, uid).columns, self.tile_filters, len(features))]
+
+
+def tile_mask(columns: Mapping[str, np.ndarray], filters: Iterable[tuple[str, str, float]], n_tiles: int) -> np.ndarray:
+    """Which tiles pass every filter whose column the tiling entry has (a missing column passes all)."""
+    keep = np.ones(n_tiles, dtype=bool)
+    for column, op, threshold in filters:
+        if column not in columns:
+            continue
+        values = np.asarray(columns[column])
+        keep &= values >= threshold if op == ">=" else values <= threshold
+    return keep
 
 
 class AvailableBags(NamedTuple):

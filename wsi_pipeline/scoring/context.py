@@ -91,9 +91,18 @@ def report_context(config: RunConfig) -> ReportContext:
             + (f", repeated {validation.n_repeats} times" if validation.n_repeats > 1 else "")
             + (", stratified by site" if validation.stratify_site else "")
             + f", inner validation {validation.val_fraction:.0%} for early stopping",
+            **tile_filter_fact(config),
             "instance features": "standardised per feature with each fold's fit patients' mean and std"
             if workflow.model.standardise
             else "as stored (not standardised)",
             "seed": config.seed,
         },
     )
+
+
+def tile_filter_fact(config: RunConfig) -> dict[str, str]:
+    """The report's line on the tile QC filters training applied (none when there are none)."""
+    filters = config.workflow.model.tile_filters()
+    if not filters or config.features_given:
+        return {}
+    return {"tile filter": ", ".join(f"{column} {op} {threshold:g}" for column, op, threshold in filters)}
