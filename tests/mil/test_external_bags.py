@@ -59,6 +59,9 @@ def test_instance_table_bags_equal_those_built_by_hand(tmp_path, suffix):
     # Only the patients asked for; the mean-pooled bag is what a hand computation gives.
     assert set(load_bags(source, ["p1"])) == {"p1"}
     np.testing.assert_allclose(bags["p2"].mean(axis=0), [5.0, 6.125])
+    # Late fusion reads each bag of a patient on its own.
+    parts = load_bags(source, ["p2"], by_slide=True)["p2"]
+    assert [part.tolist() for part in parts] == [BAGS["b2"], BAGS["b3"]]
 
 
 def test_instance_table_patient_defaults_to_bag(tmp_path):

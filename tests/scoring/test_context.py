@@ -37,10 +37,11 @@ def test_demo_run_context_flags_the_demo_encoder(tmp_path):
         "encoder": label,
         "tiling": f"{config.workflow.tiling.mpp:g} µm/px, {config.workflow.tiling.tile_px} px tiles",
         "validation": "3-fold patient-level CV, inner validation 25% for early stopping",
+        "bags": "patient, early fusion (a patient's slides form one bag)",
         "instance features": "standardised per feature with each fold's fit patients' mean and std",
         "seed": 11,
     }
-    assert list(context.facts) == ["workflow", "manifest", "encoder", "tiling", "validation", "instance features", "seed"]
+    assert list(context.facts) == ["workflow", "manifest", "encoder", "tiling", "validation", "bags", "instance features", "seed"]
     unstandardised = report_context(config_with(tmp_path, model={"standardise": False}))
     assert unstandardised.facts["instance features"] == "as stored (not standardised)"
     assert "tile filter" not in context.facts

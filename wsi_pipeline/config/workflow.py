@@ -266,6 +266,11 @@ class ModelConfig(StrictModel):
     )
     max_pen: float | None = Field(None, ge=0, le=1, description="train on tiles whose pen_fraction is at most this")
     min_blur: float | None = Field(None, ge=0, description="train on tiles whose blur score is at least this (sharper)")
+    bags: Literal["patient-early", "patient-late"] = Field(
+        "patient-early",
+        description="patient-early: a patient's slides form one bag; patient-late: each slide is a bag and the patient's "
+        "prediction is the mean of their slides' (folds are patient-level either way)",
+    )
     standardise: bool = Field(
         True,
         description="standardise instance features per feature with the mean and std of each fold's fit patients' "

@@ -292,7 +292,7 @@ def train_task(
         set_torch_threads(worker_threads(threads))
         device = resolve_device(model.device)
         config = TrainConfig.from_model(model)  # checked when the workflow was loaded
-        bags = load_bags(source, plan.patients)
+        bags = load_bags(source, plan.patients, by_slide=config.bags == "patient-late")
         rows = train_fold(plan, aggregator, bags, targets, config, seed, task=task, device=device)
         history = rows.attrs.get("history", {})
         keys = ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_score", "selection_metric",

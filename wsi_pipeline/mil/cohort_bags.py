@@ -55,9 +55,13 @@ class BagSource:
         """Plain data that changes when the bags would (part of the train stage's freshness key)."""
         raise NotImplementedError
 
-    def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
-        """Patient id -> (N, D) instance features of ``patients`` (those the source lists)."""
+    def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
+        """Patient id -> the (N_i, D) instance features of each of the patient's slides (or bags), in order."""
         raise NotImplementedError
+
+    def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
+        """Patient id -> (N, D) instance features of ``patients`` (those the source lists), slides concatenated."""
+        return {patient: np.concatenate(parts, axis=0) for patient, parts in self.load_parts(patients).items()}
 
 
 @dataclass(frozen=True)
@@ -93,17 +97,13 @@ class StoreBagSource(BagSource):
             key["tile_filters"] = self.tile_filters
         return key
 
-    def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
-        """Float16 features of all each patient's slides, concatenated in the source's slide order."""
+    def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
+        """Float16 features of each patient's slides, in the source's slide order (tile filters applied)."""
         wanted = set(patients)
         store = FeatureStore(self.store_root)
-        bags = {}
-        for patient, uids in self.patient_slides:
-            if patient not in wanted:
-                continue
-            parts = [self._filtered(store, uid) for uid in uids]
-            bags[patient] = np.concatenate(parts, axis=0)
-        return bags
+        return {
+            patient: [self._filtered(store, uid) for uid in uids] for patient, uids in self.patient_slides if patient in wanted
+        }
 
     def _filtered(self, store: FeatureStore, uid: str) -> np.ndarray:
         """A slide's features, less the tiles that fail :attr:`tile_filters`."""
@@ -230,7 +230,7 @@ def available_bags(
     return AvailableBags(tuple(patient_slides), excluded, notes)
 
 
-def load_bags(source: BagSource, patients: Iterable[str]) -> dict[str, np.ndarray]:
+def load_bags(source: BagSource, patients: Iterable[str], by_slide: bool = False) -> dict[str, Any]:
     """Read the bags of ``patients`` from their source, and only theirs.
 
     Parameters
@@ -248,5 +248,6 @@ def load_bags(source: BagSource, patients: Iterable[str]) -> dict[str, np.ndarra
         the source's order (float16 from the store: training casts per step, so nothing is
         copied to float32 here). Patients the source does not list are absent: the training
         functions then name them in their error (:func:`~wsi_pipeline.mil.bags.check_bags`).
+        With ``by_slide``: patient id -> the list of the patient's slide bags instead (late fusion).
     """
-    return source.load(patients)
+    return source.load_parts(patients) if by_slide else source.load(patients)

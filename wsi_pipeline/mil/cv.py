@@ -17,6 +17,7 @@ import torch
 from wsi_pipeline.config.workflow import ModelConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.bags import check_bags
+from wsi_pipeline.mil.fusion import mean_over_slides, patient_of, slide_bags, slides_of
 from wsi_pipeline.mil.registry import get_aggregator_spec
 from wsi_pipeline.mil.splits import FoldPlan, LeakageError, assert_disjoint, plan_folds
 from wsi_pipeline.mil.standardise import standardised
@@ -96,13 +97,25 @@ def train_fold(
     assert_disjoint(plan.test_ids, set(plan.fit_ids) | set(plan.val_ids), f"{plan.title} test vs fit+val")
     if not plan.test_ids:
         raise LeakageError(f"{plan.title} has no test patients")
-    check_bags(bags, plan.test_ids)
+    fit_ids, val_ids, test_ids, bag_targets = plan.fit_ids, plan.val_ids, plan.test_ids, targets
+    late = config.bags == "patient-late"
+    if late:  # each slide a bag with its patient's target; the splits stay the patients'
+        bags = slide_bags(bags)
+        fit_ids, val_ids, test_ids = (slides_of(bags, ids) for ids in (plan.fit_ids, plan.val_ids, plan.test_ids))
+        bag_targets = {key: targets[patient_of(key)] for key in (*fit_ids, *val_ids) if patient_of(key) in targets}
+        missing = [pid for pid in plan.test_ids if not slides_of(bags, [pid])]
+        if missing:
+            check_bags({}, missing)  # names the first patient without a bag
+    check_bags(bags, test_ids)
     if config.standardise:  # statistics of the fit patients' instances only, applied to every bag of the fold
-        check_bags(bags, plan.fit_ids)
-        bags = standardised(bags, plan.fit_ids)
+        check_bags(bags, fit_ids)
+        bags = standardised(bags, fit_ids)
     y_test = encode_targets(task, targets, plan.test_ids)
-    model, history = fit_aggregator(aggregator, bags, targets, plan.fit_ids, plan.val_ids, config, seed, task=task, device=device)
+    model, history = fit_aggregator(aggregator, bags, bag_targets, fit_ids, val_ids, config, seed, task=task, device=device)
     fitted: Task = history["task"]
+    predicted = predict_bags(model, bags, test_ids, fitted)
+    if late:
+        predicted = mean_over_slides(predicted, test_ids, plan.test_ids, fitted)
     frame = pd.DataFrame(
         {
             "patient_id": list(plan.test_ids),
@@ -110,7 +123,7 @@ def train_fold(
             "repeat": plan.repeat,
             "fold": plan.fold,
             **fitted.decode_targets(y_test),
-            **predict_bags(model, bags, plan.test_ids, fitted),
+            **predicted,
         },
         columns=list(prediction_columns(fitted)),
     )

@@ -125,14 +125,14 @@ class InstanceTableBags(BagSource):
         """The bags, the file, its stamp and the feature columns."""
         return {"bags": self.patient_slides, "instances": self.path, "stamp": self.stamp, "columns": self.feature_columns}
 
-    def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
-        """(N, D) float32 instances of each patient's bags, in table order, bag after bag."""
+    def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
+        """(N_i, D) float32 instances of each of the patient's bags, in table order."""
         wanted = set(patients)
         frame = read_table(self.path, columns=["bag_id", *self.feature_columns])
         values = frame[list(self.feature_columns)].to_numpy(dtype=np.float32)
         rows = frame.groupby("bag_id", sort=False).indices
         return {
-            patient: np.concatenate([values[rows[bag]] for bag in bags], axis=0)
+            patient: [values[rows[bag]] for bag in bags]
             for patient, bags in self.patient_slides
             if patient in wanted
         }
@@ -248,13 +248,13 @@ class H5Bags(BagSource):
         """The files per patient and their stamps."""
         return {"bags": self.patient_slides, "h5_dir": self.folder, "stamps": self.stamps}
 
-    def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
-        """Each patient's files' ``features``, concatenated in the table's slide order."""
+    def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
+        """Each patient's files' ``features``, in the table's slide order."""
         from wsi_pipeline.store.h5_io import read_h5_features
 
         wanted = set(patients)
         return {
-            patient: np.concatenate([read_h5_features(file) for file in files], axis=0)
+            patient: [read_h5_features(file) for file in files]
             for patient, files in self.patient_slides
             if patient in wanted
         }

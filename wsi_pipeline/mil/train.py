@@ -80,6 +80,10 @@ class TrainConfig:
         and std of its fit patients' instances (:mod:`~wsi_pipeline.mil.standardise`). False
         here (a config built by hand trains on the features as given); a workflow's ``model``
         section turns it on by default.
+    bags
+        ``'patient-early'`` (a patient's slides concatenated into one bag) or ``'patient-late'``
+        (each slide a bag; the patient's prediction the mean over their slides,
+        :mod:`~wsi_pipeline.mil.fusion`).
     """
 
     max_epochs: int
@@ -90,6 +94,7 @@ class TrainConfig:
     aggregator_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     batch_bags: int | None = None
     standardise: bool = False
+    bags: str = "patient-early"
 
     @classmethod
     def from_model(cls, model: ModelConfig) -> TrainConfig:
@@ -103,6 +108,7 @@ class TrainConfig:
             aggregator_params={name: model.aggregator_settings(name) for name in available_aggregators()},
             batch_bags=model.batch_bags,
             standardise=model.standardise,
+            bags=model.bags,
         )
 
     def params_for(self, name: str) -> dict[str, Any]:

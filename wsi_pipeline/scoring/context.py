@@ -91,6 +91,9 @@ def report_context(config: RunConfig) -> ReportContext:
             + (f", repeated {validation.n_repeats} times" if validation.n_repeats > 1 else "")
             + (", stratified by site" if validation.stratify_site else "")
             + f", inner validation {validation.val_fraction:.0%} for early stopping",
+            "bags": "patient, early fusion (a patient's slides form one bag)"
+            if workflow.model.bags == "patient-early"
+            else "patient, late fusion (each slide a bag; a patient's prediction is the mean over their slides)",
             **tile_filter_fact(config),
             "instance features": "standardised per feature with each fold's fit patients' mean and std"
             if workflow.model.standardise
