@@ -7,6 +7,8 @@ weights: the model card, or the ``config.json`` of its Hugging Face repository.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from timm.layers import SwiGLUPacked
 from torch import nn
 
@@ -74,22 +76,6 @@ ENTRIES = (
         description="Virchow ViT-H/14 (Paige): class token + mean of patch tokens",
     ),
     EncoderSpec(
-        name="virchow2",
-        architecture="vit_huge_patch14_224",
-        model_kwargs={
-            "img_size": 224, "init_values": 1e-5, "mlp_ratio": 5.3375, "global_pool": "", "dynamic_img_size": True,
-            "reg_tokens": 4, **SWIGLU,
-        },
-        pretrained_cfg=vit_cfg(224, interpolation="bicubic"),
-        output="class_token+mean_patch",
-        dim=2560,
-        recommended_mpp=0.5,
-        recommended_tile_px=224,
-        weights_files=HF_FILES,
-        hf_repo="paige-ai/Virchow2",
-        description="Virchow2 ViT-H/14 with 4 registers (Paige): class token + mean of patch tokens",
-    ),
-    EncoderSpec(
         name="h-optimus-0",
         architecture="vit_giant_patch14_reg4_dinov2",
         model_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
@@ -101,19 +87,6 @@ ENTRIES = (
         weights_files=("pytorch_model.bin", "model.safetensors"),
         hf_repo="bioptimus/H-optimus-0",
         description="H-optimus-0 ViT-g/14 with 4 registers (Bioptimus): 224-px tiles at 0.5 µm/px, class token",
-    ),
-    EncoderSpec(
-        name="h-optimus-1",
-        architecture="vit_giant_patch14_reg4_dinov2",
-        model_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
-        pretrained_cfg=vit_cfg(224, interpolation="bicubic", mean=HOPTIMUS_MEAN, std=HOPTIMUS_STD),
-        output="class_token",
-        dim=1536,
-        recommended_mpp=0.5,
-        recommended_tile_px=224,
-        weights_files=("pytorch_model.bin", "model.safetensors"),
-        hf_repo="bioptimus/H-optimus-1",
-        description="H-optimus-1 ViT-g/14 with 4 registers (Bioptimus): 224-px tiles at 0.5 µm/px, class token",
     ),
     EncoderSpec(
         name="h0-mini",
@@ -225,5 +198,18 @@ ENTRIES = (
     ),
 )
 
-for _entry in ENTRIES:
+_BY_NAME = {entry.name: entry for entry in ENTRIES}
+
+#: Same family, other weights: each differs from its sibling only where its card says so.
+SIBLINGS = (
+    # Virchow2: four register tokens (skipped by the patch mean), otherwise Virchow's recipe.
+    replace(_BY_NAME["virchow"], name="virchow2", model_kwargs={**_BY_NAME["virchow"].model_kwargs, "reg_tokens": 4},
+            hf_repo="paige-ai/Virchow2",
+            description="Virchow2 ViT-H/14 with 4 registers (Paige): class token + mean of patch tokens"),
+    # H-optimus-1: H-optimus-0's architecture and preprocessing, new weights.
+    replace(_BY_NAME["h-optimus-0"], name="h-optimus-1", hf_repo="bioptimus/H-optimus-1",
+            description="H-optimus-1 ViT-g/14 with 4 registers (Bioptimus): 224-px tiles at 0.5 µm/px, class token"),
+)
+
+for _entry in (*ENTRIES, *SIBLINGS):
     register_encoder(_entry)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from wsi_pipeline.errors import WSIPipelineError
@@ -173,8 +173,12 @@ def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     return spec
 
 
+@lru_cache(maxsize=32)
 def timm_entry(name: str) -> EncoderSpec:
     """An entry for any timm model, ``timm:<model>[.<tag>]``, configured from timm's pretrained config.
+
+    Cached: the client, the dry run and every extraction task ask for it, and it builds the
+    network (on the meta device) to learn its width.
 
     Its weights are the ones timm publishes on the Hugging Face hub (``hf_hub_id``), found in
     the local cache or given as ``features.weights``; the embedding is timm's pooled output.

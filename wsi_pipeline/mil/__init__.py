@@ -14,8 +14,9 @@ against ``registry`` when a workflow is loaded, and that must not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from wsi_pipeline.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "AvailableBags": "cohort_bags",
@@ -152,14 +153,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     )
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,6 +8,7 @@ each training task, for that task's fold only.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ PatientSlides = tuple[tuple[str, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True)
-class BagSource:
+class BagSource(ABC):
     """Where patients' bags come from; small and picklable (paths and keys, never arrays).
 
     It travels to every training task, which reads its fold's bags itself
@@ -47,17 +48,17 @@ class BagSource:
         return tuple(patient for patient, _ in self.patient_slides)
 
     @property
+    @abstractmethod
     def features_id(self) -> str:
         """What the features are, as ``predictions.csv``'s ``encoder`` column names them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
         """Plain data that changes when the bags would (part of the train stage's freshness key)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
         """Patient id -> the (N_i, D) instance features of each of the patient's slides (or bags), in order."""
-        raise NotImplementedError
 
     def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
         """Patient id -> (N, D) instance features of ``patients`` (those the source lists), slides concatenated."""

@@ -13,6 +13,8 @@ dropout: 0`` in ``model.aggregator_params`` to match it.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import Tensor, nn
 
@@ -32,8 +34,9 @@ class _AttentionMIL(Aggregator):
         super().__init__(in_dim, n_outputs)
         self.encoder = instance_encoder(in_dim, hidden_dim, dropout)
 
-    def _scores(self, h: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _scores(self, h: Tensor) -> Tensor:
+        """Attention scores (B, N) of the instance embeddings ``h`` (B, N, hidden)."""
 
     def forward(self, bags: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Score padded bags (B, N, D) -> outputs (B, n_outputs), attention (B, N)."""

@@ -5,6 +5,7 @@ See the package docstring (:mod:`wsi_pipeline.mil.aggregators`) for the contract
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 TaskLoss = Callable[[Tensor, Tensor], Tensor]
 
 
-class Aggregator(nn.Module):
+class Aggregator(nn.Module, ABC):
     """Base class of every aggregator: the interface, input checks and the default objective.
 
     Subclasses implement :meth:`forward`; an aggregator with an auxiliary objective (CLAM's
@@ -37,7 +38,8 @@ class Aggregator(nn.Module):
         self.in_dim = int(in_dim)
         self.n_outputs = int(n_outputs)
 
-    def forward(self, bags: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+    @abstractmethod
+    def forward(self, bags: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Score a batch of padded bags.
 
         Parameters
@@ -56,7 +58,6 @@ class Aggregator(nn.Module):
             Shape (B, N): non-negative, zero on padding, summing to one over each bag's real
             instances.
         """
-        raise NotImplementedError
 
     def training_loss(self, bags: Tensor, mask: Tensor, targets: Tensor, task_loss: TaskLoss) -> Tensor:
         """The training objective of one batch: by default the task's loss on the outputs.

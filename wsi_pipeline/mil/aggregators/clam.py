@@ -39,6 +39,7 @@ Where this module departs from the reference, and why:
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Literal
 
 import torch
@@ -153,8 +154,9 @@ class _CLAM(Aggregator):
         """The attention branch that class ``class_index`` is judged under."""
         return class_index if self.multi_branch else 0
 
-    def _bag_scores(self, attention: Tensor, h: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _bag_scores(self, attention: Tensor, h: Tensor) -> Tensor:
+        """Bag outputs (B, n_outputs) from the attention (B, N, branches) and embeddings (B, N, hidden)."""
 
     def _run(self, bags: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Outputs (B, n_outputs), embeddings (B, N, hidden), attention (B, N, branches)."""
