@@ -106,6 +106,8 @@ class Preprocessing:
             batch = batch[:, :, top : top + self.input_px, top : top + self.input_px]
         scale, shift = self._scale_shift(batch.device)
         # Cubic filters overshoot [0, 255]; torchvision's tensor resize clamps uint8 images the same way.
+        # In place: ``batch`` is always this method's own tensor (the float copy of the uint8
+        # tiles, or a resize of it), and a new tensor per step is a pass over memory per batch.
         if self.interpolation == "bicubic":
-            batch = batch.clamp(0, 255)
-        return batch.mul(scale).add_(shift)
+            batch = batch.clamp_(0, 255)
+        return batch.mul_(scale).add_(shift)
