@@ -9,6 +9,11 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from wsi_pipeline import __version__
+from wsi_pipeline.cli.score_command import (
+    add_standalone_options,
+    is_standalone,
+    standalone_score_command,
+)
 from wsi_pipeline.cli.store_commands import add_store_parser, store_command
 from wsi_pipeline.errors import WSIPipelineError
 
@@ -28,11 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         "tile": "tissue-segment and tile the cohort's slides into the store",
         "extract": "embed the tiles of the cohort's slides into the store",
         "train": "cross-validate the aggregators on stored features",
-        "score": "score predictions.csv in the output folder",
+        "score": "score predictions.csv in the output folder, or any predictions file (--predictions, --truth, --task)",
     }
     for name, help_text in helps.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("manifest", help="run manifest (YAML), e.g. data_manifests/demo.yaml")
+        # score alone may go without a manifest: it then scores --predictions against --truth.
+        command.add_argument("manifest", nargs="?" if name == "score" else None, help="run manifest (YAML), e.g. data_manifests/demo.yaml")
         command.add_argument("--output", help="output folder (overrides the manifest's 'output')")
         command.add_argument("--scheduler", help="address of an existing Dask scheduler (overrides cluster.address)")
         # Modes are checked by the library (with_cluster_mode), so parsing does not import the config models.
@@ -42,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="cluster mode, overriding cluster.mode: local | address | slurm | pbs | lsf (batch modes read cluster.jobs)",
         )
         command.add_argument("--dry-run", action="store_true", help="validate everything and print the plan without computing")
+        if name == "score":
+            add_standalone_options(command)
 
     slide = commands.add_parser("slide", help="look at one slide (no manifest needed)", description="look at one slide")
     slide_commands = slide.add_subparsers(dest="slide_command", required=True)
@@ -144,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return store_command(args)
         if args.command == "models":
             return models_command(args)
+        if is_standalone(args):
+            return standalone_score_command(args, console)
+        if args.manifest is None:
+            raise WSIPipelineError("no manifest given", where=f"wsi-pipeline {args.command}",
+                                   fix="pass a run manifest, or score a file with --predictions P.csv --truth T.csv --task binary")
         from wsi_pipeline.config.loader import load_run_config
         from wsi_pipeline.engine.plan import dry_run
         from wsi_pipeline.engine.runner import STAGES, run_pipeline

@@ -73,8 +73,9 @@ def plot_roc(
     n_resamples: int = 1000,
     seed: int = 0,
     caption: str | None = None,
+    ci_level: float = 0.95,
 ) -> Path:
-    """Draw one ROC curve per model, with AUC and its 95% CI in the legend.
+    """Draw one ROC curve per model, with AUC and its confidence interval in the legend.
 
     Parameters
     ----------
@@ -90,6 +91,8 @@ def plot_roc(
         Bootstrap settings, used only when ``metrics`` is not given.
     caption
         A line printed under the plot (e.g. the encoder, flagged when it is a demo).
+    ci_level
+        Confidence level of the intervals (named in the title; used when bootstrapping here).
 
     Returns
     -------
@@ -104,7 +107,7 @@ def plot_roc(
         if metrics is not None and model in metrics:
             auc_entry = metrics[model]["auc"]
         else:
-            auc_entry = bootstrap_ci(y, s, "auc", n_resamples=n_resamples, seed=seed).as_dict()
+            auc_entry = bootstrap_ci(y, s, "auc", n_resamples=n_resamples, level=ci_level, seed=seed).as_dict()
         label = f"{model}: AUC {format_interval(auc_entry)} (n={len(rows)})"
         if y.min() == y.max():
             # No curve exists with one class; keep the model visible in the legend anyway.
@@ -118,7 +121,7 @@ def plot_roc(
     ax.set_aspect("equal")
     ax.set_xlabel("False positive rate (1 - specificity)")
     ax.set_ylabel("True positive rate (sensitivity)")
-    ax.set_title("ROC, pooled out-of-fold predictions\nAUC [95% CI, patient bootstrap]")
+    ax.set_title(f"ROC, pooled out-of-fold predictions\nAUC [{ci_level * 100:g}% CI, patient bootstrap]")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     _add_caption(fig, caption)
@@ -238,6 +241,7 @@ def plot_task(
     *,
     metrics: Mapping[str, Mapping[str, Any]] | None = None,
     caption: str | None = None,
+    ci_level: float = 0.95,
 ) -> Path | None:
     """Draw the task's figure of the pooled out-of-fold predictions (see the module docstring).
 
@@ -249,7 +253,7 @@ def plot_task(
         A validated predictions table for the task, one repeat.
     plots_dir
         Folder of the plots; the file is named by :data:`~wsi_pipeline.scoring.layout.TASK_PLOTS`.
-    metrics, caption
+    metrics, caption, ci_level
         As for :func:`plot_roc`.
 
     Returns
@@ -261,7 +265,7 @@ def plot_task(
         return None
     path = Path(plots_dir) / TASK_PLOTS[task.plot_kind]
     if task.plot_kind == "roc":
-        return plot_roc(predictions, path, metrics=metrics, caption=caption)
+        return plot_roc(predictions, path, metrics=metrics, caption=caption, ci_level=ci_level)
     if task.plot_kind == "roc_ovr":
         return plot_roc_one_vs_rest(predictions, path, task, caption=caption)
     return plot_scatter(predictions, path, task, metrics=metrics, caption=caption)

@@ -1,0 +1,49 @@
+"""Standalone scoring as a library call: the threshold comes from validation rows only; patient groups."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from wsi_pipeline.scoring.inputs import Columns
+from wsi_pipeline.scoring.standalone import ScoringSettings, score_files
+
+
+def test_the_threshold_is_chosen_on_validation_rows_and_never_on_test_rows(tmp_path):
+    # Validation rows separate perfectly at 0.3 (Youden's J = 1 there); test rows separate at 0.7.
+    # Tuned on the test rows (or on all rows) the threshold would be 0.7 or another value, and the
+    # test specificity 1; at the validation threshold 0.3 it is 1/4 (0.5, 0.4 and 0.35 called positive).
+    val = pd.DataFrame({"patient_id": ["V1", "V2", "V3", "V4", "V5", "V6"], "score": [0.35, 0.3, 0.32, 0.1, 0.2, 0.15],
+                        "label": [1, 1, 1, 0, 0, 0], "split": "validation"})
+    test = pd.DataFrame({"patient_id": [f"T{i}" for i in range(8)], "score": [0.9, 0.8, 0.75, 0.7, 0.5, 0.4, 0.35, 0.1],
+                         "label": [1, 1, 1, 1, 0, 0, 0, 0], "split": "test"})
+    both = pd.concat([val, test])
+    both[["patient_id", "label"]].to_csv(tmp_path / "truth.csv", index=False)
+    both[["patient_id", "score", "split"]].to_csv(tmp_path / "model.csv", index=False)
+    metrics = score_files(tmp_path / "model.csv", tmp_path / "truth.csv", "binary", tmp_path / "out",
+                          settings=ScoringSettings(threshold_method="youden", n_resamples=200))
+    entry = metrics["model"]
+    assert entry["threshold"] == {"value": 0.3, "method": "youden", "n_validation": 6, "target_sensitivity": None}
+    assert entry["specificity"]["value"] == 0.25 and entry["sensitivity"]["value"] == 1.0
+    assert entry["n_patients"] == 8  # validation rows are not scored
+    assert "maximising Youden's J on 6 validation rows" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_several_rows_per_patient_resample_patients_and_skip_delong(tmp_path):
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"P{i:02d}" for i in range(30)], 2)
+    slides = [f"{p}-{k}" for p, k in zip(patients, [0, 1] * 30, strict=True)]
+    label = np.repeat(np.arange(30) % 2, 2)
+    pd.DataFrame({"slide_id": slides, "patient": patients, "label": label}).to_csv(tmp_path / "truth.csv", index=False)
+    rows = [pd.DataFrame({"slide_id": slides, "model": m, "score": 1 / (1 + np.exp(-(rng.normal(0, 1, 60) + k * (label - 0.5) * 3)))})
+            for k, m in ((1, "abmil"), (0.5, "clam"))]
+    pd.concat(rows).to_csv(tmp_path / "preds.csv", index=False)
+    metrics = score_files(tmp_path / "preds.csv", tmp_path / "truth.csv", "binary", tmp_path / "out",
+                          columns=Columns(id="slide_id", group="patient"), settings=ScoringSettings(n_resamples=200))
+    assert metrics["abmil"]["n_patients"] == 30 and metrics["abmil"]["n_slides"] == 60
+    [comparison] = metrics["comparisons"]
+    assert comparison["delong"] is None and comparison["n_patients"] == 30
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["comparisons"] == metrics["comparisons"]
+    assert "DeLong's test not computed (several rows per patient" in (tmp_path / "out" / "report.md").read_text()
