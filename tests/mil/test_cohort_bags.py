@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from wsi_pipeline.config.workflow import ModelConfig
 from wsi_pipeline.mil.cohort_bags import (
     StoreBagSource,
     available_bags,
+    entry_slide_ids,
     load_bags,
     slide_entries,
 )
@@ -38,6 +41,30 @@ def put_features(store: FeatureStore, uid: str, features: np.ndarray, complete: 
     writer.write(features)
     if complete:
         writer.complete()
+
+
+def test_store_entries_map_back_to_the_cohorts_slide_ids(tmp_path):
+    # P1's slide b failed (no entry) and c's features are incomplete: P1's entries are a's and e's.
+    cohort = write_cohort(tmp_path, [("P1", "a", 1), ("P1", "b", 1), ("P1", "c", 1), ("P1", "e", 1), ("P2", "d", 0)])
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    for uid in ("ua", "ue", "ud"):
+        put_features(store, uid, rng.normal(size=(2, 3)))
+    put_features(store, "uc", rng.normal(size=(2, 3)), complete=False)
+    uids = {"a": "ua", "c": "uc", "e": "ue", "d": "ud"}
+    found = available_bags(store, cohort, uids, ENCODER, TILING)
+    assert found.patient_slides == (("P1", ("ua", "ue")), ("P2", ("ud",)))
+
+    names = entry_slide_ids(cohort, uids, found.patient_slides)
+
+    assert names == (("P1", ("a", "e")), ("P2", ("d",)))
+    named = StoreBagSource(found.patient_slides, str(tmp_path / "store"), ENCODER, TILING, slide_ids=names)
+    assert named.slide_names() == names
+    assert pickle.loads(pickle.dumps(named)) == named  # travels to training tasks as it is
+    # Without slide ids a slide is named by its store entry.
+    assert StoreBagSource(found.patient_slides, str(tmp_path / "store"), ENCODER, TILING).slide_names() == found.patient_slides
+    with pytest.raises(ValueError, match="2 store entries but 1 matching slides"):
+        entry_slide_ids(cohort, {"a": "ua"}, found.patient_slides)
 
 
 def test_available_bags_excludes_patients_without_features_and_notes_missing_slides(tmp_path):
@@ -187,3 +214,21 @@ def test_tile_qc_filters_keep_only_passing_tiles(tmp_path):
     assert set(unfiltered.fingerprint()) == {"bags", "encoder_id", "tiling_id"}
     assert filtered.fingerprint()["tile_filters"] == model.tile_filters()
     assert ModelConfig().tile_filters() == ()
+
+
+def test_a_slide_level_train_task_names_its_rows_by_the_sources_slide_names(fold_store):
+    from wsi_pipeline.engine.tasks import train_task
+
+    source, _, labels = fold_store
+    names = tuple((pid, tuple(f"slide-{uid}" for uid in uids)) for pid, uids in source.patient_slides)
+    named = dataclasses.replace(source, slide_ids=names)  # what gather_bags builds from the cohort
+    plan = FoldPlan(fold=0, fit_ids=("P00", "P01", "P03", "P04"), val_ids=("P06", "P07"), test_ids=("P02", "P05"))
+    model = ModelConfig(aggregators=["meanpool"], max_epochs=2, patience=1, hidden_dim=8, device="cpu", bags="slide")
+
+    outcome = train_task(plan, "meanpool", named, {p: labels[p] for p in plan.patients}, BinaryTask(), model, seed=5, threads=1)
+
+    assert outcome.status == "done", outcome.reason
+    rows = pd.DataFrame(outcome.info["predictions"])
+    assert rows[["patient_id", "slide_id", "label"]].values.tolist() == [
+        ["P02", "slide-P02-s0", 0], ["P02", "slide-P02-s1", 0], ["P05", "slide-P05-s0", 1], ["P05", "slide-P05-s1", 1],
+    ]

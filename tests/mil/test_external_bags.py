@@ -62,6 +62,8 @@ def test_instance_table_bags_equal_those_built_by_hand(tmp_path, suffix):
     # Late fusion reads each bag of a patient on its own.
     parts = load_bags(source, ["p2"], by_slide=True)["p2"]
     assert [part.tolist() for part in parts] == [BAGS["b2"], BAGS["b3"]]
+    # Slide-level rows name a bag by its bag_id, in the order of its patient's parts.
+    assert source.slide_names() == (("p1", ("b1",)), ("p2", ("b2", "b3")))
 
 
 def test_instance_table_patient_defaults_to_bag(tmp_path):
@@ -116,6 +118,8 @@ def test_h5_dir_bags_match_their_files(tmp_path):
     np.testing.assert_array_equal(bags["p1"], features["s1"])
     np.testing.assert_array_equal(bags["p2"], features["s2"])
     assert cohort.targets == {"p1": 1, "p2": 0}
+    # Slide-level rows name a file by the table's slide_id it was matched by, not its path.
+    assert source.slide_names() == (("p1", ("s1",)), ("p2", ("s2",)))
 
 
 @pytest.mark.parametrize(

@@ -99,3 +99,18 @@ def test_rows_without_an_id_column_are_refused(tmp_path):
     rows = [{k: v for k, v in row.items() if k != "repeat"} for row in ROWS]
     with pytest.raises(ValueError, match="repeat"):
         assemble_predictions(rows, write_table(tmp_path, survival=False), "enc")
+
+
+def test_slide_level_predictions_keep_their_slide_ids_sorted_within_each_patient(tmp_path):
+    rows = [
+        {"patient_id": "P1", "slide_id": "b", "model": "abmil", "repeat": 0, "fold": 1, "label": 1, "score": 0.7},
+        {"patient_id": "P2", "slide_id": "c", "model": "abmil", "repeat": 0, "fold": 0, "label": 0, "score": 0.2},
+        {"patient_id": "P1", "slide_id": "a", "model": "abmil", "repeat": 0, "fold": 1, "label": 1, "score": 0.9},
+    ]
+    table = assemble_predictions(rows, write_table(tmp_path, survival=True), "enc")
+    assert list(table.columns[:2]) == ["patient_id", "slide_id"]
+    assert table[["patient_id", "slide_id", "pfs_months"]].values.tolist() == [["P1", "a", 12.5], ["P1", "b", 12.5], ["P2", "c", 3.0]]
+    from wsi_pipeline.scoring.predictions import load_predictions
+
+    back = load_predictions(write_predictions(table, tmp_path / "predictions.csv"))
+    assert back[["patient_id", "slide_id", "score"]].values.tolist() == [["P1", "a", 0.9], ["P1", "b", 0.7], ["P2", "c", 0.2]]

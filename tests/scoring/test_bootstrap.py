@@ -5,7 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from wsi_pipeline.scoring.bootstrap import Interval, bootstrap_ci
+from wsi_pipeline.scoring.bootstrap import (
+    Interval,
+    bootstrap_ci,
+    bootstrap_task_metrics,
+)
 
 
 def cohort(n_patients: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,3 +102,53 @@ def test_as_dict_has_exactly_the_three_keys():
 def test_bad_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):
         bootstrap_ci([0, 1], [0.2, 0.8], "auc", **kwargs)
+
+
+# -- slide rows: the bootstrap draws patients ---------------------------------------------------
+def mean_of(table):
+    """A metric that duplicating rows does not change: the mean of column x."""
+    return {"mean": float(np.mean(table["x"]))}
+
+
+def test_slide_rows_resample_patients_so_copies_of_a_patient_do_not_narrow_the_interval():
+    rng = np.random.default_rng(0)
+    per_patient = rng.normal(size=30)
+    patients = np.array([f"P{i:02d}" for i in range(30)])
+    slides, owners = np.repeat(per_patient, 4), np.repeat(patients, 4)  # four identical slides per patient
+
+    by_patient = bootstrap_task_metrics([{"x": per_patient}], mean_of, ["mean"], n_resamples=300, seed=3)["mean"][0]
+    clustered = bootstrap_task_metrics([{"x": slides}], mean_of, ["mean"], n_resamples=300, seed=3, groups=owners)["mean"][0]
+    as_independent = bootstrap_task_metrics([{"x": slides}], mean_of, ["mean"], n_resamples=300, seed=3)["mean"][0]
+
+    # Drawing a patient brings its four copies: the same resampled means as one row per patient.
+    assert (clustered.value, clustered.ci_low, clustered.ci_high) == pytest.approx(
+        (by_patient.value, by_patient.ci_low, by_patient.ci_high), abs=1e-12
+    )
+    # Drawing slides treats the copies as independent: about half (1/sqrt(4)) as wide.
+    width = clustered.ci_high - clustered.ci_low
+    assert as_independent.ci_high - as_independent.ci_low < 0.7 * width
+
+
+def test_each_resample_holds_all_or_none_of_a_patients_slides():
+    owners = np.array(["A", "A", "B", "C", "C", "C"])
+    seen = []
+
+    def record(table):
+        seen.append(np.asarray(table["row"]))
+        return {"n": float(len(table["row"]))}
+
+    bootstrap_task_metrics([{"row": np.arange(6)}], record, ["n"], n_resamples=50, seed=0, groups=owners)
+    assert len(seen) > 10
+    for rows in seen:
+        counts = np.bincount(rows, minlength=6)
+        # A patient's slides are drawn together, as often as the patient is: equal counts within a patient.
+        assert counts[0] == counts[1] and counts[3] == counts[4] == counts[5]
+        assert counts[0] + counts[2] + counts[3] == 3  # three patients drawn per resample
+
+
+def test_one_row_per_patient_groups_change_nothing():
+    x = np.random.default_rng(1).normal(size=25)
+    plain = bootstrap_task_metrics([{"x": x}], mean_of, ["mean"], n_resamples=100, seed=5)["mean"][0]
+    grouped = bootstrap_task_metrics([{"x": x}], mean_of, ["mean"], n_resamples=100, seed=5,
+                                     groups=[f"P{i:02d}" for i in range(25)])["mean"][0]
+    assert grouped == plain

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from wsi_pipeline.config import load_run_config
+from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.scoring.context import encoder_label, report_context
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,3 +53,13 @@ def test_demo_run_context_flags_the_demo_encoder(tmp_path):
 
 def test_a_pathology_encoder_is_named_plainly():
     assert encoder_label("uni") == "uni"
+
+
+def test_slide_level_bags_are_accepted_and_stated(tmp_path):
+    config = config_with(tmp_path, model={"bags": "slide"})
+    assert config.workflow.model.bags == "slide"
+    assert report_context(config).facts["bags"].startswith("slide-level (each slide a bag with its patient's target")
+    late = report_context(config_with(tmp_path, model={"bags": "patient-late"})).facts["bags"]
+    assert late.startswith("patient, late fusion")
+    with pytest.raises(WSIPipelineError, match="slides"):
+        config_with(tmp_path, model={"bags": "slides"})

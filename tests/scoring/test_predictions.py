@@ -4,7 +4,11 @@ import pandas as pd
 import pytest
 
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.scoring.predictions import REQUIRED_COLUMNS, load_predictions, validate_predictions
+from wsi_pipeline.scoring.predictions import (
+    REQUIRED_COLUMNS,
+    load_predictions,
+    validate_predictions,
+)
 
 
 def table(**overrides) -> pd.DataFrame:
@@ -102,3 +106,16 @@ def test_load_missing_column_names_file_and_column(tmp_path):
     with pytest.raises(WSIPipelineError) as err:
         load_predictions(path)
     assert "'label'" in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_slide_level_table_has_a_row_per_slide_and_no_slide_twice(tmp_path):
+    slides = table(patient_id=["p1", "p1", "p2", "p2"], slide_id=["007", "8", "007", "9"], label=[0, 0, 1, 1])
+    path = tmp_path / "predictions.csv"
+    slides.to_csv(path, index=False)
+    loaded = load_predictions(path)
+    # Two slides of one patient are two rows, not a duplicate; ids stay text ("007").
+    assert list(zip(loaded["patient_id"], loaded["slide_id"])) == [("p1", "007"), ("p1", "8"), ("p2", "007"), ("p2", "9")]
+    twice = table(patient_id=["p1", "p1", "p2", "p2"], slide_id=["a", "a", "b", "c"], label=[0, 0, 1, 1])
+    with pytest.raises(WSIPipelineError) as err:
+        validate_predictions(twice)
+    assert "a of p1 (abmil)" in err.value.what and "one row per slide" in err.value.fix

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.mil.tasks import BinaryTask
+from wsi_pipeline.scoring.bootstrap import bootstrap_task_metrics
 from wsi_pipeline.scoring.formatting import format_value
 from wsi_pipeline.scoring.stage import load_predictions, score_predictions
 
@@ -165,3 +167,32 @@ def test_load_then_score_from_csv(tmp_path):
     make_predictions(n_patients=30).to_csv(path, index=False)
     metrics = run(tmp_path, load_predictions(path), n_resamples=20)
     assert set(metrics) == {"abmil", "meanpool"}
+
+
+def test_slide_level_predictions_are_scored_per_slide_with_a_patient_bootstrap(tmp_path):
+    rng = np.random.default_rng(2)
+    labels = np.repeat(rng.integers(0, 2, 20), 3)  # 20 patients of 3 slides, a slide carries its patient's label
+    table = pd.DataFrame({
+        "patient_id": np.repeat([f"P{i:02d}" for i in range(20)], 3),
+        "slide_id": [f"s{j}" for j in range(60)],
+        "model": "abmil",
+        "fold": np.repeat(np.arange(20) % 5, 3),
+        "label": labels,
+        "score": 1 / (1 + np.exp(-rng.normal(labels - 0.5, 1.0))),
+    })
+    metrics = run(tmp_path, table, seed=4)["abmil"]
+
+    assert (metrics["n_slides"], metrics["n_patients"], metrics["n_positive"]) == (60, 20, int(labels.sum()))
+    task = BinaryTask()
+    columns = {"label": table["label"].to_numpy(), "score": table["score"].to_numpy()}
+    expected = {
+        grouped: bootstrap_task_metrics([columns], task.metrics, task.metric_names, n_resamples=N_RESAMPLES, seed=4,
+                                        groups=table["patient_id"].to_numpy() if grouped else None)["auc"][0].as_dict()
+        for grouped in (True, False)
+    }
+    assert expected[True] != expected[False]  # the check below tells patient from slide resampling
+    assert metrics["auc"] == pytest.approx(expected[True])
+    report = (tmp_path / "score" / "report.md").read_text()
+    assert "**evaluation**: slide-level: 60 slides of 20 patients" in report
+    assert "A resample draws patients, each with all their slides" in report
+    assert "| Slides | Patients |" in report

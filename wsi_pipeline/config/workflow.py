@@ -266,10 +266,12 @@ class ModelConfig(StrictModel):
     )
     max_pen: float | None = Field(None, ge=0, le=1, description="train on tiles whose pen_fraction is at most this")
     min_blur: float | None = Field(None, ge=0, description="train on tiles whose blur score is at least this (sharper)")
-    bags: Literal["patient-early", "patient-late"] = Field(
+    bags: Literal["patient-early", "patient-late", "slide"] = Field(
         "patient-early",
         description="patient-early: a patient's slides form one bag; patient-late: each slide is a bag and the patient's "
-        "prediction is the mean of their slides' (folds are patient-level either way)",
+        "prediction is the mean of their slides'; slide: each slide is a bag with its patient's target, predicted and "
+        "scored per slide (predictions.csv gains slide_id; bootstrap CIs resample patients). Folds are patient-level "
+        "in every mode",
     )
     standardise: bool = Field(
         True,

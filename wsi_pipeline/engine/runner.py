@@ -38,6 +38,7 @@ from wsi_pipeline.mil.cohort_bags import (
     BagSource,
     StoreBagSource,
     available_bags,
+    entry_slide_ids,
     slide_entries,
 )
 from wsi_pipeline.mil.folds import FOLDS_FILE, plan_run_folds, write_folds
@@ -188,7 +189,9 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
     if filters:
         shown = ", ".join(f"{column} {op} {threshold:g}" for column, op, threshold in filters)
         record.notes.append(f"training bags keep the tiles with {shown} (a column a tiling entry lacks filters nothing)")
-    return StoreBagSource(bags.patient_slides, str(config.store_path), encoder_id, tid, filters)
+    # The cohort's slide ids travel with the entries: slide-level predictions name slides by them.
+    names = entry_slide_ids(cohort, uids, bags.patient_slides)
+    return StoreBagSource(bags.patient_slides, str(config.store_path), encoder_id, tid, filters, slide_ids=names)
 
 
 def train_stage(
@@ -233,6 +236,9 @@ def train_stage(
             "validation": workflow.validation.model_dump(mode="json"),
             "sites": cohort.sites if workflow.validation.stratify_site else None,
             "seed": config.seed,
+            # Slide-level rows name the slides: renaming one re-writes the table. Absent otherwise,
+            # so runs of the other modes keep their key.
+            **({"slide_names": source.slide_names()} if workflow.model.bags == "slide" else {}),
         }
     )
     if is_fresh(config.output_dir, "train", key, [predictions_path]):

@@ -292,8 +292,9 @@ def train_task(
         set_torch_threads(worker_threads(threads))
         device = resolve_device(model.device)
         config = TrainConfig.from_model(model)  # checked when the workflow was loaded
-        bags = load_bags(source, plan.patients, by_slide=config.bags == "patient-late")
-        rows = train_fold(plan, aggregator, bags, targets, config, seed, task=task, device=device)
+        bags = load_bags(source, plan.patients, by_slide=config.bags != "patient-early")
+        names = dict(source.slide_names()) if config.bags == "slide" else None
+        rows = train_fold(plan, aggregator, bags, targets, config, seed, task=task, device=device, slide_names=names)
         history = rows.attrs.get("history", {})
         keys = ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_score", "selection_metric",
                 "bags_per_step", "fitted_state")

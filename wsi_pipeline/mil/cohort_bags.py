@@ -60,6 +60,14 @@ class BagSource(ABC):
     def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
         """Patient id -> the (N_i, D) instance features of each of the patient's slides (or bags), in order."""
 
+    def slide_names(self) -> PatientSlides:
+        """(patient id, the names of the patient's slides as the user knows them), in ``patient_slides`` order.
+
+        What slide-level predictions call a slide (``slide_id``); by default the entries of
+        :attr:`patient_slides` themselves (an instance table's bag ids).
+        """
+        return self.patient_slides
+
     def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
         """Patient id -> (N, D) instance features of ``patients`` (those the source lists), slides concatenated."""
         return {patient: np.concatenate(parts, axis=0) for patient, parts in self.load_parts(patients).items()}
@@ -79,12 +87,16 @@ class StoreBagSource(BagSource):
         (tiling QC column, ``'>='`` or ``'<='``, threshold) rows a tile must pass to be in the
         bag (``model.min_tissue``, ``max_pen``, ``min_blur``); a column the tiling entry lacks
         filters nothing.
+    slide_ids
+        The cohort's slide ids of the entries, shaped like ``patient_slides``
+        (:func:`entry_slide_ids`); empty: the slides are named by their store entries.
     """
 
     store_root: str = ""
     encoder_id: str = ""
     tiling_id: str = ""
     tile_filters: tuple[tuple[str, str, float], ...] = ()
+    slide_ids: PatientSlides = ()
 
     @property
     def features_id(self) -> str:
@@ -105,6 +117,10 @@ class StoreBagSource(BagSource):
         return {
             patient: [self._filtered(store, uid) for uid in uids] for patient, uids in self.patient_slides if patient in wanted
         }
+
+    def slide_names(self) -> PatientSlides:
+        """The cohort's slide ids (:attr:`slide_ids`), or the store entries when none were given."""
+        return self.slide_ids or self.patient_slides
 
     def _filtered(self, store: FeatureStore, uid: str) -> np.ndarray:
         """A slide's features, less the tiles that fail :attr:`tile_filters`."""
@@ -229,6 +245,38 @@ def available_bags(
             notes.append(f"patient {patient}: trained without slide(s) {', '.join(missing)} (failed)")
         patient_slides.append((patient, tuple(available)))
     return AvailableBags(tuple(patient_slides), excluded, notes)
+
+
+def entry_slide_ids(cohort: Cohort, uids: Mapping[str, str], patient_slides: PatientSlides) -> PatientSlides:
+    """The cohort slide ids of the store entries :func:`available_bags` chose, entry for entry.
+
+    A patient's entries are the features of their slides in the cohort's order, less those
+    without an entry (failed) or complete features; so the slides they name are, in order,
+    the patient's slides whose entry is among them.
+
+    Parameters
+    ----------
+    cohort
+        The cohort.
+    uids
+        Slide id -> store entry name (:func:`slide_entries`).
+    patient_slides
+        (patient id, store entries) pairs (``available_bags(...).patient_slides``).
+
+    Returns
+    -------
+    tuple
+        (patient id, the slide ids of the patient's entries), shaped like ``patient_slides``.
+    """
+    slides = cohort.slides.groupby("patient_id", sort=False)["slide_id"]
+    named = []
+    for patient, entries in patient_slides:
+        chosen = set(entries)
+        names = tuple(s for s in slides.get_group(patient) if s in uids and uids[s] in chosen)
+        if len(names) != len(entries):  # the entries did not come from this cohort and these uids: a bug
+            raise ValueError(f"patient {patient}: {len(entries)} store entries but {len(names)} matching slides")
+        named.append((patient, names))
+    return tuple(named)
 
 
 def load_bags(source: BagSource, patients: Iterable[str], by_slide: bool = False) -> dict[str, Any]:

@@ -17,7 +17,13 @@ import torch
 from wsi_pipeline.config.workflow import ModelConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.bags import check_bags
-from wsi_pipeline.mil.fusion import mean_over_slides, patient_of, slide_bags, slides_of
+from wsi_pipeline.mil.fusion import (
+    mean_over_slides,
+    patient_of,
+    slide_bags,
+    slide_ids,
+    slides_of,
+)
 from wsi_pipeline.mil.registry import get_aggregator_spec
 from wsi_pipeline.mil.splits import FoldPlan, LeakageError, assert_disjoint, plan_folds
 from wsi_pipeline.mil.standardise import standardised
@@ -32,15 +38,19 @@ from wsi_pipeline.mil.train import (
 
 #: The columns every prediction row starts with; the task's target and prediction columns follow.
 ID_COLUMNS = ("patient_id", "model", "repeat", "fold")
+#: The column naming a row's slide when predictions are per slide (``model.bags: slide``).
+SLIDE_COLUMN = "slide_id"
 
 
-def prediction_columns(task: Task) -> tuple[str, ...]:
+def prediction_columns(task: Task, by_slide: bool = False) -> tuple[str, ...]:
     """The columns of a prediction row for ``task``, in order.
 
     ``patient_id, model, repeat, fold``, the task's target columns (as the cohort names them)
-    and its prediction columns: for a binary task ``label, score``.
+    and its prediction columns: for a binary task ``label, score``. ``by_slide`` (slide-level
+    rows) puts ``slide_id`` after ``patient_id``.
     """
-    return (*ID_COLUMNS, *task.target_columns, *task.prediction_columns)
+    ids = (ID_COLUMNS[0], SLIDE_COLUMN, *ID_COLUMNS[1:]) if by_slide else ID_COLUMNS
+    return (*ids, *task.target_columns, *task.prediction_columns)
 
 
 def train_fold(
@@ -53,8 +63,9 @@ def train_fold(
     *,
     task: Task | None = None,
     device: str | torch.device = "cpu",
+    slide_names: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
-    """Train one aggregator on one fold and predict the fold's test patients.
+    """Train one aggregator on one fold and predict the fold's test patients (or their slides).
 
     Parameters
     ----------
@@ -64,11 +75,13 @@ def train_fold(
     aggregator
         A registered aggregator name.
     bags
-        Patient id -> instance features (N, D).
+        Patient id -> instance features (N, D); with ``config.bags`` ``'patient-late'`` or
+        ``'slide'``, patient id -> the list of the patient's slide bags (a single array is one slide).
     targets
         Patient id -> raw target values (:func:`~wsi_pipeline.mil.targets.patient_targets`).
     config
-        Training settings.
+        Training settings; ``config.bags`` says what a bag and a prediction row are
+        (:mod:`~wsi_pipeline.mil.fusion`).
     seed
         Training seed (the same seed for every fold is fine: folds differ in their data).
     task
@@ -77,13 +90,19 @@ def train_fold(
     device
         Where to train and predict: ``"cpu"`` by default, ``"auto"`` (CUDA when this process
         has it), ``"cuda"`` or ``"cuda:N"``; predictions come back as CPU numpy either way.
+    slide_names
+        Patient id -> the names of the patient's slides, in the order of their bags
+        (:meth:`~wsi_pipeline.mil.cohort_bags.BagSource.slide_names`); the ``slide_id`` of
+        slide-level rows. Default: a slide's position among its patient's slides.
 
     Returns
     -------
     pd.DataFrame
         One row per test patient with the columns of :func:`prediction_columns` (binary:
         ``patient_id, model, repeat, fold, label, score``; score: predicted probability of
-        label 1). ``df.attrs["history"]`` holds the training history of :func:`fit_aggregator`.
+        label 1); with ``config.bags == 'slide'`` one row per test slide, ``slide_id`` beside
+        ``patient_id``, the target its patient's. ``df.attrs["history"]`` holds the training
+        history of :func:`fit_aggregator`.
 
     Raises
     ------
@@ -98,8 +117,8 @@ def train_fold(
     if not plan.test_ids:
         raise LeakageError(f"{plan.title} has no test patients")
     fit_ids, val_ids, test_ids, bag_targets = plan.fit_ids, plan.val_ids, plan.test_ids, targets
-    late = config.bags == "patient-late"
-    if late:  # each slide a bag with its patient's target; the splits stay the patients'
+    by_slide = config.bags == "slide"
+    if config.bags != "patient-early":  # each slide a bag with its patient's target; the splits stay the patients'
         bags = slide_bags(bags)
         fit_ids, val_ids, test_ids = (slides_of(bags, ids) for ids in (plan.fit_ids, plan.val_ids, plan.test_ids))
         bag_targets = {key: targets[patient_of(key)] for key in (*fit_ids, *val_ids) if patient_of(key) in targets}
@@ -110,22 +129,25 @@ def train_fold(
     if config.standardise:  # statistics of the fit patients' instances only, applied to every bag of the fold
         check_bags(bags, fit_ids)
         bags = standardised(bags, fit_ids)
-    y_test = encode_targets(task, targets, plan.test_ids)
+    # A slide-level row is scored against its patient's target; patient rows against their own.
+    row_patients = [patient_of(key) for key in test_ids] if by_slide else list(plan.test_ids)
+    y_test = encode_targets(task, targets, row_patients)
     model, history = fit_aggregator(aggregator, bags, bag_targets, fit_ids, val_ids, config, seed, task=task, device=device)
     fitted: Task = history["task"]
     predicted = predict_bags(model, bags, test_ids, fitted)
-    if late:
+    if config.bags == "patient-late":
         predicted = mean_over_slides(predicted, test_ids, plan.test_ids, fitted)
     frame = pd.DataFrame(
         {
-            "patient_id": list(plan.test_ids),
+            "patient_id": row_patients,
+            **({SLIDE_COLUMN: slide_ids(test_ids, slide_names)} if by_slide else {}),
             "model": aggregator,
             "repeat": plan.repeat,
             "fold": plan.fold,
             **fitted.decode_targets(y_test),
             **predicted,
         },
-        columns=list(prediction_columns(fitted)),
+        columns=list(prediction_columns(fitted, by_slide)),
     )
     frame.attrs["history"] = history
     return frame
@@ -143,6 +165,7 @@ def cross_validate(
     seed: int = 0,
     task: Task | None = None,
     device: str | torch.device = "cpu",
+    slide_names: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Out-of-fold predictions for every patient with a target, every aggregator and every repeat.
 
@@ -151,7 +174,8 @@ def cross_validate(
     Parameters
     ----------
     bags
-        Patient id -> instance features (N, D). Bags without a target are ignored.
+        Patient id -> instance features (N, D), or the list of the patient's slide bags
+        (``config.bags`` other than ``'patient-early'``). Bags without a target are ignored.
     targets
         Patient id -> raw target values (0/1 labels for the default binary task); these are
         the patients cross-validated, in this order.
@@ -169,12 +193,15 @@ def cross_validate(
     device
         Where to train and predict: ``"cpu"`` by default, ``"auto"`` (CUDA when this process
         has it), ``"cuda"`` or ``"cuda:N"``; predictions come back as CPU numpy either way.
+    slide_names
+        As for :func:`train_fold` (slide-level rows only).
 
     Returns
     -------
     pd.DataFrame
-        The columns of :func:`prediction_columns`; one row per (patient, aggregator, repeat),
-        ordered by aggregator, then repeat and fold. ``df.attrs["histories"]`` maps
+        The columns of :func:`prediction_columns`; one row per (patient, aggregator, repeat)
+        (per (slide, aggregator, repeat) with ``config.bags == 'slide'``), ordered by
+        aggregator, then repeat and fold. ``df.attrs["histories"]`` maps
         ``(aggregator, fold)`` (one repeat) or ``(aggregator, repeat, fold)`` to the training history.
     """
     config = TrainConfig.from_model(ModelConfig()) if config is None else config
@@ -185,7 +212,14 @@ def cross_validate(
     for name in aggregators:  # fail before any training, not after the first model
         get_aggregator_spec(name)
     ids = list(targets)
-    check_bags(bags, ids)
+    if config.bags == "patient-early":
+        check_bags(bags, ids)
+    else:  # a patient's bags are their slides': every patient needs one, every slide must be usable
+        slides = slide_bags({pid: bags[pid] for pid in ids if pid in bags})
+        without = [pid for pid in ids if not slides_of(slides, [pid])]
+        if without:
+            check_bags({}, without)  # names the first patient without a bag
+        check_bags(slides, list(slides))
     task = task.bind(target_frame(task, targets, ids))
     strata = task.stratify_labels(encode_targets(task, targets, ids))
     plans = plan_folds(ids, strata, n_folds=n_folds, val_fraction=val_fraction, seed=seed, n_repeats=n_repeats)
@@ -193,13 +227,18 @@ def cross_validate(
     frames, histories = [], {}
     for name in aggregators:
         for plan in plans:
-            frame = train_fold(plan, name, bags, targets, config, seed, task=task, device=device)
+            frame = train_fold(plan, name, bags, targets, config, seed, task=task, device=device, slide_names=slide_names)
             key = (name, plan.fold) if n_repeats == 1 else (name, plan.repeat, plan.fold)
             histories[key] = frame.attrs.pop("history")
             frames.append(frame)
     result = pd.concat(frames, ignore_index=True)
-    counts = result.groupby(["model", "repeat"])["patient_id"].agg(["size", "nunique"])
-    if len(counts) != len(aggregators) * n_repeats or not ((counts["size"] == len(ids)) & (counts["nunique"] == len(ids))).all():
+    # A row is a patient's, or a slide's: each must appear once, and every patient somewhere.
+    unit = ["patient_id", SLIDE_COLUMN] if SLIDE_COLUMN in result.columns else ["patient_id"]
+    runs = result.groupby(["model", "repeat"])
+    covered = len(runs) == len(aggregators) * n_repeats and all(
+        set(group["patient_id"]) == set(ids) and not group.duplicated(unit).any() for _, group in runs
+    )
+    if not covered:
         raise LeakageError("out-of-fold predictions do not cover every patient exactly once per aggregator and repeat")
     result.attrs["histories"] = histories
     return result

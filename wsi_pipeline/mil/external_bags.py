@@ -32,7 +32,7 @@ from wsi_pipeline.cohort.table import (
     cohort_from_frame,
 )
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.mil.cohort_bags import BagSource
+from wsi_pipeline.mil.cohort_bags import BagSource, PatientSlides
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
@@ -247,6 +247,10 @@ class H5Bags(BagSource):
     def fingerprint(self) -> dict[str, Any]:
         """The files per patient and their stamps."""
         return {"bags": self.patient_slides, "h5_dir": self.folder, "stamps": self.stamps}
+
+    def slide_names(self) -> PatientSlides:
+        """The files' stems: the label table's ``slide_id`` each file was matched by."""
+        return tuple((patient, tuple(Path(file).stem for file in files)) for patient, files in self.patient_slides)
 
     def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
         """Each patient's files' ``features``, in the table's slide order."""

@@ -1,10 +1,12 @@
-"""Late fusion: a patient's slides are bags of their own, and the patient's prediction is the mean over them.
+"""A patient's slides as bags of their own: late fusion (``patient-late``) and slide-level evaluation (``slide``).
 
-With ``model.bags: patient-late`` each slide (or bag of an instance table, or ``.h5`` file) is a
-training bag carrying its patient's target; folds stay patient-level (a patient's slides are all
-in the same split). At test time each slide is predicted and the patient's row holds the mean
-of their slides' prediction columns (a multiclass ``predicted`` is the class of the highest mean
-probability). ``patient-early`` (the default) concatenates a patient's slides into one bag.
+With ``model.bags: patient-late`` or ``slide`` each slide (or bag of an instance table, or
+``.h5`` file) is a training bag carrying its patient's target; folds stay patient-level (a
+patient's slides are all in the same split). At test time each slide is predicted. Late
+fusion gives the patient's row the mean of their slides' prediction columns (a multiclass
+``predicted`` is the class of the highest mean probability); ``slide`` keeps one row per
+slide, named by :func:`slide_ids`, and scoring resamples the slides' patients.
+``patient-early`` (the default) concatenates a patient's slides into one bag.
 """
 
 from __future__ import annotations
@@ -32,6 +34,42 @@ def slide_bags(bags: Mapping[str, np.ndarray | Sequence[np.ndarray]]) -> dict[st
 def patient_of(key: str) -> str:
     """The patient a slide bag's key belongs to."""
     return key.split(SLIDE_SEP, 1)[0]
+
+
+def slide_index(key: str) -> int:
+    """The slide's position among its patient's slide bags (the ``i`` of ``patient<SEP>i``)."""
+    return int(key.rsplit(SLIDE_SEP, 1)[1])
+
+
+def slide_ids(keys: Iterable[str], names: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """The slide ids of slide bag keys, as the user knows the slides.
+
+    Parameters
+    ----------
+    keys
+        Slide bag keys (:func:`slide_bags`).
+    names
+        Patient id -> the names of the patient's slides, in the order of their bags
+        (:meth:`~wsi_pipeline.mil.cohort_bags.BagSource.slide_names`). Without it a slide is
+        named by its position among its patient's slides (``"0"``, ``"1"``, ...).
+
+    Raises
+    ------
+    ValueError
+        When ``names`` lacks a patient, or names fewer slides than the patient has bags
+        (the bags and the names came from different sources: a bug).
+    """
+    ids = []
+    for key in keys:
+        patient, index = patient_of(key), slide_index(key)
+        if names is None:
+            ids.append(str(index))
+            continue
+        known = names.get(patient, ())
+        if index >= len(known):
+            raise ValueError(f"no name for slide bag {index} of patient {patient!r} (names: {list(known)})")
+        ids.append(str(known[index]))
+    return ids
 
 
 def slides_of(keys: Iterable[str], patients: Iterable[str]) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.cohort.table import OUTCOME_COLUMNS, Cohort
-from wsi_pipeline.mil.cv import ID_COLUMNS
+from wsi_pipeline.mil.cv import ID_COLUMNS, SLIDE_COLUMN
 
 #: The table's name in a run folder.
 PREDICTIONS_FILE = "predictions.csv"
@@ -31,7 +31,8 @@ def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, enco
     ----------
     rows
         Prediction rows of every (repeat, fold, aggregator): ``patient_id, model, repeat,
-        fold``, the task's target and prediction columns.
+        fold``, the task's target and prediction columns; slide-level rows
+        (``model.bags: slide``) also ``slide_id``.
     cohort
         The cohort; its follow-up columns (``pfs_months``, ``event`` when the table has them
         and they are not the task's targets already) are joined on ``patient_id``.
@@ -42,7 +43,8 @@ def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, enco
     -------
     pandas.DataFrame
         The rows' columns (binary: ``patient_id, model, repeat, fold, label, score``), then
-        the cohort's follow-up columns, then ``encoder``; sorted by model, repeat, patient.
+        the cohort's follow-up columns, then ``encoder``; sorted by model, repeat, patient
+        (and slide).
 
     Raises
     ------
@@ -53,7 +55,8 @@ def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, enco
     missing = [column for column in ID_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"prediction rows lack column(s) {', '.join(missing)}; got {', '.join(map(str, frame.columns))}")
-    frame = frame.sort_values(["model", "repeat", "patient_id"]).reset_index(drop=True)
+    order = ["model", "repeat", "patient_id", *([SLIDE_COLUMN] if SLIDE_COLUMN in frame.columns else [])]
+    frame = frame.sort_values(order).reset_index(drop=True)
     # Targets come from the task's rows (what the model was scored against), not joined twice.
     follow_up = [c for c in OUTCOME_COLUMNS if c in cohort.patients.columns and c not in frame.columns]
     if follow_up:

@@ -1,8 +1,9 @@
 """Patient-level bootstrap confidence intervals.
 
-Rows are patients: we resample patients with replacement, recompute the metric on each
-resample, and take the percentile interval. Resampling slides or tiles instead would treat
-correlated observations as independent and give falsely narrow intervals.
+We resample patients with replacement, recompute the metric on each resample, and take the
+percentile interval. When rows are slides (slide-level predictions), a patient's slides enter
+and leave a resample together (a cluster bootstrap): resampling slides or tiles instead would
+treat correlated observations as independent and give falsely narrow intervals.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def bootstrap_task_metrics(
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    groups: Sequence[object] | np.ndarray | None = None,
 ) -> dict[str, tuple[Interval, list[float]]]:
     """Patient bootstrap of a task's metrics, averaged over the repeats of a cross-validation.
 
@@ -179,6 +181,11 @@ def bootstrap_task_metrics(
         The metrics to bootstrap, in order.
     n_resamples, level, seed
         As for :func:`bootstrap_ci`.
+    groups
+        The patient of each row, when rows are slides: a resample then draws patients with
+        replacement and takes all the rows of each patient drawn (as often as drawn), so a
+        patient's slides are never split. Default: every row is its own patient (the same
+        resamples as before there were slide-level rows).
 
     Returns
     -------
@@ -200,13 +207,31 @@ def bootstrap_task_metrics(
             cache[key] = {name: float(np.mean([v[name] for v in values])) for name in names}
         return cache[key]
 
-    everyone = np.arange(n)
+    members = None if groups is None else patient_rows(groups, n)
+    n_units = n if members is None else len(members)
+
+    def rows_of(drawn: np.ndarray) -> np.ndarray:
+        # bootstrap_ci draws patients; a drawn patient brings all their rows, once per draw.
+        return drawn if members is None else np.concatenate([members[i] for i in drawn])
+
     per_repeat = [dict(metrics(table)) for table in tables]
     result = {}
     for name in names:
         interval = bootstrap_ci(
-            everyone, np.zeros(n), lambda rows, _, name=name: mean_over_repeats(np.asarray(rows))[name],
+            np.arange(n_units), np.zeros(n_units), lambda drawn, _, name=name: mean_over_repeats(rows_of(np.asarray(drawn)))[name],
             n_resamples=n_resamples, level=level, seed=seed,
         )
         result[name] = (interval, [float(v[name]) for v in per_repeat])
     return result
+
+
+def patient_rows(groups: Sequence[object] | np.ndarray | None, n_rows: int) -> list[np.ndarray]:
+    """The rows of each patient (resampling unit), patients in sorted order; one row each without ``groups``."""
+    if groups is None:
+        return [np.array([row]) for row in range(n_rows)]
+    labels = np.asarray(groups).astype(str)
+    if labels.shape != (n_rows,):
+        raise ValueError(f"groups must give one patient per row ({n_rows}), got shape {labels.shape}")
+    _, codes = np.unique(labels, return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)

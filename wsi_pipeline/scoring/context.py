@@ -33,6 +33,15 @@ class ReportContext:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+#: How the report states ``model.bags``: what a bag is, and what is predicted and scored.
+BAGS_FACTS = {
+    "patient-early": "patient, early fusion (a patient's slides form one bag)",
+    "patient-late": "patient, late fusion (each slide a bag; a patient's prediction is the mean over their slides)",
+    "slide": "slide-level (each slide a bag with its patient's target, predicted and scored per slide; "
+    "folds and bootstrap by patient)",
+}
+
+
 def encoder_label(encoder: str) -> str:
     """An encoder's name as reports show it; a demo encoder is said to be one.
 
@@ -91,9 +100,7 @@ def report_context(config: RunConfig) -> ReportContext:
             + (f", repeated {validation.n_repeats} times" if validation.n_repeats > 1 else "")
             + (", stratified by site" if validation.stratify_site else "")
             + f", inner validation {validation.val_fraction:.0%} for early stopping",
-            "bags": "patient, early fusion (a patient's slides form one bag)"
-            if workflow.model.bags == "patient-early"
-            else "patient, late fusion (each slide a bag; a patient's prediction is the mean over their slides)",
+            "bags": BAGS_FACTS[workflow.model.bags],
             **tile_filter_fact(config),
             "instance features": "standardised per feature with each fold's fit patients' mean and std"
             if workflow.model.standardise

@@ -3,7 +3,9 @@
 One row per patient, model and repeat, written by the train stage (out-of-fold predictions)
 or by hand. Its columns are ``patient_id, model, fold`` (and ``repeat``, 0 when absent), the
 task's target columns and its prediction columns (a binary task: ``label, score``), and
-optionally the follow-up columns ``pfs_months, event``. What a valid target or prediction is
+optionally the follow-up columns ``pfs_months, event``. A table with a ``slide_id`` column is
+slide-level (``model.bags: slide``): one row per slide, model and repeat, each slide carrying
+its patient's target; scoring then resamples patients, not slides. What a valid target or prediction is
 belongs to the task (:mod:`wsi_pipeline.mil.tasks`). Everything downstream assumes a table
 that passed :func:`validate_predictions`.
 """
@@ -31,6 +33,8 @@ REQUIRED_COLUMNS: dict[str, str] = {
 }
 #: The repetition of the cross-validation a row comes from (0 when the table has no such column).
 REPEAT_COLUMN = "repeat"
+#: The column that makes a table slide-level: one row per (patient, slide), not per patient.
+SLIDE_COLUMN = "slide_id"
 #: Optional time-to-event columns; both or neither.
 SURVIVAL_COLUMNS: dict[str, str] = {
     "pfs_months": "progression-free survival time in months",
@@ -45,6 +49,11 @@ def default_task() -> Task:
     from wsi_pipeline.mil.tasks.binary import BinaryTask
 
     return BinaryTask()
+
+
+def unit_columns(predictions: pd.DataFrame) -> list[str]:
+    """What identifies a row's unit of evaluation: ``patient_id``, with ``slide_id`` in a slide-level table."""
+    return ["patient_id", SLIDE_COLUMN] if SLIDE_COLUMN in predictions.columns else ["patient_id"]
 
 
 def has_survival(predictions: pd.DataFrame) -> bool:
@@ -95,7 +104,7 @@ def load_predictions(path: str | os.PathLike[str], *, task: Task | None = None) 
         )
     try:
         # Identifiers as strings: "007" must stay "007", and a model called "1" is a name.
-        table = pd.read_csv(path, dtype={"patient_id": str, "model": str})
+        table = pd.read_csv(path, dtype={"patient_id": str, SLIDE_COLUMN: str, "model": str})
     except pd.errors.EmptyDataError:
         raise WSIPipelineError(
             "predictions file is empty",
@@ -123,7 +132,8 @@ def validate_predictions(predictions: pd.DataFrame, *, source: str = "prediction
     Parameters
     ----------
     predictions
-        One row per patient, model and repeat (see the module docstring).
+        One row per patient (or slide, with a ``slide_id`` column), model and repeat (see
+        the module docstring).
     source
         Where the table came from (a file path), used in error messages.
     task
@@ -137,7 +147,7 @@ def validate_predictions(predictions: pd.DataFrame, *, source: str = "prediction
         (``repeat`` added as 0 when absent), the task's target columns as the task decodes
         them (a binary label as ``int``), numeric prediction columns as ``float`` and, if
         present, the follow-up columns as ``float`` (``NaN`` = no follow-up for that patient),
-        sorted by model, repeat, then patient.
+        sorted by model, repeat, then patient (then slide).
 
     Raises
     ------
@@ -146,7 +156,8 @@ def validate_predictions(predictions: pd.DataFrame, *, source: str = "prediction
         of the follow-up columns, missing values, targets or predictions the task rejects
         (a binary label other than 0/1, a score outside [0, 1], ...), non-integer folds,
         negative times, events other than 0/1, a duplicate (patient_id, model, repeat)
-        row, or a patient with different targets under different models.
+        row (slide_id too in a slide-level table), or a patient with different targets
+        under different models (or slides).
     """
     if not isinstance(predictions, pd.DataFrame):
         raise TypeError(f"predictions must be a pandas DataFrame, got {type(predictions).__name__}")
@@ -179,7 +190,8 @@ def validate_predictions(predictions: pd.DataFrame, *, source: str = "prediction
     df = predictions.copy()
     if REPEAT_COLUMN not in df.columns:
         df[REPEAT_COLUMN] = 0
-    for col in ("patient_id", "model"):
+    units = unit_columns(df)
+    for col in (*units, "model"):
         _no_missing(df, col, source)
         df[col] = df[col].astype(str)
     for col in ("fold", REPEAT_COLUMN):
@@ -208,7 +220,15 @@ def validate_predictions(predictions: pd.DataFrame, *, source: str = "prediction
                "encode events as 1 = progression observed, 0 = censored (leave empty if unknown)")
 
     keys = ["patient_id", "model", REPEAT_COLUMN]
-    duplicated = df.duplicated(keys, keep=False)
+    duplicated = df.duplicated([*units, "model", REPEAT_COLUMN], keep=False)
+    if duplicated.any() and len(units) > 1:
+        slides = df.loc[duplicated, [*units, "model"]].drop_duplicates().head(_EXAMPLES)
+        raise WSIPipelineError(
+            f"slide(s) predicted more than once by a model in a repeat, e.g. "
+            f"{', '.join(f'{s} of {p} ({m})' for p, s, m in slides.itertuples(index=False))}",
+            where=source,
+            fix="write one row per slide, model and repeat (slide_id unique within each patient)",
+        )
     if duplicated.any():
         pairs = df.loc[duplicated, keys].drop_duplicates()
         raise WSIPipelineError(
@@ -227,7 +247,7 @@ def validate_predictions(predictions: pd.DataFrame, *, source: str = "prediction
                 where=source,
                 fix="take targets from the cohort table, so every model sees the same truth",
             )
-    return df.sort_values(["model", REPEAT_COLUMN, "patient_id"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["model", REPEAT_COLUMN, *units], kind="stable").reset_index(drop=True)
 
 
 def by_task(source: str, check: Callable[[], Any]) -> Any:

@@ -17,7 +17,11 @@ from wsi_pipeline.scoring.layout import (
     TASK_PLOTS,
     km_plot_name,
 )
-from wsi_pipeline.scoring.predictions import default_task, follow_up_columns
+from wsi_pipeline.scoring.predictions import (
+    SLIDE_COLUMN,
+    default_task,
+    follow_up_columns,
+)
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
@@ -37,13 +41,29 @@ def _count(value: Any) -> str:
     return str(value)
 
 
+def evaluation_unit(predictions: pd.DataFrame) -> str:
+    """What a row is scored as: ``"slide-level: N slides of M patients"`` or ``"patient-level: M patients"``.
+
+    Counted in the first repeat (every repeat holds the same rows), over all models.
+    """
+    rows = predictions
+    if "repeat" in rows and len(rows):
+        rows = rows[rows["repeat"] == rows["repeat"].min()]
+    n_patients = rows["patient_id"].nunique()
+    if SLIDE_COLUMN not in rows:
+        return f"patient-level: {n_patients} patients"
+    n_slides = len(rows[["patient_id", SLIDE_COLUMN]].drop_duplicates())
+    return f"slide-level: {n_slides} slides of {n_patients} patients"
+
+
 def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.DataFrame, task: Task) -> list[str]:
     survival = any("logrank_p" in m for m in metrics.values())
     repeats = any("n_repeats" in m for m in metrics.values())
+    slides = any("n_slides" in m for m in metrics.values())
     names = [name for name in task.metric_names if any(name in m for m in metrics.values())]
     counts = [key for key in COUNT_LABELS if any(key in m for m in metrics.values())]
-    header = ["Model", *(f"{task.metric_labels.get(n, n)} [95% CI]" for n in names), "Patients",
-              *(COUNT_LABELS[k] for k in counts), "Folds"]
+    header = ["Model", *(f"{task.metric_labels.get(n, n)} [95% CI]" for n in names), *(["Slides"] if slides else []),
+              "Patients", *(COUNT_LABELS[k] for k in counts), "Folds"]
     if repeats:
         header.append("Repeats")
     if survival:
@@ -54,6 +74,7 @@ def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.Dat
         row = [
             _cell(model),
             *(format_interval(m[n]) if n in m else "n/a" for n in names),
+            *([str(m.get("n_slides", "?"))] if slides else []),
             str(m["n_patients"]),
             *(_cell(_count(m[k])) if k in m else "?" for k in counts),
             str(int(folds[model])) if model in folds.index else "?",
@@ -66,11 +87,15 @@ def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.Dat
     return lines
 
 
-def _method_lines(settings: Mapping[str, Any] | None, survival: bool, task: Task) -> list[str]:
+def _method_lines(settings: Mapping[str, Any] | None, survival: bool, task: Task, by_slide: bool = False) -> list[str]:
     metric_list = ", ".join(task.metric_labels.get(n, n) for n in task.metric_names)
-    lines = [f"Task: {task.describe()}. Metrics: {metric_list} of the pooled out-of-fold predictions."]
+    lines = [f"Task: {task.describe()}. Metrics: {metric_list} of the pooled out-of-fold predictions"
+             + (", one per slide (each slide scored against its patient's target)." if by_slide else ".")]
+    # Slide rows of one patient are correlated: the bootstrap draws patients, each with all their slides.
+    clusters = (" A resample draws patients, each with all their slides: a patient's slides never count as independent."
+                if by_slide else "")
     if not settings:
-        return [*lines, "95% confidence intervals: percentile bootstrap over patients."]
+        return [*lines, f"95% confidence intervals: percentile bootstrap over patients.{clusters}"]
     text = (
         f"95% confidence intervals: percentile bootstrap over patients "
         f"({settings.get('n_resamples', '?')} resamples, seed {settings.get('seed', '?')}); "
@@ -78,13 +103,15 @@ def _method_lines(settings: Mapping[str, Any] | None, survival: bool, task: Task
     )
     if settings.get("threshold") is not None:
         text += f" Accuracy and balanced accuracy use the threshold score \u2265 {settings['threshold']}."
+    text += clusters
     n_repeats = int(settings.get("n_repeats") or 1)
     if n_repeats > 1:
         text += (f" The cross-validation was repeated {n_repeats} times: each value is the mean over repeats, its interval"
                  " the patient bootstrap of that mean (one draw of patients applied to every repeat); per-repeat values"
                  " are in metrics.json. Plots show the first repeat; the log-rank p is the median over repeats.")
     if survival:
-        text += " The log-rank test compares the two predicted groups of the Kaplan-Meier plots, among patients with follow-up."
+        text += (" The log-rank test compares the two predicted groups of the Kaplan-Meier plots, among "
+                 + ("slides with follow-up (as if independent)." if by_slide else "patients with follow-up."))
     return [*lines, text]
 
 
@@ -139,6 +166,7 @@ def write_report(
     else:
         lines.append("- (no context given)")
     lines.append(f"- **task**: {_cell(task.describe())}")
+    lines.append(f"- **evaluation**: {_cell(evaluation_unit(predictions))}")
     lines.append("")
 
     lines += ["## Results", ""]
@@ -146,7 +174,7 @@ def write_report(
         lines += _results_table(metrics, predictions, task)
     else:
         lines.append("No model was scored.")
-    lines += [""] + _method_lines(settings, survival, task) + [""]
+    lines += [""] + _method_lines(settings, survival, task, SLIDE_COLUMN in predictions) + [""]
 
     lines += ["## Plots", ""]
     lines += _task_plot_lines(task, plots)
@@ -160,8 +188,9 @@ def write_report(
                 if "repeat" in rows:
                     rows = rows[rows["repeat"] == rows["repeat"].min()]
                 n_followup = int(rows.dropna(subset=list(columns)).shape[0])
+                unit = "slides" if SLIDE_COLUMN in rows else "patients"
                 lines += [
-                    f"### Kaplan\u2013Meier: {_cell(model)} ({n_followup} patients with follow-up)",
+                    f"### Kaplan\u2013Meier: {_cell(model)} ({n_followup} {unit} with follow-up)",
                     "",
                     f"![Kaplan-Meier curves for {_cell(model)}]({PLOTS_DIR}/{name})",
                     "",

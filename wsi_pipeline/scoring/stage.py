@@ -28,9 +28,11 @@ from wsi_pipeline.scoring.layout import (
 )
 from wsi_pipeline.scoring.predictions import (
     REPEAT_COLUMN,
+    SLIDE_COLUMN,
     by_task,
     follow_up_columns,
     load_predictions,
+    unit_columns,
     validate_predictions,
 )
 from wsi_pipeline.scoring.report import write_report
@@ -64,7 +66,9 @@ def score_predictions(
     predictions
         One row per (patient_id, model, repeat): ``patient_id, model, fold`` (``repeat``
         optional), the task's target and prediction columns (binary: ``label, score``), and
-        optionally the follow-up columns ``pfs_months, event``.
+        optionally the follow-up columns ``pfs_months, event``. With a ``slide_id`` column,
+        one row per (patient_id, slide_id, model, repeat): metrics are the slides', and the
+        bootstrap resamples patients, each with all their slides.
     out_dir
         Output folder (created). Receives ``metrics.json``, the task's plots in ``plots/``
         (binary: ``roc.png``; multiclass: one-vs-rest ``roc.png``; regression:
@@ -96,7 +100,8 @@ def score_predictions(
         Model name -> ``{<metric>: {"value", "ci_low", "ci_high"}, ..., "n_patients": int,
         <the task's counts>}`` (binary: ``auc``, ``accuracy``, ``balanced_accuracy`` and
         ``n_positive``), plus ``"logrank_p"`` when follow-up columns exist and the task has
-        predicted groups. With several repeats, ``value`` is the mean over repeats, the
+        predicted groups. Slide-level rows add ``"n_slides"`` (the counts are of slides).
+        With several repeats, ``value`` is the mean over repeats, the
         interval the patient bootstrap of that mean (see
         :func:`~wsi_pipeline.scoring.bootstrap.bootstrap_task_metrics`), and each metric also
         has ``per_repeat``: its value on each repeat; ``n_repeats`` is given and
@@ -158,19 +163,23 @@ def score_predictions(
 def _score_model(
     model: str, rows: pd.DataFrame, task: Task, n_resamples: int, seed: int, follow_up: tuple[str, str] | None, source: str
 ) -> tuple[dict[str, Any], list[str]]:
-    # Rows arrive sorted by patient_id within each repeat, so models with the same patients
-    # get the same resamples.
+    # Rows arrive sorted by patient_id (then slide_id) within each repeat, so models with the
+    # same patients get the same resamples.
     repeats = [group.reset_index(drop=True) for _, group in rows.groupby(REPEAT_COLUMN, sort=True)]
-    patients = repeats[0]["patient_id"].tolist()
-    if any(group["patient_id"].tolist() != patients for group in repeats[1:]):
+    units = unit_columns(rows)
+    rows_of_first = repeats[0][units].values.tolist()
+    patients = repeats[0]["patient_id"].unique().tolist()
+    if any(group[units].values.tolist() != rows_of_first for group in repeats[1:]):
         raise WSIPipelineError(
-            f"model '{model}' has predictions for different patients in different repeats",
+            f"model '{model}' has predictions for different {'slides' if len(units) > 1 else 'patients'} in different repeats",
             where=source,
             fix="give every repeat a prediction for every patient (each repeat is a whole cross-validation)",
         )
     columns = [*task.target_columns, *task.prediction_columns]
     tables = [{c: group[c].to_numpy() for c in columns} for group in repeats]
-    intervals = bootstrap_task_metrics(tables, task.metrics, task.metric_names, n_resamples=n_resamples, seed=seed)
+    # Slide rows: draw patients, so a patient's correlated slides never count as independent.
+    clusters = repeats[0]["patient_id"].to_numpy() if SLIDE_COLUMN in units else None
+    intervals = bootstrap_task_metrics(tables, task.metrics, task.metric_names, n_resamples=n_resamples, seed=seed, groups=clusters)
     entry: dict[str, Any] = {}
     notes: list[str] = []
     for name, (interval, per_repeat) in intervals.items():
@@ -183,12 +192,15 @@ def _score_model(
                 f"were redrawn ({interval.n_resamples_used} used)."
             )
     entry["n_patients"] = len(patients)
+    if SLIDE_COLUMN in units:
+        entry["n_slides"] = len(rows_of_first)
     entry.update(task.counts(repeats[0]))
     if len(repeats) > 1:
         entry["n_repeats"] = len(repeats)
+    scored = f"{len(rows_of_first)} slides of {len(patients)} patients" if SLIDE_COLUMN in units else f"{len(patients)} patients"
     undefined = [name for name in task.metric_names if entry[name]["value"] is None]
     if undefined:
-        notes.append(f"{model}: {', '.join(undefined)} undefined on these {len(patients)} patients (e.g. a single class).")
+        notes.append(f"{model}: {', '.join(undefined)} undefined on these {scored} (e.g. a single class).")
 
     if follow_up is not None and task.risk_groups(repeats[0]) is not None:
         p_values, n_followed = [], 0
@@ -202,8 +214,12 @@ def _score_model(
             p_values.append(p)
         finite = [p for p in p_values if math.isfinite(p)]
         entry["logrank_p"] = float(np.median(finite)) if finite and len(finite) == len(p_values) else None
-        if n_followed < len(patients):
-            notes.append(f"{model}: {len(patients) - n_followed} patient(s) without follow-up left out of the log-rank test.")
+        unit = "slide" if SLIDE_COLUMN in units else "patient"
+        if n_followed < len(rows_of_first):
+            notes.append(f"{model}: {len(rows_of_first) - n_followed} {unit}(s) without follow-up left out of the log-rank test.")
+        if SLIDE_COLUMN in units:
+            notes.append(f"{model}: the log-rank test compares slides, taking a patient's slides as independent: "
+                         "its p is optimistic when patients have several slides.")
         if entry["logrank_p"] is None:
             notes.append(f"{model}: log-rank p undefined (a predicted group is empty or no event was observed).")
     return entry, notes
