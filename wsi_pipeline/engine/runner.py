@@ -314,6 +314,7 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         source=str(config.output_dir / PREDICTIONS_FILE),
         caption=context.caption,
         context=context.facts,
+        ci_level=scoring.ci_level,
     )
     record.add([ItemOutcome("score", "report", "done")])
     mark_fresh(config.output_dir, "score", key)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.scoring.predictions import by_task
+from wsi_pipeline.scoring.predictions import SLIDE_COLUMN, by_task
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
@@ -39,9 +39,6 @@ VALIDATION_VALUES = frozenset({"validation", "val"})
 TEST_VALUES = frozenset({"test"})
 #: Column of the model name in a predictions file (optional).
 MODEL_COLUMN = "model"
-#: The row id's column when rows are slides grouped into patients (``patient_id`` is then the
-#: group): the column of the pipeline's slide-level predictions tables.
-SLIDE_COLUMN = "slide_id"
 #: A top-level key of metrics.json that is not a model.
 RESERVED_MODEL_NAMES = frozenset({"comparisons"})
 

@@ -56,13 +56,18 @@ def evaluation_unit(predictions: pd.DataFrame) -> str:
     return f"slide-level: {n_slides} slides of {n_patients} patients"
 
 
-def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.DataFrame, task: Task) -> list[str]:
+def ci_text(level: float) -> str:
+    """How a confidence level is written in headers: ``95% CI``, ``80% CI``, ``97.5% CI``."""
+    return f"{level * 100:g}% CI"
+
+
+def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.DataFrame, task: Task, level: float = 0.95) -> list[str]:
     survival = any("logrank_p" in m for m in metrics.values())
     repeats = any("n_repeats" in m for m in metrics.values())
     slides = any("n_slides" in m for m in metrics.values())
     names = [name for name in task.metric_names if any(name in m for m in metrics.values())]
     counts = [key for key in COUNT_LABELS if any(key in m for m in metrics.values())]
-    header = ["Model", *(f"{task.metric_labels.get(n, n)} [95% CI]" for n in names), *(["Slides"] if slides else []),
+    header = ["Model", *(f"{task.metric_labels.get(n, n)} [{ci_text(level)}]" for n in names), *(["Slides"] if slides else []),
               "Patients", *(COUNT_LABELS[k] for k in counts), "Folds"]
     if repeats:
         header.append("Repeats")
@@ -97,7 +102,7 @@ def _method_lines(settings: Mapping[str, Any] | None, survival: bool, task: Task
     if not settings:
         return [*lines, f"95% confidence intervals: percentile bootstrap over patients.{clusters}"]
     text = (
-        f"95% confidence intervals: percentile bootstrap over patients "
+        f"{settings.get('ci_level', 0.95) * 100:g}% confidence intervals: percentile bootstrap over patients "
         f"({settings.get('n_resamples', '?')} resamples, seed {settings.get('seed', '?')}); "
         f"resamples on which a metric is undefined (e.g. a single class) are redrawn for that metric."
     )
@@ -142,7 +147,7 @@ def write_report(
         Key/value facts about the run (dataset, encoder, run id, ...), printed verbatim as a
         list, in the given order -- e.g. an encoder marked as a demo appears as such.
     settings
-        Optional ``{"n_resamples", "seed", "threshold", "n_repeats"}`` used, described under the table.
+        Optional ``{"n_resamples", "seed", "threshold", "n_repeats", "ci_level"}`` used, described under the table.
     notes
         Optional warnings to list at the end (e.g. models scored on different patients).
     task
@@ -171,7 +176,7 @@ def write_report(
 
     lines += ["## Results", ""]
     if metrics:
-        lines += _results_table(metrics, predictions, task)
+        lines += _results_table(metrics, predictions, task, (settings or {}).get("ci_level", 0.95))
     else:
         lines.append("No model was scored.")
     lines += [""] + _method_lines(settings, survival, task, SLIDE_COLUMN in predictions) + [""]

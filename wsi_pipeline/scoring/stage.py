@@ -58,6 +58,7 @@ def score_predictions(
     context: Mapping[str, Any] | None = None,
     source: str = "predictions table",
     caption: str | None = None,
+    ci_level: float = 0.95,
 ) -> dict[str, dict[str, Any]]:
     """Score every model in a predictions table for its task and write metrics, plots and a report.
 
@@ -93,6 +94,9 @@ def score_predictions(
         Name of the table's origin (e.g. its file path) for error messages.
     caption
         A line printed under every plot (e.g. the encoder, flagged when it is a demo).
+    ci_level
+        Confidence level of every interval (the workflow's ``scoring.ci_level``), named in
+        the report and the plots.
 
     Returns
     -------
@@ -132,7 +136,7 @@ def score_predictions(
 
     metrics: dict[str, dict[str, Any]] = {}
     for model, rows in df.groupby("model", sort=True):
-        metrics[model], model_notes = _score_model(model, rows, task, n_resamples, seed, follow_up, source)
+        metrics[model], model_notes = _score_model(model, rows, task, n_resamples, seed, follow_up, source, ci_level)
         notes += model_notes
     notes += _cohort_notes(df)
 
@@ -141,7 +145,7 @@ def score_predictions(
     from wsi_pipeline.scoring.plots import plot_km, plot_task
 
     first = df[df[REPEAT_COLUMN] == df[REPEAT_COLUMN].min()]
-    plot_task(task, first, plots_dir, metrics=metrics, caption=caption)
+    plot_task(task, first, plots_dir, metrics=metrics, caption=caption, ci_level=ci_level)
     for model in metrics:
         km_path = plots_dir / km_plot_name(model)
         followed = follow_up is not None and first.loc[first["model"] == model, list(follow_up)].notna().all(axis=1).any()
@@ -152,7 +156,7 @@ def score_predictions(
             km_path.unlink()
 
     settings = {"n_resamples": n_resamples, "seed": seed, "threshold": getattr(task.config, "threshold", None),
-                "n_repeats": int(df[REPEAT_COLUMN].nunique())}
+                "n_repeats": int(df[REPEAT_COLUMN].nunique()), "ci_level": ci_level}
     write_report(metrics, df, out, title=title, context=context, settings=settings, notes=notes, task=task)
     # metrics.json last: its presence means the whole stage completed.
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
@@ -161,7 +165,8 @@ def score_predictions(
 
 
 def _score_model(
-    model: str, rows: pd.DataFrame, task: Task, n_resamples: int, seed: int, follow_up: tuple[str, str] | None, source: str
+    model: str, rows: pd.DataFrame, task: Task, n_resamples: int, seed: int, follow_up: tuple[str, str] | None, source: str,
+    ci_level: float = 0.95,
 ) -> tuple[dict[str, Any], list[str]]:
     # Rows arrive sorted by patient_id (then slide_id) within each repeat, so models with the
     # same patients get the same resamples.
@@ -179,7 +184,9 @@ def _score_model(
     tables = [{c: group[c].to_numpy() for c in columns} for group in repeats]
     # Slide rows: draw patients, so a patient's correlated slides never count as independent.
     clusters = repeats[0]["patient_id"].to_numpy() if SLIDE_COLUMN in units else None
-    intervals = bootstrap_task_metrics(tables, task.metrics, task.metric_names, n_resamples=n_resamples, seed=seed, groups=clusters)
+    intervals = bootstrap_task_metrics(
+        tables, task.metrics, task.metric_names, n_resamples=n_resamples, level=ci_level, seed=seed, groups=clusters
+    )
     entry: dict[str, Any] = {}
     notes: list[str] = []
     for name, (interval, per_repeat) in intervals.items():

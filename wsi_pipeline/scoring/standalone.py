@@ -8,7 +8,7 @@ The inputs are read and checked by :mod:`wsi_pipeline.scoring.inputs`. Then:
   on the file's validation rows (never on the scored rows), the label-permutation p-value of
   the AUC, and paired comparisons (DeLong, paired bootstrap of the AUC difference) of each
   model with the mean-pool baseline, or of every pair; ``roc.png``, ``reliability.png``,
-  ``report.md`` and ``metrics.json`` (written last).
+  ``report.md``, the self-contained ``report.html`` and ``metrics.json`` (written last).
 - **multiclass, survival, regression**: the run's score stage
   (:func:`~wsi_pipeline.scoring.stage.score_predictions`) on the joined table: the task's
   metrics with bootstrap intervals, its plots and report.
@@ -31,15 +31,12 @@ from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.scoring.binary import BINARY_METRICS, binary_metric_arrays
 from wsi_pipeline.scoring.calibration import DEFAULT_BINS
 from wsi_pipeline.scoring.comparison import compare_models, comparison_pairs
-from wsi_pipeline.scoring.inputs import (
-    SLIDE_COLUMN,
-    Columns,
-    ScoringInputs,
-    load_inputs,
-)
+from wsi_pipeline.scoring.inputs import Columns, ScoringInputs, load_inputs
 from wsi_pipeline.scoring.layout import METRICS_FILE, PLOTS_DIR, ROC_PLOT
 from wsi_pipeline.scoring.permutation import auc_permutation_p
+from wsi_pipeline.scoring.predictions import SLIDE_COLUMN
 from wsi_pipeline.scoring.resample import bootstrap_weighted
+from wsi_pipeline.scoring.standalone_report import RELIABILITY_PLOT, write_binary_report
 from wsi_pipeline.scoring.threshold import (
     THRESHOLD_METHODS,
     Threshold,
@@ -48,8 +45,6 @@ from wsi_pipeline.scoring.threshold import (
 
 log = logging.getLogger(__name__)
 
-#: The reliability diagram's file in ``plots/``.
-RELIABILITY_PLOT = "reliability.png"
 #: metrics.json's key of the model comparisons (not a model).
 COMPARISONS_KEY = "comparisons"
 
@@ -161,7 +156,7 @@ def _score_with_stage(inputs: ScoringInputs, out: Path, settings: ScoringSetting
     return score_predictions(
         inputs.table, out, n_resamples=settings.n_resamples, seed=settings.seed, task=inputs.task,
         title=f"Scoring of {inputs.predictions_path.name}", source=str(inputs.predictions_path),
-        context=_context(inputs),
+        context=_context(inputs), ci_level=settings.ci_level,
     )
 
 
@@ -182,7 +177,6 @@ def _score_binary(inputs: ScoringInputs, out: Path, columns: Columns, settings: 
     comparisons = _comparisons(inputs, label, settings, notes)
 
     from wsi_pipeline.scoring.reliability_plot import plot_reliability
-    from wsi_pipeline.scoring.standalone_report import write_binary_report
 
     plots = out / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
