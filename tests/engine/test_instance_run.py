@@ -61,3 +61,10 @@ def test_instance_table_run_trains_and_scores(tmp_path):
     for model in ("abmil", "meanpool"):
         assert metrics[model]["auc"]["value"] >= 0.9, metrics[model]["auc"]
     assert "instance table" in (out / "report.md").read_text()
+    # Every fold's checkpoint, curves and chosen epoch are kept (issue 9 point 4).
+    training = pd.read_csv(out / "training.csv")
+    assert len(training) == 4 * 2 and set(training["model"]) == {"abmil", "meanpool"}
+    assert all((out / path / "model.pt").is_file() and (out / path / "history.json").is_file() for path in training["checkpoint"])
+    assert (out / "plots" / "training_curves.png").stat().st_size > 5000
+    assert "plots/training_curves.png" in (out / "report.md").read_text()
+    assert all("curves" not in item["info"] for item in record["items"] if item["stage"] == "train")  # not in run.json

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -12,12 +14,14 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.mil.registry import get_aggregator_spec, resolve_params
+from wsi_pipeline.mil.registry import closest, get_aggregator_spec, resolve_params
 from wsi_pipeline.mil.tasks.settings import CLASS_TASKS, accepted_settings, task_config
 
 if TYPE_CHECKING:  # the features layer imports torch; the config must load without it
@@ -235,6 +239,11 @@ def _registry_check(check: Callable[..., Any], *args: Any) -> Any:
         raise ValueError(error.what) from None
 
 
+#: The ``model`` settings ``model.grid`` may vary, and how many combinations it may have.
+GRID_SETTINGS = ("lr", "weight_decay", "hidden_dim", "dropout", "max_instances")
+MAX_GRID_POINTS = 16
+
+
 class ModelConfig(StrictModel):
     """MIL aggregators trained and compared, their settings, and how they train.
 
@@ -289,6 +298,13 @@ class ModelConfig(StrictModel):
         description="settings of individual aggregators, by name, e.g. {clam-sb: {k_sample: 16, dropout: 0.1}}; "
         "they override hidden_dim and dropout above",
     )
+    grid: dict[str, list[Any]] | None = Field(
+        None,
+        description="optional nested cross-validation: training setting -> values to try, e.g. {lr: [1e-4, 3e-4], "
+        f"dropout: [0.1, 0.25]}} (settings: {', '.join(GRID_SETTINGS)}; at most {MAX_GRID_POINTS} combinations); each "
+        "outer fold picks the combination with the lowest mean loss over validation.inner_folds inner folds of its own "
+        "training patients, then trains it on the fold; null: train with the settings above",
+    )
 
     @field_validator("device")
     @classmethod
@@ -333,19 +349,80 @@ class ModelConfig(StrictModel):
             _registry_check(resolve_params, name, self.aggregator_settings(name))
         return self
 
+    @field_validator("grid")
+    @classmethod
+    def _grid_of_known_settings(cls, value: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if value is None:
+            return None
+        checked: dict[str, list[Any]] = {}
+        for key, values in value.items():
+            if key not in GRID_SETTINGS:
+                close = "lr" if str(key).lower().replace("-", "_") == "learning_rate" else closest(key, list(GRID_SETTINGS))
+                hint = f"did you mean '{close}'? " if close else ""
+                raise ValueError(f"grid: {key!r} is not a setting the grid can vary; {hint}it varies {', '.join(GRID_SETTINGS)}")
+            if not values:
+                raise ValueError(f"grid: {key} lists no value; give at least one, or remove it")
+            # Each value is checked and converted as the plain field of that name is (lr: '1e-3' -> 0.001).
+            field = cls.model_fields[key]
+            adapter = TypeAdapter(Annotated[field.annotation, *field.metadata])
+            converted = []
+            for item in values:
+                try:
+                    converted.append(adapter.validate_python(item))
+                except ValidationError as error:
+                    raise ValueError(f"grid: {key} value {item!r}: {error.errors()[0]['msg']}") from None
+            if len(set(map(repr, converted))) != len(converted):
+                raise ValueError(f"grid: {key} lists a value twice: {values!r}")
+            checked[key] = converted
+        if not checked:
+            raise ValueError("grid is empty; give settings to vary, e.g. {lr: [1e-4, 3e-4]}, or remove it")
+        n_points = math.prod(len(values) for values in checked.values())
+        if n_points > MAX_GRID_POINTS:
+            sizes = " x ".join(f"{len(values)} {key}" for key, values in checked.items())
+            raise ValueError(
+                f"grid has {n_points} combinations ({sizes}); at most {MAX_GRID_POINTS}, since each is trained on every "
+                "inner fold of every outer fold: vary fewer settings or fewer values"
+            )
+        return checked
+
+    @model_validator(mode="after")
+    def _grid_fits_the_aggregators(self) -> ModelConfig:
+        for key in ("hidden_dim", "dropout"):
+            if key not in (self.grid or {}):
+                continue
+            overridden = sorted(name for name, params in self.aggregator_params.items() if key in params)
+            if overridden:
+                raise ValueError(
+                    f"grid varies {key} but aggregator_params sets {key} for {', '.join(overridden)}, which overrides it "
+                    "(the grid would change nothing there); remove one of the two"
+                )
+        for point in self.grid_points():  # every combination builds every aggregator
+            for name in self.aggregators:
+                _registry_check(resolve_params, name, self.aggregator_settings(name, point))
+        return self
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """The grid's combinations, in grid order (the last setting varies fastest); none without a grid."""
+        if not self.grid:
+            return []
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[key] for key in keys))]
+
     def tile_filters(self) -> tuple[tuple[str, str, float], ...]:
         """The tile QC filters applied when bags are read: (tiling column, '>=' or '<=', threshold)."""
         filters = (("tissue_fraction", ">=", self.min_tissue), ("pen_fraction", "<=", self.max_pen), ("blur", ">=", self.min_blur))
         return tuple((column, op, float(value)) for column, op, value in filters if value is not None)
 
-    def aggregator_settings(self, name: str) -> dict[str, Any]:
+    def aggregator_settings(self, name: str, point: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The settings this workflow gives aggregator ``name``, beyond the registry's defaults.
 
         ``hidden_dim`` and ``dropout`` when set and the aggregator has them, overridden by its
-        entry in ``aggregator_params``.
+        entry in ``aggregator_params``. ``point``: a grid combination (:meth:`grid_points`),
+        whose ``hidden_dim``/``dropout`` replace the section's own.
         """
         accepted = get_aggregator_spec(name).params
-        settings = {key: getattr(self, key) for key in ("hidden_dim", "dropout") if key in accepted and getattr(self, key) is not None}
+        shared = {key: (point or {}).get(key, getattr(self, key)) for key in ("hidden_dim", "dropout")}
+        settings = {key: value for key, value in shared.items() if key in accepted and value is not None}
         settings.update(self.aggregator_params.get(name, {}))
         return settings
 
@@ -430,6 +507,9 @@ class ValidationConfig(StrictModel):
         1, ge=1, description="repetitions of the n_folds-fold split, each with its own shuffle; metrics are averaged over repeats"
     )
     val_fraction: float = Field(0.2, gt=0, lt=0.5)
+    inner_folds: int = Field(
+        3, ge=2, description="inner folds of each outer fold's training patients for nested CV (used only with model.grid)"
+    )
     stratify_site: bool = Field(
         False, description="also stratify the outer folds by the cohort table's 'site' column, when it has one"
     )

@@ -49,6 +49,12 @@ from wsi_pipeline.mil.predictions import (
 )
 from wsi_pipeline.mil.targets import encode_targets
 from wsi_pipeline.mil.tasks.registry import workflow_task
+from wsi_pipeline.mil.training_record import (
+    TRAINING_FILE,
+    remove_stale_checkpoints,
+    write_training_table,
+)
+from wsi_pipeline.scoring.layout import PLOTS_DIR, TRAINING_CURVES_PLOT
 from wsi_pipeline.scoring.predictions import load_predictions
 from wsi_pipeline.sources.registry import get_source_factory
 from wsi_pipeline.store.feature_store import FeatureStore
@@ -205,6 +211,9 @@ def train_stage(
 ) -> pd.DataFrame | None:
     """Cross-validate every aggregator, one task per (repeat, fold, aggregator); writes ``predictions.csv`` and ``folds.csv``.
 
+    Each task writes its fold's ``training/<fold>-<aggregator>/`` (``model.pt``, ``history.json``);
+    the stage then writes ``training.csv`` and ``plots/training_curves.png`` (:func:`write_training_record`).
+
     The cohort's task (bound to its patients) is what every fold trains for; patients
     without features, or without a target the task may do without (a survival task's
     follow-up), are recorded as excluded. Training tasks hold a GPU slot when the cluster has
@@ -241,7 +250,7 @@ def train_stage(
             **({"slide_names": source.slide_names()} if workflow.model.bags == "slide" else {}),
         }
     )
-    if is_fresh(config.output_dir, "train", key, [predictions_path]):
+    if is_fresh(config.output_dir, "train", key, [predictions_path, config.output_dir / TRAINING_FILE]):
         record.add([ItemOutcome("train", "cross-validation", "skipped", reason="predictions up to date")])
         console.print("  train: skipped (predictions.csv is up to date for these features and settings)")
         return load_predictions(predictions_path, task=task)
@@ -261,7 +270,8 @@ def train_stage(
     items = [
         (
             f"{plan.name}-{name}",
-            (plan, name, source, {p: targets[p] for p in plan.patients}, task, workflow.model, config.seed, threads),
+            (plan, name, source, {p: targets[p] for p in plan.patients}, task, workflow.model, config.seed, threads,
+             workflow.validation, str(config.output_dir)),
         )
         for plan in plans
         for name in workflow.model.aggregators
@@ -276,9 +286,30 @@ def train_stage(
     # Popped: the rows go to predictions.csv, not a second time into run.json.
     rows = [row for o in outcomes for row in o.info.pop("predictions")]
     write_predictions(assemble_predictions(rows, cohort, encoder_id), predictions_path)
+    write_training_record(config, outcomes)
     mark_fresh(config.output_dir, "train", key)
     # Score what was written, so a later run scoring the file sees exactly the same table.
     return load_predictions(predictions_path, task=task)
+
+
+def write_training_record(config: RunConfig, outcomes: list[ItemOutcome]) -> None:
+    """``training.csv`` (one row per repeat, fold and aggregator) and ``plots/training_curves.png`` from the training outcomes.
+
+    The fold checkpoints they point to were written by the training tasks themselves; folders an
+    earlier run left for folds or models this run does not have are removed.
+    """
+    from wsi_pipeline.scoring.context import report_context
+    from wsi_pipeline.scoring.training_plot import plot_training_curves
+
+    rows, curves = [], []
+    for outcome in outcomes:
+        row = outcome.info["training"]
+        rows.append(row)
+        # Popped: the curves are the figure's; run.json keeps the row only.
+        curves.append({"model": row["model"], "repeat": row["repeat"], "fold": row["fold"], **outcome.info.pop("curves")})
+    write_training_table(rows, config.output_dir / TRAINING_FILE)
+    remove_stale_checkpoints(config.output_dir, [row["checkpoint"] for row in rows])
+    plot_training_curves(curves, config.output_dir / PLOTS_DIR / TRAINING_CURVES_PLOT, caption=report_context(config).caption)
 
 
 def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord, task: Task | None = None) -> None:

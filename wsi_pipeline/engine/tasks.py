@@ -7,11 +7,17 @@ the work is already complete; it writes atomically and marks completion last; it
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsi_pipeline.cohort.table import SlideRecord
-from wsi_pipeline.config.workflow import FeaturesConfig, ModelConfig, TilingConfig
+from wsi_pipeline.config.workflow import (
+    FeaturesConfig,
+    ModelConfig,
+    TilingConfig,
+    ValidationConfig,
+)
 from wsi_pipeline.engine.outcome import ItemOutcome, guarded
 from wsi_pipeline.mil.cohort_bags import BagSource, load_bags
 from wsi_pipeline.mil.splits import FoldPlan
@@ -267,6 +273,8 @@ def train_task(
     model: ModelConfig,
     seed: int,
     threads: int,
+    validation: ValidationConfig | None = None,
+    output_dir: str | None = None,
 ) -> ItemOutcome:
     """Train one aggregator on one fold (of one repeat) for the task and predict its test patients.
 
@@ -282,24 +290,48 @@ def train_task(
     ``task`` is bound to the cohort and fitted here, on the fold's fit patients.
     ``model.device`` is resolved here, on the worker (``'auto'``: its GPU when it has one),
     since the client may have no GPU while the workers do; the device is recorded in ``info``.
+
+    With ``model.grid`` the settings are chosen by nested CV on inner folds of the fold's
+    training patients (``validation.inner_folds``, :func:`~wsi_pipeline.mil.nested.nested_train_fold`).
+    With ``output_dir`` the fold's ``model.pt`` and ``history.json`` are written to
+    ``<output_dir>/training/<fold>-<aggregator>/`` by this task, on its worker; ``info`` carries
+    the fold's ``training.csv`` row and its loss curves (:func:`~wsi_pipeline.mil.training_record.record_fold`).
     """
     name = f"{getattr(plan, 'name', '?')}-{aggregator}"
 
     def work() -> ItemOutcome:
         from wsi_pipeline.mil.cv import train_fold
+        from wsi_pipeline.mil.nested import nested_train_fold, point_config
         from wsi_pipeline.mil.train import TrainConfig, resolve_device
+        from wsi_pipeline.mil.training_record import record_fold
 
         set_torch_threads(worker_threads(threads))
         device = resolve_device(model.device)
         config = TrainConfig.from_model(model)  # checked when the workflow was loaded
         bags = load_bags(source, plan.patients, by_slide=config.bags != "patient-early")
         names = dict(source.slide_names()) if config.bags == "slide" else None
-        rows = train_fold(plan, aggregator, bags, targets, config, seed, task=task, device=device, slide_names=names)
+        started = time.perf_counter()
+        if model.grid:  # nested CV: the grid point chosen on inner folds of this fold's training patients
+            inner = validation or ValidationConfig()
+            rows = nested_train_fold(plan, aggregator, bags, targets, model, seed, inner_folds=inner.inner_folds,
+                                     val_fraction=inner.val_fraction, config=config, task=task, device=device, slide_names=names)
+            config = point_config(config, model, aggregator, rows.attrs["history"]["grid_search"]["chosen"])
+        else:
+            rows = train_fold(plan, aggregator, bags, targets, config, seed, task=task, device=device, slide_names=names)
+        seconds = time.perf_counter() - started
         history = rows.attrs.get("history", {})
+        # The worker writes the fold's checkpoint into the run folder itself: the engine already
+        # requires every worker to write there (tiling QC; preflight checks the "output folder" for
+        # writing on each worker), and the weights then never travel through the scheduler, nor
+        # into the outcome that run.json records. Only small values come back (a row, the curves).
+        record = record_fold(history, plan=plan, aggregator=aggregator, config=config, output_dir=output_dir,
+                             features_id=source.features_id, device=str(device), seconds=seconds)
         keys = ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_score", "selection_metric",
                 "bags_per_step", "fitted_state")
         info = {"predictions": rows.to_dict(orient="records"), "training": {k: history.get(k) for k in keys},
                 "device": str(device)}
+        info["training"].update(record["training"])
+        info["curves"] = record["curves"]  # popped by the train stage: the figure's, not run.json's
         return ItemOutcome("train", name, "done", info=info)
 
     return guarded("train", name, work)

@@ -42,6 +42,18 @@ ID_COLUMNS = ("patient_id", "model", "repeat", "fold")
 SLIDE_COLUMN = "slide_id"
 
 
+class SharedRecord(dict):
+    """A fold's training history in a frame's ``attrs``: shared, never deep-copied.
+
+    pandas deep-copies ``attrs`` into every frame or column derived from one; this record
+    holds the model and the fold's bags (a whole cohort in memory, or a streamed source with
+    reader threads), which must be neither copied on each column access nor pickled.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedRecord:
+        return self
+
+
 def prediction_columns(task: Task, by_slide: bool = False) -> tuple[str, ...]:
     """The columns of a prediction row for ``task``, in order.
 
@@ -149,7 +161,11 @@ def train_fold(
         },
         columns=list(prediction_columns(fitted, by_slide)),
     )
-    frame.attrs["history"] = history
+    # What the fold's checkpoint and nested CV's inner scores need (mil.checkpoint, mil.nested):
+    # the model, the fold's bags as the model saw them (a view, standardised on read: no copy),
+    # the test bags' keys in them, and the feature statistics standardisation used.
+    history.update(model=model, fold_bags=bags, test_keys=tuple(test_ids), feature_stats=getattr(bags, "stats", None))
+    frame.attrs["history"] = SharedRecord(history)
     return frame
 
 

@@ -105,6 +105,7 @@ def report_context(config: RunConfig) -> ReportContext:
             "instance features": "standardised per feature with each fold's fit patients' mean and std"
             if workflow.model.standardise
             else "as stored (not standardised)",
+            **model_selection_fact(config),
             "seed": config.seed,
         },
     )
@@ -116,3 +117,17 @@ def tile_filter_fact(config: RunConfig) -> dict[str, str]:
     if not filters or config.features_given:
         return {}
     return {"tile filter": ", ".join(f"{column} {op} {threshold:g}" for column, op, threshold in filters)}
+
+
+def model_selection_fact(config: RunConfig) -> dict[str, str]:
+    """The report's line on nested CV over ``model.grid`` (none without a grid)."""
+    model, validation = config.workflow.model, config.workflow.validation
+    if not model.grid:
+        return {}
+    shown = {key: ", ".join(format(v, "g") if isinstance(v, float) else str(v) for v in values) for key, values in model.grid.items()}
+    grid = "; ".join(f"{key} {values}" for key, values in shown.items())
+    return {
+        "model selection": f"nested CV over {len(model.grid_points())} combinations ({grid}): each outer fold trains the "
+        f"one with the lowest mean loss over {validation.inner_folds} inner folds of its training patients "
+        "(choices and inner scores in training.csv)"
+    }

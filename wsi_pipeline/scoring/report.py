@@ -15,6 +15,7 @@ from wsi_pipeline.scoring.layout import (
     PLOTS_DIR,
     REPORT_FILE,
     TASK_PLOTS,
+    TRAINING_CURVES_PLOT,
     km_plot_name,
 )
 from wsi_pipeline.scoring.predictions import (
@@ -183,6 +184,7 @@ def write_report(
 
     lines += ["## Plots", ""]
     lines += _task_plot_lines(task, plots)
+    lines += _training_lines(out)
     # Link survival plots only when this table has follow-up columns, so a plot left over
     # from an earlier run with other inputs is never presented as belonging to this one.
     if survival:
@@ -204,6 +206,26 @@ def write_report(
     if notes:
         lines += ["## Notes", ""] + [f"- {_cell(note)}" for note in notes] + [""]
     return atomic_write_text(out / REPORT_FILE, "\n".join(lines))
+
+
+def _training_lines(out: Path) -> list[str]:
+    """The report's lines on the train stage's record (curves, training.csv, checkpoints), when the run folder has them."""
+    if not (out / PLOTS_DIR / TRAINING_CURVES_PLOT).is_file():
+        return []  # a predictions file scored on its own: no training to show
+    return [
+        "### Training curves",
+        "",
+        f"![Training (dashed) and validation (solid) loss per epoch, chosen epoch marked]({PLOTS_DIR}/{TRAINING_CURVES_PLOT})",
+        "",
+        (
+            "Per fold and model: the chosen epoch, epochs run, whether early stopping ended training, the best "
+            "validation loss and score, seconds and device (and, with `model.grid`, the chosen settings and every grid "
+            "point's inner score) are in `training.csv`; the model (`model.pt`, rebuilt by "
+            "`wsi_pipeline.mil.checkpoint.load_fold_model`) and its full history (`history.json`) in "
+            "`training/<fold>-<model>/`."
+        ),
+        "",
+    ]
 
 
 def _task_plot_lines(task: Task, plots: Path) -> list[str]:
