@@ -6,7 +6,9 @@ settings and defaults), ``bags`` (bag checks), ``cohort_bags`` (which patients h
 the store; loading a fold's), ``splits`` (repeated fold plans), ``folds`` (a run's plan and
 ``folds.csv``), ``tasks`` (what is predicted: outputs, loss, predictions, metrics),
 ``targets`` (patients' targets by id), ``train`` (one fit), ``cv`` (out-of-fold predictions),
-``predictions`` (the run's ``predictions.csv``).
+``nested`` (nested CV over ``model.grid``), ``checkpoint`` (a fold's ``model.pt``/``history.json``,
+:func:`load_fold_model`), ``training_record`` (``training.csv``), ``predictions`` (the run's
+``predictions.csv``).
 
 Names are imported on first use: the config models check aggregator names and settings
 against ``registry`` when a workflow is loaded, and that must not import torch.
@@ -27,6 +29,8 @@ _EXPORTS = {
     "available_bags": "cohort_bags",
     "load_bags": "cohort_bags",
     "slide_entries": "cohort_bags",
+    "FoldModelInfo": "checkpoint",
+    "load_fold_model": "checkpoint",
     "ID_COLUMNS": "cv",
     "prediction_columns": "cv",
     "cross_validate": "cv",
@@ -48,6 +52,8 @@ _EXPORTS = {
     "get_aggregator_spec": "registry",
     "register_aggregator": "registry",
     "resolve_params": "registry",
+    "nested_train_fold": "nested",
+    "TRAINING_FILE": "training_record",
     "FoldPlan": "splits",
     "LeakageError": "splits",
     "assert_disjoint": "splits",
@@ -64,10 +70,12 @@ __all__ = [
     "FOLDS_FILE",
     "ID_COLUMNS",
     "PREDICTIONS_FILE",
+    "TRAINING_FILE",
     "Aggregator",
     "AggregatorSpec",
     "AvailableBags",
     "BagSource",
+    "FoldModelInfo",
     "FoldPlan",
     "H5Bags",
     "InstanceTableBags",
@@ -87,6 +95,8 @@ __all__ = [
     "folds_frame",
     "get_aggregator_spec",
     "load_bags",
+    "load_fold_model",
+    "nested_train_fold",
     "pad_bags",
     "plan_folds",
     "plan_run_folds",
@@ -102,6 +112,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
     from wsi_pipeline.mil.aggregators import Aggregator, pad_bags
+    from wsi_pipeline.mil.checkpoint import FoldModelInfo, load_fold_model
     from wsi_pipeline.mil.cohort_bags import (
         AvailableBags,
         BagSource,
@@ -123,6 +134,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
         plan_run_folds,
         write_folds,
     )
+    from wsi_pipeline.mil.nested import nested_train_fold
     from wsi_pipeline.mil.predictions import (
         PREDICTIONS_FILE,
         assemble_predictions,
@@ -151,6 +163,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
         fit_aggregator,
         predict_bags,
     )
+    from wsi_pipeline.mil.training_record import TRAINING_FILE
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
