@@ -8,12 +8,13 @@ import pytest
 
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.tasks import BinaryTask
+from wsi_pipeline.scoring.binary import BINARY_METRICS
 from wsi_pipeline.scoring.bootstrap import bootstrap_task_metrics
 from wsi_pipeline.scoring.formatting import format_value
 from wsi_pipeline.scoring.stage import load_predictions, score_predictions
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-METRIC_KEYS = {"auc", "accuracy", "balanced_accuracy"}
+METRIC_KEYS = set(BINARY_METRICS)  # the task's auc, accuracy, balanced accuracy and the rest of the binary set
 N_RESAMPLES = 60  # enough to exercise the code; keeps the suite fast
 
 

@@ -108,7 +108,9 @@ def _method_lines(settings: Mapping[str, Any] | None, survival: bool, task: Task
         f"resamples on which a metric is undefined (e.g. a single class) are redrawn for that metric."
     )
     if settings.get("threshold") is not None:
-        text += f" Accuracy and balanced accuracy use the threshold score \u2265 {settings['threshold']}."
+        text += (f" Accuracy and balanced accuracy use the threshold score \u2265 {settings['threshold']}; average precision,"
+                 " F1, sensitivity, specificity, PPV, NPV, Brier score and expected calibration error (10 equal-width"
+                 " bins), bootstrapped alike, are in metrics.json.")
     text += clusters
     n_repeats = int(settings.get("n_repeats") or 1)
     if n_repeats > 1:

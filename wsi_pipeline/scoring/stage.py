@@ -19,6 +19,7 @@ import pandas as pd
 
 from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.scoring.binary_intervals import binary_extras
 from wsi_pipeline.scoring.bootstrap import bootstrap_task_metrics
 from wsi_pipeline.scoring.layout import (
     METRICS_FILE,
@@ -102,8 +103,10 @@ def score_predictions(
     -------
     dict
         Model name -> ``{<metric>: {"value", "ci_low", "ci_high"}, ..., "n_patients": int,
-        <the task's counts>}`` (binary: ``auc``, ``accuracy``, ``balanced_accuracy`` and
-        ``n_positive``), plus ``"logrank_p"`` when follow-up columns exist and the task has
+        <the task's counts>}`` (binary: every metric of
+        :data:`~wsi_pipeline.scoring.binary.BINARY_METRICS` -- the task's ``auc``, ``accuracy``,
+        ``balanced_accuracy`` first, at the task's threshold -- and ``n_positive``), plus
+        ``"logrank_p"`` when follow-up columns exist and the task has
         predicted groups. Slide-level rows add ``"n_slides"`` (the counts are of slides).
         With several repeats, ``value`` is the mean over repeats, the
         interval the patient bootstrap of that mean (see
@@ -198,6 +201,10 @@ def _score_model(
                 f"{model}: {name}: {interval.n_undefined} bootstrap resample(s) were undefined (e.g. a single class) and "
                 f"were redrawn ({interval.n_resamples_used} used)."
             )
+    if task.name == "binary":
+        # metrics.json's full binary set: the task's own metrics above, the others bootstrapped here on the same draws.
+        entry.update(binary_extras(repeats, task.config.label_column, task.config.threshold, task.metric_names,
+                                   groups=clusters, n_resamples=n_resamples, level=ci_level, seed=seed))
     entry["n_patients"] = len(patients)
     if SLIDE_COLUMN in units:
         entry["n_slides"] = len(rows_of_first)

@@ -28,14 +28,13 @@ import pandas as pd
 
 from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.scoring.binary import BINARY_METRICS, binary_metric_arrays
+from wsi_pipeline.scoring.binary_intervals import binary_intervals
 from wsi_pipeline.scoring.calibration import DEFAULT_BINS
 from wsi_pipeline.scoring.comparison import compare_models, comparison_pairs
 from wsi_pipeline.scoring.inputs import Columns, ScoringInputs, load_inputs
 from wsi_pipeline.scoring.layout import METRICS_FILE, PLOTS_DIR, ROC_PLOT
 from wsi_pipeline.scoring.permutation import auc_permutation_p
 from wsi_pipeline.scoring.predictions import SLIDE_COLUMN
-from wsi_pipeline.scoring.resample import bootstrap_weighted
 from wsi_pipeline.scoring.standalone_report import RELIABILITY_PLOT, write_binary_report
 from wsi_pipeline.scoring.threshold import (
     THRESHOLD_METHODS,
@@ -215,14 +214,11 @@ def _score_binary_model(
     y = rows[label].to_numpy(dtype=np.float64)
     s = rows["score"].to_numpy(dtype=np.float64)
     groups = rows["patient_id"].to_numpy() if grouped else None
-    draws = bootstrap_weighted(
-        lambda w: binary_metric_arrays(y, s, threshold.value, w, n_bins=settings.n_bins),
-        len(rows), groups=groups, n_resamples=settings.n_resamples, seed=settings.seed,
-    )
+    intervals = binary_intervals(y, [s], threshold.value, groups=groups, n_resamples=settings.n_resamples,
+                                 level=settings.ci_level, seed=settings.seed, n_bins=settings.n_bins)
     entry: dict[str, Any] = {}
     notes = []
-    for name in BINARY_METRICS:
-        interval = draws.interval(name, settings.ci_level)
+    for name, (interval, _) in intervals.items():
         entry[name] = interval.as_dict()
         if interval.n_undefined:
             notes.append(f"{name}: {interval.n_undefined} bootstrap resample(s) were undefined and redrawn "
