@@ -139,3 +139,24 @@ def test_a_point_that_changes_nothing_for_the_aggregator_is_not_trained_twice(mo
     assert search["same_as"] == [None, None, 0, 1]
     assert search["inner_losses"][2] == search["inner_losses"][0] and search["inner_losses"][3] == search["inner_losses"][1]
     assert len(calls) == 2 * 2 + 1  # two distinct points x two inner folds, then the outer fold
+
+
+def test_a_point_that_fails_to_train_is_never_chosen_and_all_failing_fails_the_fold(monkeypatch):
+    from wsi_pipeline.errors import WSIPipelineError
+
+    original = nested.train_fold
+
+    def diverging(fold_plan, aggregator, given, targets, config, seed, **kwargs):
+        if config.lr > 1e-2:
+            raise WSIPipelineError("training diverged at epoch 0", where=f"aggregator {aggregator}", fix="lower model.lr")
+        return original(fold_plan, aggregator, given, targets, config, seed, **kwargs)
+
+    monkeypatch.setattr(nested, "train_fold", diverging)
+    plan = outer_plans(1)[0]
+    model = ModelConfig(aggregators=["meanpool"], max_epochs=1, patience=1, hidden_dim=8, grid={"lr": [0.5, 1e-3]})
+    search = nested_train_fold(plan, "meanpool", tiny_bags(), LABELS, model, seed=0, inner_folds=2, val_fraction=0.25).attrs["history"]["grid_search"]
+    assert search["scores"][0] == float("inf") and "diverged" in search["errors"][0] and search["errors"][1] is None
+    assert search["chosen"] == {"lr": 1e-3}
+    with pytest.raises(WSIPipelineError, match="every grid point failed to train; the first: aggregator meanpool: training diverged"):
+        nested_train_fold(plan, "meanpool", tiny_bags(), LABELS, model.model_copy(update={"grid": {"lr": [0.5, 0.9]}}), seed=0,
+                          inner_folds=2, val_fraction=0.25)
