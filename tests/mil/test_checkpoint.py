@@ -125,3 +125,23 @@ def test_loading_a_folder_without_a_checkpoint_says_what_to_do(tmp_path):
     torch.save({"format": 99}, tmp_path / MODEL_FILE)
     with pytest.raises(WSIPipelineError, match="format 1"):
         load_fold_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "spec", [{"type": "regression"}, {"type": "survival", "loss": "discrete", "n_bins": 3}, {"type": "survival", "loss": "cox"}]
+)
+def test_every_task_type_is_rebuilt_fitted_from_its_checkpoint(tmp_path, spec):
+    from wsi_pipeline.mil.tasks.registry import build_task
+
+    bags, _ = tiny_bags()
+    targets = {pid: float(i) if spec["type"] == "regression" else (float(i + 1), i % 2) for i, pid in enumerate(IDS)}
+    rows, config = trained("abmil", bags, targets, task=build_task(spec))
+    history = rows.attrs["history"]
+    save_fold_model(tmp_path, history["model"], history, aggregator="abmil", plan=PLAN, config=config, features_id=None, device="cpu")
+
+    model, info = load_fold_model(tmp_path)
+
+    assert info.task.name == spec["type"] and info.task.fitted_state == history["fitted_state"]
+    predicted = info.task.predictions(bag_outputs(model, info.prepare(bags), PLAN.test_ids))
+    for column, values in predicted.items():
+        np.testing.assert_array_equal(values, rows[column].to_numpy())
