@@ -281,8 +281,10 @@ def test_binary_cross_validation_matches_the_run_before_tasks_were_wired_in():
     """
     golden = json.loads(GOLDEN.read_text())
     bags, labels = synthetic_mil(n_bags=24, dim=16, seed=7)
-    # Standardisation (on by default since) did not exist then.
-    config = train_config(max_epochs=6, patience=3, hidden_dim=16, max_instances=32, lr=1e-3, standardise=False)
+    # Standardisation and the cosine schedule (on by default since) did not exist then.
+    config = train_config(
+        max_epochs=6, patience=3, hidden_dim=16, max_instances=32, lr=1e-3, standardise=False, lr_schedule="constant"
+    )
     frame = cross_validate(bags, labels, ["abmil", "meanpool"], n_folds=3, config=config, seed=5)
     for column in ("patient_id", "model", "fold", "label", "score"):
         assert frame[column].tolist() == golden["rows"][column], column

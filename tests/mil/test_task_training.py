@@ -138,8 +138,7 @@ def test_a_padded_mini_batch_gives_the_loss_of_its_bags_forwarded_one_by_one():
     targets = targets_for("survival", latent)
     ids = list(bags)
     task = SurvivalTask()
-    generator = torch.Generator().manual_seed(0)
-    batch, mask = train_module._training_batch([bags[p] for p in ids], None, generator, torch.device("cpu"))
+    batch, mask = train_module._batch([bags[p] for p in ids], torch.device("cpu"))
     assert batch.shape[0] == 6 and mask.sum().item() == sum(len(bags[p]) for p in ids)
     model = train_module.build_aggregator("abmil", 12, 1, hidden_dim=8, dropout=0.0).eval()
     y = torch.tensor([targets[p] for p in ids], dtype=torch.float32)
@@ -151,10 +150,11 @@ def test_a_padded_mini_batch_gives_the_loss_of_its_bags_forwarded_one_by_one():
 
 
 def test_steps_cut_a_shuffled_order_evenly():
-    generator = torch.Generator().manual_seed(0)
-    steps = train_module._steps(10, 4, generator)
-    assert [len(s) for s in steps] == [4, 3, 3] and sorted(i for s in steps for i in s) == list(range(10))
-    assert [len(s) for s in train_module._steps(5, 1, torch.Generator().manual_seed(0))] == [1] * 5
+    order = train_module.epoch_order(np.zeros(10), "shuffle", torch.Generator().manual_seed(0))
+    steps = train_module._steps(order, 4)
+    assert [len(s) for s in steps] == [4, 3, 3] and [i for s in steps for i in s] == order
+    assert sorted(order) == list(range(10)) and order != list(range(10))
+    assert [len(s) for s in train_module._steps(order[:5], 1)] == [1] * 5
 
 
 def test_a_cox_workflow_refuses_one_bag_per_step_and_clam_needs_class_targets():

@@ -287,6 +287,25 @@ class ModelConfig(StrictModel):
         description="standardise instance features per feature with the mean and std of each fold's fit patients' "
         "instances (applied to fit, validation and test bags); false: train on the features as stored",
     )
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine",
+        description="cosine: linear warm-up over warmup_epochs, then a half cosine to 0 at max_epochs (per optimiser step); "
+        "constant: lr throughout",
+    )
+    warmup_epochs: int = Field(0, ge=0, description="epochs of linear learning-rate warm-up (cosine schedule only)")
+    sampling: Literal["shuffle", "balanced"] = Field(
+        "shuffle",
+        description="shuffle: every fit bag once per epoch; balanced: draws with replacement, each class equally often "
+        "(classification tasks; set the task's balanced: false, which weights the loss instead)",
+    )
+    grad_accumulation: int = Field(1, ge=1, description="batches whose gradients make one optimiser step")
+    amp: bool = Field(True, description="bfloat16 autocast on a CUDA device (ignored on the CPU)")
+    bag_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="memory a training worker may hold the run's bags in (read once per run); bags that do not fit are "
+        "streamed from their source step by step; null: half the worker's memory limit",
+    )
     batch_bags: int | None = Field(
         None,
         ge=1,
@@ -556,6 +575,22 @@ class WorkflowPreset(StrictModel):
             raise ValueError(
                 "model.batch_bags is 1 but the survival task's cox loss compares the bags of a step with each other "
                 "(one bag gives loss 0); leave batch_bags unset (16) or set it to 8 or more, or use task.loss: discrete"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_class_balancing(self) -> WorkflowPreset:
+        if self.model.sampling != "balanced":
+            return self
+        if self.task.type not in CLASS_TASKS:
+            raise ValueError(
+                f"model.sampling: balanced draws each class equally often; a {self.task.type} task has no classes: "
+                "use sampling: shuffle"
+            )
+        if getattr(self.task, "balanced", False):
+            raise ValueError(
+                "model.sampling: balanced and task.balanced: true would both correct for class imbalance (rare classes "
+                "counted twice): set task.balanced: false to balance by sampling, or sampling: shuffle to weight the loss"
             )
         return self
 

@@ -19,7 +19,8 @@ from wsi_pipeline.config.workflow import (
     ValidationConfig,
 )
 from wsi_pipeline.engine.outcome import ItemOutcome, guarded
-from wsi_pipeline.mil.cohort_bags import BagSource, load_bags
+from wsi_pipeline.mil.bag_cache import StreamedBags, memory_budget, run_bags
+from wsi_pipeline.mil.cohort_bags import BagSource
 from wsi_pipeline.mil.splits import FoldPlan
 from wsi_pipeline.sources.protocol import (
     ReadOptions,
@@ -278,13 +279,13 @@ def train_task(
 ) -> ItemOutcome:
     """Train one aggregator on one fold (of one repeat) for the task and predict its test patients.
 
-    The task reads the bags of its fold's patients only (fit, validation, test), straight
-    from their source (the store, an instance table, .h5 files: ``source`` holds paths and
-    keys, never arrays), and keeps nothing once it returns: no worker holds the whole cohort's
-    features, and a worker's memory is what one fold needs, whatever the cohort's size. The
-    aggregators of a fold read the same bags again; that costs seconds against their
-    minutes of training, and caching them would pin a fold's features in the worker (a
-    GPU worker, too, that has an encoder to run) for as long as the process lives.
+    ``source`` holds paths and keys, never arrays. The bags come from
+    :func:`~wsi_pipeline.mil.bag_cache.run_bags`: when the source's bags fit the worker's
+    budget (``model.bag_memory_gb``) they are read once per worker and kept for the run's
+    other folds and aggregators (one source at a time: the next run's first task drops
+    them); when they do not, each bag is read from its source when a step needs it, the next
+    step's read running while this one computes. ``info`` records the mode and the share
+    of the epochs' time spent waiting for bags.
 
     ``targets`` holds the raw targets of the fold's patients (a small mapping, never arrays);
     ``task`` is bound to the cohort and fitted here, on the fold's fit patients.
@@ -308,7 +309,8 @@ def train_task(
         set_torch_threads(worker_threads(threads))
         device = resolve_device(model.device)
         config = TrainConfig.from_model(model)  # checked when the workflow was loaded
-        bags = load_bags(source, plan.patients, by_slide=config.bags != "patient-early")
+        budget = memory_budget(model.bag_memory_gb)
+        bags, bag_plan = run_bags(source, plan.patients, by_slide=config.bags != "patient-early", budget=budget)
         names = dict(source.slide_names()) if config.bags == "slide" else None
         started = time.perf_counter()
         if model.grid:  # nested CV: the grid point chosen on inner folds of this fold's training patients
@@ -328,8 +330,12 @@ def train_task(
                              features_id=source.features_id, device=str(device), seconds=seconds)
         keys = ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_score", "selection_metric",
                 "bags_per_step", "fitted_state")
+        if isinstance(bags, StreamedBags):
+            bags.close()
+        epoch_seconds, data_seconds = sum(history.get("epoch_seconds", [])), sum(history.get("data_seconds", []))
         info = {"predictions": rows.to_dict(orient="records"), "training": {k: history.get(k) for k in keys},
-                "device": str(device)}
+                "device": str(device), "bags": bag_plan.mode,
+                "data_share": round(data_seconds / epoch_seconds, 4) if epoch_seconds else None}
         info["training"].update(record["training"])
         info["curves"] = record["curves"]  # popped by the train stage: the figure's, not run.json's
         return ItemOutcome("train", name, "done", info=info)

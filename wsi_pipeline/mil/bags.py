@@ -36,6 +36,12 @@ def check_bags(bags: Mapping[str, np.ndarray], ids: Iterable[str]) -> int:
     WSIPipelineError
         Naming the patient, if a bag is missing, not 2-D, empty, of another width, or not finite.
     """
+    # A standardising view is checked on its raw bags (finite there iff finite after), and a
+    # streamed mapping checks each bag as it is read instead of reading every bag up front.
+    bags = getattr(bags, "raw", bags)
+    check_ids = getattr(bags, "check_ids", None)
+    if check_ids is not None:
+        return int(check_ids(ids))
     dim: int | None = None
     for pid in ids:
         if pid not in bags:

@@ -60,6 +60,14 @@ class BagSource(ABC):
     def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
         """Patient id -> the (N_i, D) instance features of each of the patient's slides (or bags), in order."""
 
+    @abstractmethod
+    def nbytes(self) -> int:
+        """What all the source's bags take in memory once loaded, known without loading them."""
+
+    def load_part(self, patient: str, index: int) -> np.ndarray:
+        """The patient's ``index``-th slide (or bag) alone; subclasses that can read one slide override this."""
+        return self.load_parts([patient])[patient][index]
+
     def slide_names(self) -> PatientSlides:
         """(patient id, the names of the patient's slides as the user knows them), in ``patient_slides`` order.
 
@@ -117,6 +125,21 @@ class StoreBagSource(BagSource):
         return {
             patient: [self._filtered(store, uid) for uid in uids] for patient, uids in self.patient_slides if patient in wanted
         }
+
+    def load_part(self, patient: str, index: int) -> np.ndarray:
+        """One slide's float16 features (tile filters applied), read alone."""
+        uids = dict(self.patient_slides)[patient]
+        return self._filtered(FeatureStore(self.store_root), uids[index])
+
+    def nbytes(self) -> int:
+        """Rows × width × 2 bytes of every slide entry, from the entries' attributes (before tile filters)."""
+        store = FeatureStore(self.store_root)
+        total = 0
+        for _, uids in self.patient_slides:
+            for uid in uids:
+                attrs = store.attrs(features_key(self.encoder_id, self.tiling_id, uid))
+                total += int(attrs.get("n_tiles", 0)) * int(attrs.get("dim", 0)) * np.dtype(attrs.get("dtype", "float16")).itemsize
+        return total
 
     def slide_names(self) -> PatientSlides:
         """The cohort's slide ids (:attr:`slide_ids`), or the store entries when none were given."""

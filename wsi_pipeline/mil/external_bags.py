@@ -137,6 +137,12 @@ class InstanceTableBags(BagSource):
             if patient in wanted
         }
 
+    def nbytes(self) -> int:
+        """Rows of the listed bags × feature columns × 4 bytes (float32), counted from the ``bag_id`` column."""
+        listed = {bag for _, bags in self.patient_slides for bag in bags}
+        counts = read_table(self.path, columns=["bag_id"])["bag_id"].value_counts()
+        return int(counts[counts.index.isin(listed)].sum()) * len(self.feature_columns) * 4
+
 
 def instance_feature_columns(frame: pd.DataFrame, task: Task, path: Path) -> tuple[str, ...]:
     """The feature columns of an instance table: every column but ids, targets, site and follow-up.
@@ -262,6 +268,20 @@ class H5Bags(BagSource):
             for patient, files in self.patient_slides
             if patient in wanted
         }
+
+    def nbytes(self) -> int:
+        """Every file's ``features`` size as stored, from the datasets' shapes (nothing read)."""
+        import h5py
+
+        total = 0
+        for _, files in self.patient_slides:
+            for file in files:
+                try:
+                    with h5py.File(file, "r") as h5:
+                        total += int(h5["features"].size * h5["features"].dtype.itemsize)
+                except (OSError, KeyError):
+                    continue  # reading the file names what is wrong with it
+        return total
 
 
 def load_h5_cohort(h5_dir: str | Path, table: str | Path, task: Task | str | None = None) -> ExternalBags:

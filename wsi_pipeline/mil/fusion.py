@@ -22,8 +22,15 @@ from pandas.api.types import is_numeric_dtype
 SLIDE_SEP = "\x1f"
 
 
-def slide_bags(bags: Mapping[str, np.ndarray | Sequence[np.ndarray]]) -> dict[str, np.ndarray]:
-    """``patient<SEP>i`` -> the patient's i-th slide bag; a patient given one array has one slide."""
+def slide_bags(bags: Mapping[str, np.ndarray | Sequence[np.ndarray]]) -> Mapping[str, np.ndarray]:
+    """``patient<SEP>i`` -> the patient's i-th slide bag; a patient given one array has one slide.
+
+    Bags streamed from their source (:class:`~wsi_pipeline.mil.bag_cache.StreamedBags`) give
+    their own slide view, which reads a slide when asked rather than every slide now.
+    """
+    view = getattr(bags, "slide_view", None)
+    if view is not None:
+        return view()
     out: dict[str, np.ndarray] = {}
     for pid, parts in bags.items():
         for i, part in enumerate([parts] if isinstance(parts, np.ndarray) else list(parts)):

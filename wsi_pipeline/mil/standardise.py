@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsi_pipeline.mil.bag_cache import prefetched
+
 #: A feature whose standard deviation over the fit instances is below this is only centred.
 MIN_STD = 1e-6
 
@@ -31,8 +33,9 @@ def fit_stats(bags: Mapping[str, np.ndarray], ids: Iterable[str]) -> FeatureStat
     Accumulated in float64 bag by bag (no concatenation); a constant feature gets std 1.
     """
     count, total, squares = 0, None, None
-    for pid in ids:
-        bag = np.asarray(bags[pid], dtype=np.float64)
+    ids = list(ids)
+    for (bag,) in prefetched(bags, [[pid] for pid in ids]):
+        bag = np.asarray(bag, dtype=np.float64)
         total = bag.sum(axis=0) if total is None else total + bag.sum(axis=0)
         squares = (bag**2).sum(axis=0) if squares is None else squares + (bag**2).sum(axis=0)
         count += bag.shape[0]
@@ -45,24 +48,46 @@ def fit_stats(bags: Mapping[str, np.ndarray], ids: Iterable[str]) -> FeatureStat
 
 
 class StandardisedBags(Mapping[str, np.ndarray]):
-    """``bags`` with every bag read as ``(bag - mean) / std`` (float32), computed on access."""
+    """``bags`` with every bag read as ``(bag - mean) / std`` (float32), computed on access.
+
+    Training reads :attr:`raw` bags and calls :meth:`apply` on the rows it keeps, so a
+    subsampled step standardises its rows only, and a streamed source is prefetched as itself.
+    """
 
     def __init__(self, bags: Mapping[str, np.ndarray], stats: FeatureStats) -> None:
-        self._bags = bags
+        self.raw = bags
         self.stats = stats
 
+    def apply(self, rows: np.ndarray) -> np.ndarray:
+        """``(rows - mean) / std`` as float32: one conversion copy, then in place.
+
+        numpy on one thread rather than torch: these are a few passes over memory, and torch's
+        threaded elementwise kernels stall on a machine whose cores are busy with other
+        workers (measured 10-20x slower than numpy there for a 512-row step).
+        """
+        x = np.array(rows, dtype=np.float32)  # always a copy: the cached bag is never written to
+        x -= self.stats.mean
+        x *= self._inverse_std
+        return x
+
+    @property
+    def _inverse_std(self) -> np.ndarray:
+        inverse = getattr(self, "_inverse", None)
+        if inverse is None:
+            inverse = self._inverse = (1.0 / self.stats.std).astype(np.float32)
+        return inverse
+
     def __getitem__(self, pid: str) -> np.ndarray:
-        bag = np.asarray(self._bags[pid], dtype=np.float32)
-        return (bag - self.stats.mean) / self.stats.std
+        return self.apply(self.raw[pid])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._bags)
+        return iter(self.raw)
 
     def __len__(self) -> int:
-        return len(self._bags)
+        return len(self.raw)
 
     def __contains__(self, pid: object) -> bool:
-        return pid in self._bags
+        return pid in self.raw
 
 
 def standardised(bags: Mapping[str, np.ndarray], fit_ids: Iterable[str]) -> StandardisedBags:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.aggregators.base import Aggregator, pad_bags
+from wsi_pipeline.mil.bag_cache import prefetched
 from wsi_pipeline.mil.bags import bag_tensor, check_bags
 from wsi_pipeline.mil.registry import (
     available_aggregators,
@@ -81,9 +82,23 @@ class TrainConfig:
         here (a config built by hand trains on the features as given); a workflow's ``model``
         section turns it on by default.
     bags
-        ``'patient-early'`` (a patient's slides concatenated into one bag) or ``'patient-late'``
-        (each slide a bag; the patient's prediction the mean over their slides,
-        :mod:`~wsi_pipeline.mil.fusion`).
+        ``'patient-early'`` (a patient's slides concatenated into one bag), ``'patient-late'``
+        (each slide a bag; the patient's prediction the mean over their slides) or ``'slide'``
+        (each slide a bag, predicted and scored on its own), :mod:`~wsi_pipeline.mil.fusion`.
+    lr_schedule, warmup_epochs
+        ``'constant'``, or ``'cosine'``: the learning rate rises linearly from 0 over
+        ``warmup_epochs`` then follows a half cosine to 0 at ``max_epochs``, updated every
+        optimiser step (:func:`lr_factor`).
+    sampling
+        ``'shuffle'``: every fit bag once per epoch, in a shuffled order; ``'balanced'``: as
+        many draws per epoch, with replacement, each stratum of the task
+        (``task.stratify_labels``: a class) drawn equally often (:func:`epoch_order`).
+    grad_accumulation
+        Optimiser steps take the gradients of this many consecutive batches (the loss of each
+        divided by it): a larger effective batch without its memory.
+    amp
+        On a CUDA device, forward passes run under bfloat16 autocast (no gradient scaling
+        needed, unlike float16); ignored on the CPU, where bfloat16 matmuls are slower.
     """
 
     max_epochs: int
@@ -95,6 +110,11 @@ class TrainConfig:
     batch_bags: int | None = None
     standardise: bool = False
     bags: str = "patient-early"
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    sampling: str = "shuffle"
+    grad_accumulation: int = 1
+    amp: bool = True
 
     @classmethod
     def from_model(cls, model: ModelConfig) -> TrainConfig:
@@ -109,6 +129,11 @@ class TrainConfig:
             batch_bags=model.batch_bags,
             standardise=model.standardise,
             bags=model.bags,
+            lr_schedule=model.lr_schedule,
+            warmup_epochs=model.warmup_epochs,
+            sampling=model.sampling,
+            grad_accumulation=model.grad_accumulation,
+            amp=model.amp,
         )
 
     def params_for(self, name: str) -> dict[str, Any]:
@@ -167,11 +192,11 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _one_bag(bag: np.ndarray | Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
     """A whole bag as a batch of one: bags (1, N, D) float32 and an all-True mask (1, N)."""
-    tensor = bag if isinstance(bag, Tensor) else bag_tensor(bag, device)
+    tensor = bag.to(device=device, dtype=torch.float32) if isinstance(bag, Tensor) else bag_tensor(bag, device)
     return tensor.unsqueeze(0), torch.ones((1, tensor.shape[0]), dtype=torch.bool, device=tensor.device)
 
 
-def bag_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
+def bag_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str], *, amp: bool = True) -> np.ndarray:
     """Return the model's outputs for each bag, whole bags, one at a time, in eval mode.
 
     Parameters
@@ -179,19 +204,34 @@ def bag_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence
     model
         An aggregator.
     bags
-        Patient id -> instance features (N, D).
+        Patient id -> instance features (N, D); a streamed mapping is read one bag ahead.
     ids
         The patients to score, in the order of the result.
+    amp
+        bfloat16 autocast when the model is on a CUDA device.
 
     Returns
     -------
     np.ndarray
         float64 outputs, shape (len(ids), model.n_outputs).
     """
+    return _timed_outputs(model, bags, ids, amp)[0]
+
+
+def _timed_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str], amp: bool) -> tuple[np.ndarray, float]:
+    """:func:`bag_outputs`, and the seconds spent waiting for and preparing bags (not computing)."""
     device = _model_device(model)
-    with _eval_mode(model):
-        rows = [model(*_one_bag(bags[pid], device))[0][0].double().cpu().numpy() for pid in ids]
-    return np.asarray(rows, dtype=np.float64).reshape(len(ids), model.n_outputs)
+    rows, data_seconds = [], 0.0
+    reader = prefetched(getattr(bags, "raw", bags), [[pid] for pid in ids])
+    apply = getattr(bags, "apply", None)
+    with _eval_mode(model), _autocast(device, amp):
+        for pid in ids:
+            waited = time.perf_counter()
+            bag = next(reader)[0]
+            batch = _one_bag(apply(np.asarray(bag)) if apply is not None else bag, device)
+            data_seconds += time.perf_counter() - waited
+            rows.append(model(*batch)[0][0].double().cpu().numpy())
+    return np.asarray(rows, dtype=np.float64).reshape(len(ids), model.n_outputs), data_seconds
 
 
 def predict_bags(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str], task: Task) -> dict[str, np.ndarray]:
@@ -263,27 +303,67 @@ def _score_rank(score: float) -> float:
     return -math.inf if math.isnan(score) else score
 
 
-def _training_bag(bag: np.ndarray, max_instances: int | None, generator: torch.Generator) -> np.ndarray:
-    """The bag, randomly subsampled to ``max_instances`` rows.
+def subsample_rows(n: int, max_instances: int | None, generator: torch.Generator) -> np.ndarray | None:
+    """Sorted indices of a random subset of at most ``max_instances`` of ``n`` rows; None keeps all.
 
     The kept rows stay in the bag's order: it reads memory in order, and the order matters to
     an aggregator with positional encoding (TransMIL).
     """
-    bag = np.asarray(bag)
-    if max_instances is not None and bag.shape[0] > max_instances:
-        keep = torch.randperm(bag.shape[0], generator=generator)[:max_instances]
-        bag = bag[np.sort(keep.numpy())]
-    return bag
+    if max_instances is None or n <= max_instances:
+        return None
+    return np.sort(torch.randperm(n, generator=generator)[:max_instances].numpy())
 
 
-def _training_batch(
-    bags: Sequence[np.ndarray], max_instances: int | None, generator: torch.Generator, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """Bags (each subsampled) as one padded float32 batch (B, N, D) with its mask (B, N)."""
-    parts = [_training_bag(bag, max_instances, generator) for bag in bags]
+def _training_rows(
+    bags: Mapping[str, np.ndarray], raw: np.ndarray, max_instances: int | None, generator: torch.Generator
+) -> np.ndarray | Tensor:
+    """One training bag: the raw bag subsampled first, then whatever view ``bags`` applies (standardisation).
+
+    Subsampling before standardising means a step touches ``max_instances`` rows, not the
+    whole bag: a 10,000-tile bag would otherwise be converted and standardised in full for
+    512 rows.
+    """
+    keep = subsample_rows(np.shape(raw)[0], max_instances, generator)
+    rows = np.asarray(raw) if keep is None else np.asarray(raw)[keep]
+    apply = getattr(bags, "apply", None)
+    return apply(rows) if apply is not None else rows
+
+
+def _batch(parts: Sequence[np.ndarray], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Bags as one padded float32 batch (B, N, D) with its mask (B, N)."""
     if len(parts) == 1:
         return _one_bag(parts[0], device)
     return pad_bags(parts, device=device)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """The learning rate's multiplier at optimiser step ``step`` (0-based).
+
+    ``'constant'``: 1. ``'cosine'``: ``(step + 1) / warmup_steps`` during warm-up, then
+    ``0.5 (1 + cos(pi t))`` with ``t`` going from 0 to 1 over the remaining steps.
+    """
+    if schedule == "constant":
+        return 1.0
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def epoch_order(strata: np.ndarray, sampling: str, generator: torch.Generator) -> list[int]:
+    """The fit bags of one epoch, as indices in the order they are used.
+
+    ``'shuffle'``: a permutation. ``'balanced'``: ``len(strata)`` draws with replacement,
+    each bag drawn with probability ``1 / (n_strata * count of its stratum)``, so every
+    stratum (class) is drawn equally often on average.
+    """
+    n = len(strata)
+    if sampling == "shuffle":
+        return torch.randperm(n, generator=generator).tolist()
+    _, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
+    return torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
 
 
 def fit_aggregator(
@@ -395,16 +475,23 @@ def default_task() -> Task:
     return BinaryTask()
 
 
-def _steps(n: int, per_step: int, generator: torch.Generator) -> list[list[int]]:
-    """A shuffled order of ``n`` fit bags cut into steps of at most ``per_step`` bags, sizes as even as possible.
+def _steps(order: Sequence[int], per_step: int) -> list[list[int]]:
+    """An epoch's order of fit bags cut into steps of at most ``per_step`` bags, sizes as even as possible.
 
-    One bag per step keeps the order of a plain shuffle. Several are cut evenly (10 bags at 4
-    per step: 4, 3, 3) so no step is left with a single bag, which a comparative loss cannot use.
+    One bag per step keeps the order. Several are cut evenly (10 bags at 4 per step: 4, 3, 3)
+    so no step is left with a single bag, which a comparative loss cannot use.
     """
-    order = torch.randperm(n, generator=generator).tolist()
+    order = list(order)
     if per_step == 1:
         return [[i] for i in order]
-    return [part.tolist() for part in np.array_split(np.asarray(order), math.ceil(n / per_step))]
+    return [part.tolist() for part in np.array_split(np.asarray(order), math.ceil(len(order) / per_step))]
+
+
+def _autocast(device: torch.device, amp: bool) -> AbstractContextManager[Any]:
+    """bfloat16 autocast on CUDA when ``amp``; nothing on the CPU."""
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def _train_loop(
@@ -423,24 +510,46 @@ def _train_loop(
 ) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     targets = torch.as_tensor(y_fit, dtype=torch.float32, device=device)
-    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_score": []}
+    strata = task.stratify_labels(y_fit)
+    accumulate = config.grad_accumulation
+    optimiser_steps = math.ceil(math.ceil(len(fit_ids) / per_step) / accumulate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, optimiser_steps * config.max_epochs, optimiser_steps * config.warmup_epochs, config.lr_schedule),
+    )
+    # Raw bags are read (and prefetched, when streamed) before the view's standardisation.
+    raw = getattr(bags, "raw", bags)
+    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_score": [], "lr": [], "epoch_seconds": [], "data_seconds": []}
     best_loss, best_score, best_epoch = math.inf, math.nan, -1
     best_state: dict[str, Tensor] | None = None
     stopped_early = False
 
     for epoch in range(config.max_epochs):
+        epoch_started = time.perf_counter()
+        data_seconds = 0.0
         model.train()
         total = torch.zeros((), device=device)  # summed on device: no sync per step on a GPU
-        steps = _steps(len(fit_ids), per_step, generator)
-        for step in steps:
-            batch, mask = _training_batch([bags[fit_ids[i]] for i in step], config.max_instances, generator, device)
-            loss = model.training_loss(batch, mask, targets[step], task.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
+        steps = _steps(epoch_order(strata, config.sampling, generator), per_step)
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+        reader = prefetched(raw, [[fit_ids[i] for i in step] for step in steps])
+        optimizer.zero_grad(set_to_none=True)
+        for index, step in enumerate(steps):
+            waited = time.perf_counter()
+            parts = [_training_rows(bags, bag, config.max_instances, generator) for bag in next(reader)]
+            batch, mask = _batch(parts, device)
+            data_seconds += time.perf_counter() - waited
+            with _autocast(device, config.amp):
+                loss = model.training_loss(batch, mask, targets[step], task.loss)
+            (loss / accumulate).backward()
+            if (index + 1) % accumulate == 0 or index + 1 == len(steps):
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+            total += loss.detach().float()
         train_loss = total.item() / len(steps)
-        val_loss, val_score = validation_scores(task, bag_outputs(model, bags, val_ids), y_val)
+        outputs, reading = _timed_outputs(model, bags, val_ids, config.amp)
+        val_loss, val_score = validation_scores(task, outputs, y_val)
+        data_seconds += reading
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise WSIPipelineError(
                 f"training diverged at epoch {epoch} (train loss {train_loss}, validation loss {val_loss})",
@@ -450,6 +559,8 @@ def _train_loop(
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
         history["val_score"].append(val_score)
+        history["epoch_seconds"].append(time.perf_counter() - epoch_started)
+        history["data_seconds"].append(data_seconds)
 
         if _improves(val_loss, val_score, best_loss, best_score):
             best_loss, best_score, best_epoch = val_loss, val_score, epoch

@@ -1,0 +1,143 @@
+"""Bags held once per worker when they fit the budget, streamed (and prefetched) when not."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wsi_pipeline.config.workflow import ModelConfig
+from wsi_pipeline.mil import bag_cache
+from wsi_pipeline.mil.bag_cache import StreamedBags, plan_bags, prefetched, run_bags
+from wsi_pipeline.mil.cohort_bags import StoreBagSource
+from wsi_pipeline.mil.cv import train_fold
+from wsi_pipeline.mil.splits import FoldPlan
+from wsi_pipeline.mil.train import TrainConfig
+from wsi_pipeline.store.feature_store import FeatureStore
+
+ENCODER, TILING = "enc-1", "til-1"
+
+
+def store_source(tmp_path, n_patients: int = 12, slides: int = 1, rows: int = 40, dim: int = 8) -> tuple[StoreBagSource, dict]:
+    """A real Zarr store with ``slides`` float16 feature entries per patient, and labels (half positive)."""
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    listing, labels = [], {}
+    for p in range(n_patients):
+        patient = f"P{p:02d}"
+        labels[patient] = p % 2
+        uids = []
+        for s in range(slides):
+            uid = f"u{p}-{s}"
+            features = rng.normal(size=(rows + 3 * s, dim)) + labels[patient]
+            writer = store.begin_features(ENCODER, TILING, uid, n_rows=len(features), dim=dim, attrs={})
+            writer.write(features)
+            writer.complete()
+            uids.append(uid)
+        listing.append((patient, tuple(uids)))
+    source = StoreBagSource(tuple(listing), store_root=str(tmp_path / "store"), encoder_id=ENCODER, tiling_id=TILING)
+    return source, labels
+
+
+class CountingSource(StoreBagSource):
+    """Counts the patients read and the threads that read them."""
+
+    reads: list = []  # noqa: RUF012 (a shared tally, reset by each test)
+
+    def load_parts(self, patients):
+        wanted = list(patients)
+        CountingSource.reads.append((tuple(wanted), threading.current_thread().name))
+        return super().load_parts(wanted)
+
+
+def counting(source: StoreBagSource) -> CountingSource:
+    CountingSource.reads = []
+    return CountingSource(source.patient_slides, store_root=source.store_root, encoder_id=ENCODER, tiling_id=TILING)
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    bag_cache.clear_cache()
+    yield
+    bag_cache.clear_cache()
+
+
+def test_nbytes_is_known_from_the_entries_without_reading_them(tmp_path):
+    source, _ = store_source(tmp_path, n_patients=3, slides=2, rows=10, dim=8)
+    # float16: (10 + 13) rows per patient, 8 features, 2 bytes
+    assert source.nbytes() == 3 * (10 + 13) * 8 * 2
+    assert plan_bags(source, budget=3 * 23 * 16).mode == "memory"
+    assert plan_bags(source, budget=3 * 23 * 16 - 1).mode == "streamed"
+
+
+def test_bags_that_fit_are_read_once_per_process_and_shared_between_tasks(tmp_path):
+    plain, _ = store_source(tmp_path)
+    source = counting(plain)
+    fold_a = [p for p in source.patients][:8]
+    fold_b = [p for p in source.patients][4:]
+    first, plan = run_bags(source, fold_a, budget=10**9)
+    second, _ = run_bags(source, fold_b, budget=10**9)
+    assert plan.mode == "memory" and "held in memory" in plan.describe()
+    read = [p for patients, _ in CountingSource.reads for p in patients]
+    assert sorted(read) == sorted(source.patients)  # each patient read exactly once over both tasks
+    assert second[fold_a[5]] is first[fold_a[5]]  # the same array, not a copy per task
+    np.testing.assert_array_equal(first[fold_a[0]], plain.load([fold_a[0]])[fold_a[0]])
+    assert bag_cache.cached_patients() == len(source.patients)
+
+    # Another source (the next run on a long-lived worker) replaces the cached bags.
+    other, _ = store_source(tmp_path / "other", n_patients=2)
+    run_bags(other, other.patients, budget=10**9)
+    assert bag_cache.cached_patients() == 2
+
+
+def test_bags_over_budget_are_streamed_and_prefetched_on_reader_threads(tmp_path):
+    plain, _ = store_source(tmp_path)
+    source = counting(plain)
+    bags, plan = run_bags(source, source.patients, budget=100)
+    assert isinstance(bags, StreamedBags) and plan.mode == "streamed" and "streamed" in plan.describe()
+    assert bag_cache.cached_patients() == 0 and CountingSource.reads == []  # nothing read up front
+    order = list(source.patients)[:5]
+    got = list(prefetched(bags, [[p] for p in order]))
+    expected = plain.load(order)
+    for (bag,), p in zip(got, order, strict=True):
+        np.testing.assert_array_equal(bag, expected[p])
+    threads = {thread for _, thread in CountingSource.reads}
+    assert all(t.startswith("bag-prefetch") for t in threads)
+    assert len(CountingSource.reads) == 5 and bags._pending == {}  # handed-out bags are not kept
+    with pytest.raises(KeyError):
+        bags["nobody"]
+    bags.close()
+
+
+def test_a_slide_view_of_streamed_bags_reads_one_slide_at_a_time(tmp_path):
+    source, _ = store_source(tmp_path, n_patients=3, slides=2)
+    bags = StreamedBags(source, source.patients, by_slide=True)
+    view = bags.slide_view()
+    assert len(view) == 6
+    key = list(view)[3]  # patient 1, slide 1
+    np.testing.assert_array_equal(view[key], source.load_parts(["P01"])["P01"][1])
+    bags.close()
+
+
+@pytest.mark.parametrize("layout", ["patient-early", "patient-late"])
+def test_training_on_streamed_bags_equals_training_on_bags_in_memory(tmp_path, layout):
+    source, labels = store_source(tmp_path, n_patients=12, slides=2 if layout == "patient-late" else 1)
+    ids = list(source.patients)
+    plan = FoldPlan(fold=0, fit_ids=tuple(ids[:6]), val_ids=tuple(ids[6:9]), test_ids=tuple(ids[9:]))
+    config = replace(
+        TrainConfig.from_model(ModelConfig(max_epochs=3, patience=3, hidden_dim=8, max_instances=16)), bags=layout
+    )
+    by_slide = layout != "patient-early"
+    in_memory, _ = run_bags(source, ids, by_slide=by_slide, budget=10**9)
+    streamed, _ = run_bags(source, ids, by_slide=by_slide, budget=1)
+    a = train_fold(plan, "abmil", in_memory, labels, config, seed=3)
+    b = train_fold(plan, "abmil", streamed, labels, config, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    assert a.attrs["history"]["val_loss"] == b.attrs["history"]["val_loss"]
+    history = b.attrs["history"]
+    assert len(history["data_seconds"]) == len(history["epoch_seconds"]) == history["epochs_run"]
+    assert all(0 <= d <= e for d, e in zip(history["data_seconds"], history["epoch_seconds"], strict=True))
+    streamed.close()
