@@ -116,3 +116,25 @@ def test_html_report_renders_offline_in_headless_chromium(scored, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert 'data-images="true,true"' in done.stdout
+
+
+def test_the_run_report_becomes_self_contained_html(tmp_path):
+    # A survival-followed binary table: ROC and two Kaplan-Meier plots, all linked from report.md.
+    from wsi_pipeline.scoring.stage import score_predictions
+
+    rng = np.random.default_rng(1)
+    y = np.arange(40) % 2
+    table = pd.concat([pd.DataFrame({"patient_id": [f"P{i:02d}" for i in range(40)], "model": m, "fold": np.arange(40) % 4,
+                                     "label": y, "score": rng.random(40), "pfs_months": rng.exponential(12, 40),
+                                     "event": rng.integers(0, 2, 40)}) for m in ("abmil", "meanpool")])
+    score_predictions(table, tmp_path, n_resamples=100, context={"encoder": "demo-resnet18-random — DEMO encoder, not a pathology model"})
+    markdown = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    parts = outline(page)
+    linked = markdown.count("](plots/")
+    assert linked == 3 and len(parts.images) == linked  # every plot the Markdown links is embedded
+    assert all(src.startswith("data:image/png;base64,") for src in parts.images)
+    assert all(url.startswith("data:") for url in parts.urls)
+    assert parts.headings[:3] == ["wsi-pipeline report", "Run", "Results"] and "Plots" in parts.headings
+    assert 'class="banner"' in page and "DEMO encoder, not a pathology model" in page
+    assert "<table>" in page and "<b>encoder</b>" in page

@@ -329,7 +329,7 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
     key = stage_key(
         {"predictions": content, "scoring": scoring.model_dump(mode="json"), "task": config.workflow.task_settings(), "seed": config.seed}
     )
-    outputs = [config.output_dir / "metrics.json", config.output_dir / "report.md"]
+    outputs = [config.output_dir / name for name in ("metrics.json", "report.md", "report.html")]
     if is_fresh(config.output_dir, "score", key, outputs):
         record.add([ItemOutcome("score", "report", "skipped", reason="metrics up to date")])
         console.print("  score: skipped (metrics.json is up to date for these predictions)")

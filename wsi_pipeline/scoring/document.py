@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,9 +122,17 @@ th { background: #f2f2f2; }
 tr:nth-child(even) td { background: #fafafa; }
 .banner { background: #fde8e8; border: 2px solid #b91c1c; color: #7f1d1d; padding: .6rem 1rem; font-weight: bold; }
 figure { margin: 1rem 0; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
+figure img { max-width: 100%; width: 40rem; border: 1px solid #ddd; }
 figcaption { font-size: .85rem; color: #555; }
+code { background: #f4f4f4; padding: 0 .2rem; }
 """
+
+
+def _inline(text: str) -> str:
+    """Escaped text with the two inline marks reports use: **bold** and `code`."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
 
 
 def _image_uri(path: Path) -> str:
@@ -140,16 +149,16 @@ def to_html(document: Document) -> str:
             level = min(max(block.level, 2), 6)
             parts.append(f"<h{level}>{e(block.text)}</h{level}>")
         elif isinstance(block, Paragraph):
-            parts.append(f"<p>{e(block.text)}</p>")
+            parts.append(f"<p>{_inline(block.text)}</p>")
         elif isinstance(block, Banner):
-            parts.append(f'<div class="banner" role="alert">{e(block.text)}</div>')
+            parts.append(f'<div class="banner" role="alert">{_inline(block.text)}</div>')
         elif isinstance(block, Facts):
-            parts.append("<ul>" + "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in block.items) + "</ul>")
+            parts.append("<ul>" + "".join(f"<li><b>{_inline(k)}</b>: {_inline(v)}</li>" for k, v in block.items) + "</ul>")
         elif isinstance(block, Bullets):
-            parts.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>")
+            parts.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{e(h)}</th>" for h in block.header)
-            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block.rows)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(block, Image):
             if Path(block.path).is_file():

@@ -1,4 +1,4 @@
-"""The scoring stage: predictions table in; metrics.json, plots and report.md out.
+"""The scoring stage: predictions table in; metrics.json, plots, report.md and report.html out.
 
 Runs once per run, on CPU, after all folds are trained. It is a pure function of
 (predictions, settings): the bootstrap is seeded, so re-running gives identical files.
@@ -27,6 +27,7 @@ from wsi_pipeline.scoring.layout import (
     km_plot_name,
     safe_name,
 )
+from wsi_pipeline.scoring.markdown_html import write_html_report
 from wsi_pipeline.scoring.predictions import (
     REPEAT_COLUMN,
     SLIDE_COLUMN,
@@ -75,7 +76,8 @@ def score_predictions(
         Output folder (created). Receives ``metrics.json``, the task's plots in ``plots/``
         (binary: ``roc.png``; multiclass: one-vs-rest ``roc.png``; regression:
         ``scatter.png``), ``plots/km_<model>.png`` (Kaplan-Meier curves of the task's
-        predicted groups, when follow-up columns exist) and ``report.md``.
+        predicted groups, when follow-up columns exist), ``report.md`` and ``report.html``
+        (the same report, plots embedded).
     n_resamples
         Bootstrap resamples per metric and model.
     seed
@@ -160,7 +162,8 @@ def score_predictions(
 
     settings = {"n_resamples": n_resamples, "seed": seed, "threshold": getattr(task.config, "threshold", None),
                 "n_repeats": int(df[REPEAT_COLUMN].nunique()), "ci_level": ci_level}
-    write_report(metrics, df, out, title=title, context=context, settings=settings, notes=notes, task=task)
+    report = write_report(metrics, df, out, title=title, context=context, settings=settings, notes=notes, task=task)
+    write_html_report(report)  # the same report, self-contained: plots embedded, opens offline
     # metrics.json last: its presence means the whole stage completed.
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info("scored %d model(s) into %s", len(metrics), out)

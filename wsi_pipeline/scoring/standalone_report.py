@@ -27,6 +27,7 @@ from wsi_pipeline.scoring.document import (
 )
 from wsi_pipeline.scoring.formatting import format_interval, format_p, format_value
 from wsi_pipeline.scoring.layout import PLOTS_DIR, REPORT_FILE, ROC_PLOT
+from wsi_pipeline.scoring.markdown_html import HTML_REPORT_FILE
 
 if TYPE_CHECKING:
     from wsi_pipeline.scoring.inputs import ScoringInputs
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from wsi_pipeline.scoring.threshold import Threshold
 
 
-#: The self-contained HTML report beside report.md.
-HTML_REPORT_FILE = "report.html"
 #: The reliability diagram's file in ``plots/``.
 RELIABILITY_PLOT = "reliability.png"
 
