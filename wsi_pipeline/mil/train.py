@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.aggregators.base import Aggregator, pad_bags
 from wsi_pipeline.mil.bag_cache import prefetched
-from wsi_pipeline.mil.bags import bag_tensor, check_bags
+from wsi_pipeline.mil.bags import Scratch, as_float32, bag_tensor, check_bags
 from wsi_pipeline.mil.registry import (
     available_aggregators,
     build_aggregator,
@@ -223,12 +223,12 @@ def _timed_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Seque
     device = _model_device(model)
     rows, data_seconds = [], 0.0
     reader = prefetched(getattr(bags, "raw", bags), [[pid] for pid in ids])
-    apply = getattr(bags, "apply", None)
+    scratch = Scratch()
     with _eval_mode(model), _autocast(device, amp):
         for pid in ids:
             waited = time.perf_counter()
-            bag = next(reader)[0]
-            batch = _one_bag(apply(np.asarray(bag)) if apply is not None else bag, device)
+            bag = np.asarray(next(reader)[0])
+            batch = _one_bag(_prepared(bags, bag, scratch.array(bag.shape)), device)
             data_seconds += time.perf_counter() - waited
             rows.append(model(*batch)[0][0].double().cpu().numpy())
     return np.asarray(rows, dtype=np.float64).reshape(len(ids), model.n_outputs), data_seconds
@@ -315,18 +315,24 @@ def subsample_rows(n: int, max_instances: int | None, generator: torch.Generator
 
 
 def _training_rows(
-    bags: Mapping[str, np.ndarray], raw: np.ndarray, max_instances: int | None, generator: torch.Generator
-) -> np.ndarray | Tensor:
-    """One training bag: the raw bag subsampled first, then whatever view ``bags`` applies (standardisation).
+    bags: Mapping[str, np.ndarray], raw: np.ndarray, max_instances: int | None, generator: torch.Generator, out: Scratch, slot: int
+) -> np.ndarray:
+    """One training bag as float32 rows: the raw bag subsampled first, then converted (and standardised).
 
     Subsampling before standardising means a step touches ``max_instances`` rows, not the
     whole bag: a 10,000-tile bag would otherwise be converted and standardised in full for
-    512 rows.
+    512 rows. The rows land in slot ``slot`` of ``out`` (the step's bags are used before the
+    next step overwrites them).
     """
     keep = subsample_rows(np.shape(raw)[0], max_instances, generator)
     rows = np.asarray(raw) if keep is None else np.asarray(raw)[keep]
+    return _prepared(bags, rows, out.array(rows.shape, slot))
+
+
+def _prepared(bags: Mapping[str, np.ndarray], rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``rows`` as float32 in ``out``, through the view's standardisation when ``bags`` has one."""
     apply = getattr(bags, "apply", None)
-    return apply(rows) if apply is not None else rows
+    return apply(rows, out) if apply is not None else as_float32(rows, out)
 
 
 def _batch(parts: Sequence[np.ndarray], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -519,6 +525,7 @@ def _train_loop(
     )
     # Raw bags are read (and prefetched, when streamed) before the view's standardisation.
     raw = getattr(bags, "raw", bags)
+    scratch = Scratch()  # float32 buffers reused step after step (fresh 40 MB arrays cost page faults)
     history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_score": [], "lr": [], "epoch_seconds": [], "data_seconds": []}
     best_loss, best_score, best_epoch = math.inf, math.nan, -1
     best_state: dict[str, Tensor] | None = None
@@ -535,7 +542,9 @@ def _train_loop(
         optimizer.zero_grad(set_to_none=True)
         for index, step in enumerate(steps):
             waited = time.perf_counter()
-            parts = [_training_rows(bags, bag, config.max_instances, generator) for bag in next(reader)]
+            parts = [
+                _training_rows(bags, bag, config.max_instances, generator, scratch, slot) for slot, bag in enumerate(next(reader))
+            ]
             batch, mask = _batch(parts, device)
             data_seconds += time.perf_counter() - waited
             with _autocast(device, config.amp):
