@@ -51,3 +51,14 @@ def test_train_fold_takes_statistics_from_fit_patients_only(monkeypatch, standar
     rows = cv.train_fold(plan, "meanpool", bags, labels, config, seed=0)
     assert seen == ([plan.fit_ids] if standardise else [])
     assert list(rows["patient_id"]) == list(plan.test_ids) and np.isfinite(rows["score"]).all()
+
+
+def test_statistics_stay_exact_for_a_feature_whose_mean_dwarfs_its_spread():
+    """Float32 sums of shifted rows, float64 across bags: as numpy's two-pass float64 statistics."""
+    rng = np.random.default_rng(3)
+    bags = {f"b{i}": np.stack([rng.normal(1000.0, 0.05, 3000), rng.normal(0.0, 1.0, 3000)], axis=1).astype(np.float32)
+            for i in range(4)}
+    stacked = np.concatenate(list(bags.values())).astype(np.float64)
+    stats = fit_stats(bags, list(bags))
+    np.testing.assert_allclose(stats.mean, stacked.mean(axis=0), rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(stats.std, stacked.std(axis=0), rtol=1e-4)

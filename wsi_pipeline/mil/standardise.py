@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from wsi_pipeline.mil.bag_cache import prefetched
-from wsi_pipeline.mil.bags import as_float32
+from wsi_pipeline.mil.bags import Scratch, as_float32
 
 #: A feature whose standard deviation over the fit instances is below this is only centred.
 MIN_STD = 1e-6
@@ -32,21 +32,32 @@ class FeatureStats:
 def fit_stats(bags: Mapping[str, np.ndarray], ids: Iterable[str]) -> FeatureStats:
     """Mean and standard deviation per feature over all instances of ``ids``' bags.
 
-    Accumulated in float64 bag by bag (no concatenation); a constant feature gets std 1.
+    Bag by bag (no concatenation): each bag's rows are shifted by the first bag's mean, summed
+    in float32 (torch's pairwise sums, into reused buffers) and accumulated across bags in
+    float64. The shift keeps ``E[x^2] - E[x]^2`` accurate for a feature whose mean is large
+    against its spread; float32 sums of a bag are 3-4x faster than converting it to float64,
+    which each fold of each aggregator does once. A constant feature gets std 1.
     """
-    count, total, squares = 0, None, None
+    count, total, squares, shift = 0, None, None, None
+    scratch = Scratch()
     ids = list(ids)
     for (bag,) in prefetched(bags, [[pid] for pid in ids]):
-        bag = np.asarray(bag, dtype=np.float64)
-        total = bag.sum(axis=0) if total is None else total + bag.sum(axis=0)
-        squares = (bag**2).sum(axis=0) if squares is None else squares + (bag**2).sum(axis=0)
+        bag = np.asarray(bag)
+        x = torch.from_numpy(as_float32(bag, scratch.array(bag.shape)))
+        if shift is None:
+            shift = x.mean(dim=0)
+        x.sub_(shift)
+        squared = torch.mul(x, x, out=torch.from_numpy(scratch.array(bag.shape, slot=1)))
+        bag_total, bag_squares = x.sum(dim=0).double().numpy(), squared.sum(dim=0).double().numpy()
+        total = bag_total if total is None else total + bag_total
+        squares = bag_squares if squares is None else squares + bag_squares
         count += bag.shape[0]
-    if total is None or squares is None or count == 0:
+    if total is None or squares is None or shift is None or count == 0:
         raise ValueError("no fit bags to take feature statistics from")
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    shifted_mean = total / count
+    std = np.sqrt(np.maximum(squares / count - shifted_mean**2, 0.0))
     std[std < MIN_STD] = 1.0
-    return FeatureStats(mean.astype(np.float32), std.astype(np.float32))
+    return FeatureStats((shifted_mean + shift.double().numpy()).astype(np.float32), std.astype(np.float32))
 
 
 class StandardisedBags(Mapping[str, np.ndarray]):
