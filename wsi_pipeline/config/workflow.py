@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from wsi_pipeline.config.submission import SubmissionConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.mil.registry import closest, get_aggregator_spec, resolve_params
 from wsi_pipeline.mil.tasks.settings import CLASS_TASKS, accepted_settings, task_config
@@ -542,6 +543,9 @@ class ScoringConfig(StrictModel):
     threshold: float = Field(
         0.5, gt=0, lt=1, description="a binary task's decision threshold (accuracy, balanced accuracy, predicted groups)"
     )
+    submission: SubmissionConfig | None = Field(
+        None, description="the challenge's submission file, written into the run folder by the score stage (none by default)"
+    )
 
 
 class WorkflowPreset(StrictModel):
@@ -567,6 +571,13 @@ class WorkflowPreset(StrictModel):
                 f"{', '.join(needs_classes)} train(s) an instance clustering loss on class targets; a {self.task.type} "
                 f"task has none: remove {', '.join(needs_classes)} from model.aggregators, or use a {' or '.join(CLASS_TASKS)} task"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _submission_of_a_trained_model(self) -> WorkflowPreset:
+        # Checked when the workflow loads: a typo would otherwise surface only after training.
+        if self.scoring.submission is not None:
+            self.scoring.submission.check(self.model.aggregators, self.task)
         return self
 
     @model_validator(mode="after")

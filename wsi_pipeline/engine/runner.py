@@ -330,6 +330,8 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         {"predictions": content, "scoring": scoring.model_dump(mode="json"), "task": config.workflow.task_settings(), "seed": config.seed}
     )
     outputs = [config.output_dir / name for name in ("metrics.json", "report.md", "report.html")]
+    if scoring.submission is not None:
+        outputs.append(config.output_dir / scoring.submission.file)
     if is_fresh(config.output_dir, "score", key, outputs):
         record.add([ItemOutcome("score", "report", "skipped", reason="metrics up to date")])
         console.print("  score: skipped (metrics.json is up to date for these predictions)")
@@ -346,6 +348,7 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         caption=context.caption,
         context=context.facts,
         ci_level=scoring.ci_level,
+        submission=scoring.submission,
     )
     record.add([ItemOutcome("score", "report", "done")])
     mark_fresh(config.output_dir, "score", key)

@@ -41,6 +41,7 @@ from wsi_pipeline.scoring.report import write_report
 from wsi_pipeline.scoring.survival import km_by_group
 
 if TYPE_CHECKING:
+    from wsi_pipeline.config.submission import SubmissionConfig
     from wsi_pipeline.mil.tasks.base import Task
 
 __all__ = ["load_predictions", "score_predictions"]
@@ -61,6 +62,7 @@ def score_predictions(
     source: str = "predictions table",
     caption: str | None = None,
     ci_level: float = 0.95,
+    submission: SubmissionConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score every model in a predictions table for its task and write metrics, plots and a report.
 
@@ -100,6 +102,10 @@ def score_predictions(
     ci_level
         Confidence level of every interval (the workflow's ``scoring.ci_level``), named in
         the report and the plots.
+    submission
+        The workflow's ``scoring.submission``: when given, its file is written into
+        ``out_dir`` (:func:`~wsi_pipeline.scoring.submission.write_submission`) and the
+        report's run facts name it.
 
     Returns
     -------
@@ -160,6 +166,11 @@ def score_predictions(
             # A plot from an earlier run on other inputs must not sit next to these results.
             km_path.unlink()
 
+    if submission is not None:
+        from wsi_pipeline.scoring.submission import write_submission
+
+        written = write_submission(df, submission, out, task.prediction_columns)
+        context = {**(context or {}), "submission": written.describe()}
     settings = {"n_resamples": n_resamples, "seed": seed, "threshold": getattr(task.config, "threshold", None),
                 "n_repeats": int(df[REPEAT_COLUMN].nunique()), "ci_level": ci_level}
     report = write_report(metrics, df, out, title=title, context=context, settings=settings, notes=notes, task=task)
