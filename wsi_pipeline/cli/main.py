@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from wsi_pipeline import __version__
+from wsi_pipeline.cli.compare_command import add_compare_parser, compare_command
 from wsi_pipeline.cli.score_command import (
     add_standalone_options,
     is_standalone,
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--slide-mpp", type=float, help="the slide's level-0 µm/px, overriding (or replacing missing) metadata")
     export.add_argument("--source", default="wsi", help="image source that reads it (default: wsi, OpenSlide)")
     add_store_parser(commands)
+    add_compare_parser(commands)
 
     models = commands.add_parser(
         "models", help="list the encoders (dim, input, mean/std, µm/px, tile size) and whether their weights are here",
@@ -152,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return store_command(args)
         if args.command == "models":
             return models_command(args)
+        if args.command == "compare":
+            return compare_command(args, console)
         if is_standalone(args):
             return standalone_score_command(args, console)
         if args.manifest is None:
