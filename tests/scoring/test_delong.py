@@ -78,3 +78,16 @@ def test_a_clearly_better_model_is_significant_and_a_twin_is_not():
     noise = rng.normal(0, 1, 200)
     assert delong_test(labels, good, noise).p_value < 1e-6
     assert delong_test(labels, good, good + 1.0).p_value == 1.0  # same ranking: difference 0, se 0
+
+
+def test_hanley_mcneil_1982_ct_ratings():
+    # Hanley and McNeil (1982, Radiology 143:29), Table 1: 109 CT images rated 1-5, 58 normal
+    # (33, 6, 6, 11, 2) and 51 abnormal (3, 2, 2, 11, 33). Published: area 0.893, standard error
+    # 0.032 by their exponential approximation. DeLong's (distribution-free) SE of the same area is
+    # not published there; it must land close to theirs.
+    ratings = np.arange(1, 6)
+    scores = np.r_[np.repeat(ratings, [33, 6, 6, 11, 2]), np.repeat(ratings, [3, 2, 2, 11, 33])]
+    labels = np.r_[np.zeros(58), np.ones(51)]
+    parts = delong_components(labels, scores)
+    assert round(float(parts.auc[0]), 3) == 0.893
+    assert np.sqrt(parts.covariance[0, 0]) == pytest.approx(0.032, abs=0.003)
