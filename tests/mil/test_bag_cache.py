@@ -141,3 +141,23 @@ def test_training_on_streamed_bags_equals_training_on_bags_in_memory(tmp_path, l
     assert len(history["data_seconds"]) == len(history["epoch_seconds"]) == history["epochs_run"]
     assert all(0 <= d <= e for d, e in zip(history["data_seconds"], history["epoch_seconds"], strict=True))
     streamed.close()
+
+
+def test_cached_bags_are_checked_once_when_read_and_a_bad_one_is_never_cached(tmp_path, monkeypatch):
+    source, _ = store_source(tmp_path, n_patients=4)
+    bags, _ = run_bags(source, source.patients, budget=10**9)
+    scans = []
+    monkeypatch.setattr(np, "isfinite", lambda *a, **k: scans.append(1) or np.ones((), bool))
+    assert bags.check_ids(list(source.patients)) == 8 and scans == []  # shapes only, no value scanned again
+    monkeypatch.undo()
+    with pytest.raises(Exception, match="no feature bag"):
+        bags.check_ids(["nobody"])
+
+    store = FeatureStore(tmp_path / "store")
+    writer = store.begin_features(ENCODER, TILING, "bad", n_rows=3, dim=8, attrs={})
+    writer.write(np.full((3, 8), np.inf))
+    writer.complete()
+    broken = StoreBagSource((("PX", ("bad",)),), store_root=source.store_root, encoder_id=ENCODER, tiling_id=TILING)
+    with pytest.raises(Exception, match="NaN or infinite"):
+        run_bags(broken, ["PX"], budget=10**9)
+    assert bag_cache.cached_patients() == 0

@@ -19,7 +19,6 @@ from wsi_pipeline.config.workflow import (
     ValidationConfig,
 )
 from wsi_pipeline.engine.outcome import ItemOutcome, guarded
-from wsi_pipeline.mil.bag_cache import StreamedBags, memory_budget, run_bags
 from wsi_pipeline.mil.cohort_bags import BagSource
 from wsi_pipeline.mil.splits import FoldPlan
 from wsi_pipeline.sources.protocol import (
@@ -301,6 +300,7 @@ def train_task(
     name = f"{getattr(plan, 'name', '?')}-{aggregator}"
 
     def work() -> ItemOutcome:
+        from wsi_pipeline.mil.bag_cache import StreamedBags, memory_budget, run_bags
         from wsi_pipeline.mil.cv import train_fold
         from wsi_pipeline.mil.nested import nested_train_fold, point_config
         from wsi_pipeline.mil.train import TrainConfig, resolve_device

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from wsi_pipeline.mil.bags import check_bags
 from wsi_pipeline.mil.cohort_bags import BagSource, load_bags
 
 #: Share of the worker's memory limit (or of the machine's available memory outside a
@@ -122,8 +123,12 @@ class _ProcessCache:
                 self.key, self.bags = key, {}
             missing = [p for p in wanted if p not in self.bags]
             if missing:
-                self.bags.update(load_bags(source, missing, by_slide=by_slide))
-            return {p: self.bags[p] for p in wanted if p in self.bags}
+                loaded = load_bags(source, missing, by_slide=by_slide)
+                for patient, bag in loaded.items():  # checked once, when read; never cached unchecked
+                    for part in bag if by_slide else [bag]:
+                        check_bags({patient: part}, [patient])
+                self.bags.update(loaded)
+            return CheckedBags({p: self.bags[p] for p in wanted if p in self.bags})
 
     def clear(self) -> None:
         with self.lock:
@@ -131,6 +136,31 @@ class _ProcessCache:
 
 
 _CACHE = _ProcessCache()
+
+
+class CheckedBags(dict):
+    """Bags already checked when they were read: :meth:`check_ids` looks at shapes, not values.
+
+    Scanning every value of every bag for NaN again in each task (each fold of each
+    aggregator) would cost seconds per task on a cohort that was checked once, when cached.
+    """
+
+    def check_ids(self, ids: Iterable[str]) -> int:
+        """The feature width common to ``ids``' bags; missing patients and width mismatches raise as check_bags does."""
+        ids = list(ids)
+        missing = [key for key in ids if key not in self]
+        if missing or not ids:
+            check_bags({}, missing)  # names the first missing patient (or that none was given)
+        widths = {key: self._width(self[key]) for key in ids}
+        first = ids[0]
+        for key, width in widths.items():
+            if width != widths[first]:
+                check_bags({first: np.empty((1, widths[first])), key: np.empty((1, width))}, [first, key])
+        return widths[first]
+
+    @staticmethod
+    def _width(bag: Any) -> int:
+        return int(np.shape(bag)[1]) if isinstance(bag, np.ndarray) else int(np.shape(bag[0])[1])
 
 
 def _cache_key(source: BagSource, by_slide: bool) -> str:
@@ -226,8 +256,6 @@ class StreamedBags(Mapping[str, Any]):
 
     def _checked(self, key: str, bag: Any) -> Any:
         """A bag as read, checked as :func:`~wsi_pipeline.mil.bags.check_bags` checks bags in memory."""
-        from wsi_pipeline.mil.bags import check_bags
-
         parts = list(bag) if self._by_slide else [bag]
         for part in parts:
             dim = check_bags({key: part}, [key])
@@ -242,8 +270,6 @@ class StreamedBags(Mapping[str, Any]):
         Every id must be listed (a missing one is named as check_bags names it); the first
         bag is read to learn the feature width; the others are checked as they are read.
         """
-        from wsi_pipeline.mil.bags import check_bags
-
         ids = list(ids)
         missing = [key for key in ids if key not in self._known]
         if missing or not ids:
