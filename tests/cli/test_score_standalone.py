@@ -92,6 +92,7 @@ BAD_BINARY = {
     "label not 0/1": ("truth", lambda t: t.assign(label=t["label"].where(t.index != 4, 2)), ["not 0 or 1", "P004"]),
     "missing score column": ("preds", lambda t: t.rename(columns={"score": "prob"}), ["no column 'score'", "--score-column", "prob"]),
     "missing label column": ("truth", lambda t: t.rename(columns={"label": "y"}), ["no column 'label'", "--label-column", "truth.csv"]),
+    "fold not an integer": ("preds", lambda t: t.assign(fold=np.where(t.index == 6, 1.5, 0)), ["'fold'", "integers >= 0", "P006"]),
     "missing id column": ("truth", lambda t: t.rename(columns={"patient_id": "case"}), ["no column 'patient_id'", "--id-column"]),
 }
 
@@ -143,7 +144,7 @@ def test_regression_is_scored_by_its_task(tmp_path):
     pd.DataFrame({"patient_id": ids, "label": target}).to_csv(tmp_path / "rt.csv", index=False)
     pd.DataFrame({"patient_id": ids, "score": target + rng.normal(0, 0.3, 30)}).to_csv(tmp_path / "rp.csv", index=False)
     assert score(tmp_path / "rp.csv", tmp_path / "rt.csv", tmp_path / "reg", "--n-resamples", "100", task="regression") == 0
-    assert json.loads((tmp_path / "reg" / "metrics.json").read_text())["rp"]["pearson_r"]["value"] > 0.8
+    assert json.loads((tmp_path / "reg" / "metrics.json").read_text())["rp"]["pearson"]["value"] > 0.8
 
 
 def test_multiclass_reads_one_probability_column_per_class(tmp_path, capsys):

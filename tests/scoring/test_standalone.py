@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
 
 from wsi_pipeline.scoring.inputs import Columns
 from wsi_pipeline.scoring.standalone import ScoringSettings, score_files
@@ -47,3 +49,22 @@ def test_several_rows_per_patient_resample_patients_and_skip_delong(tmp_path):
     assert comparison["delong"] is None and comparison["n_patients"] == 30
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["comparisons"] == metrics["comparisons"]
     assert "DeLong's test not computed (several rows per patient" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_fold_column_adds_per_fold_metrics(tmp_path):
+    rng = np.random.default_rng(2)
+    ids = [f"P{i:02d}" for i in range(60)]
+    y = np.arange(60) % 2
+    fold = np.arange(60) % 3
+    score = 1 / (1 + np.exp(-(rng.normal(0, 1, 60) + (y - 0.5) * 2)))
+    pd.DataFrame({"patient_id": ids, "label": y}).to_csv(tmp_path / "truth.csv", index=False)
+    pd.DataFrame({"patient_id": ids, "score": score, "fold": fold}).to_csv(tmp_path / "m.csv", index=False)
+    entry = score_files(tmp_path / "m.csv", tmp_path / "truth.csv", "binary", tmp_path / "out",
+                        settings=ScoringSettings(n_resamples=200))["m"]
+    assert entry["auc"]["value"] == pytest.approx(roc_auc_score(y, score))  # pooled
+    assert set(entry["per_fold"]) == {"0", "1", "2"}
+    for k in range(3):
+        part = entry["per_fold"][str(k)]
+        assert part["auc"]["value"] == pytest.approx(roc_auc_score(y[fold == k], score[fold == k]))
+        assert part["n_patients"] == 20 and part["auc"]["ci_low"] <= part["auc"]["value"] <= part["auc"]["ci_high"]
+    assert "Per fold" in (tmp_path / "out" / "report.md").read_text()

@@ -8,8 +8,8 @@ one file but not the other, empty or non-numeric scores, probabilities outside [
 with a single class, negative or missing survival times.
 
 The result is one table in the layout of the pipeline's own predictions file
-(:mod:`wsi_pipeline.scoring.predictions`): ``patient_id, model, fold`` (fold 0: a
-standalone file has no folds), the task's target columns as named by the user, and the task's
+(:mod:`wsi_pipeline.scoring.predictions`): ``patient_id, model, fold`` (the file's fold
+column when it has one, else 0), the task's target columns as named by the user, and the task's
 prediction columns (binary ``score``, multiclass ``prob_<class>`` and ``predicted``, survival
 ``risk``, regression ``prediction``). With a group column (several rows per patient, e.g.
 slides), ``patient_id`` is the group and the row id becomes ``slide_id``.
@@ -66,6 +66,9 @@ class Columns:
         Optional: the patient of each row (in either file), the bootstrap's resampling unit.
     split
         Optional predictions column: ``validation`` rows fix the threshold, ``test`` rows are scored.
+    fold
+        Optional predictions column: the cross-validation fold of each row (integers >= 0);
+        binary metrics are then also given per fold.
     """
 
     id: str = "patient_id"
@@ -76,6 +79,7 @@ class Columns:
     class_prefix: str = "prob_"
     group: str | None = None
     split: str = "split"
+    fold: str = "fold"
 
 
 @dataclass(frozen=True)
@@ -353,7 +357,8 @@ def _split(predictions: pd.DataFrame, columns: Columns, p_path: Path) -> pd.Seri
 def _join(predictions: pd.DataFrame, truth: pd.DataFrame, task: Task, task_name: str, columns: Columns,
           p_path: Path, t_path: Path, group: pd.Series | None) -> pd.DataFrame:
     ids = predictions[columns.id]
-    table = pd.DataFrame({"_id": ids.to_numpy(), "model": predictions[MODEL_COLUMN].to_numpy(), "fold": 0})
+    table = pd.DataFrame({"_id": ids.to_numpy(), "model": predictions[MODEL_COLUMN].to_numpy(),
+                          "fold": _folds(predictions, columns.fold, p_path, ids)})
     if group is None:
         table["patient_id"] = ids.to_numpy()
     else:
@@ -377,6 +382,21 @@ def _join(predictions: pd.DataFrame, truth: pd.DataFrame, task: Task, task_name:
         _probabilities(score, columns.score, p_path, ids)
     table[task.prediction_columns[0]] = score
     return table
+
+
+def _folds(predictions: pd.DataFrame, column: str, path: Path, ids: pd.Series) -> np.ndarray:
+    """The fold of each row: the fold column as integers >= 0, or 0 for every row without one."""
+    if column not in predictions.columns:
+        return np.zeros(len(predictions), dtype=np.int64)
+    values = _numeric(predictions, column, path, "the cross-validation fold", ids)
+    bad = (values < 0) | (values != np.round(values))
+    if bad.any():
+        raise WSIPipelineError(
+            f"column '{column}' holds {int(bad.sum())} value(s) that are not integers >= 0, e.g. "
+            f"{_listing(f'{i}: {v:g}' for i, v in zip(ids[bad], values[bad], strict=True))}",
+            where=str(path), fix=f"write folds as 0, 1, 2, ... in '{column}'",
+        )
+    return values.astype(np.int64)
 
 
 def _check_targets(truth: pd.DataFrame, task: Task, task_name: str, columns: Columns, t_path: Path) -> None:

@@ -232,7 +232,22 @@ def _score_binary_model(
     entry["threshold"] = threshold.as_dict()
     entry["auc_permutation_p"] = auc_permutation_p(y, s, groups=groups, n_permutations=settings.n_permutations, seed=settings.seed)
     entry["n_permutations"] = settings.n_permutations
+    if rows["fold"].nunique() > 1:
+        entry["per_fold"] = _per_fold(rows, label, threshold, grouped, settings)
     return entry, notes
+
+
+def _per_fold(rows: pd.DataFrame, label: str, threshold: Threshold, grouped: bool, settings: ScoringSettings) -> dict[str, Any]:
+    """Every metric on each fold's rows alone, with its own patient bootstrap (the pooled entry is the headline)."""
+    folds: dict[str, Any] = {}
+    for fold, part in rows.groupby("fold", sort=True):
+        groups = part["patient_id"].to_numpy() if grouped else None
+        intervals = binary_intervals(part[label].to_numpy(dtype=np.float64), [part["score"].to_numpy(dtype=np.float64)],
+                                     threshold.value, groups=groups, n_resamples=settings.n_resamples, level=settings.ci_level,
+                                     seed=settings.seed, n_bins=settings.n_bins)
+        folds[str(fold)] = {**{name: interval.as_dict() for name, (interval, _) in intervals.items()},
+                            "n_patients": int(part["patient_id"].nunique()), "n_positive": int(part[label].sum())}
+    return folds
 
 
 def _comparisons(inputs: ScoringInputs, label: str, settings: ScoringSettings, notes: list[str]) -> list[dict[str, Any]]:

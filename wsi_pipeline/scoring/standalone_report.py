@@ -59,6 +59,12 @@ def _metric_table(metrics: Mapping[str, Mapping[str, Any]], level: float) -> Tab
     return Table([f"Metric [{ci_text(level)}]", *models], rows)
 
 
+def _fold_cell(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return "n/a"
+    return f"{format_interval(entry['auc'])} (n={entry['n_patients']}, {entry['n_positive']} positive)"
+
+
 def _comparison_table(comparisons: Sequence[Mapping[str, Any]], level: float) -> Table:
     header = ["Model", "Reference", "Patients", f"AUC difference [{ci_text(level)}, paired bootstrap]", "Bootstrap p",
               "DeLong z", "DeLong p", f"DeLong {ci_text(level)}"]
@@ -104,6 +110,13 @@ def binary_document(
               "the gap between observed frequency and mean probability of each bin weighted by its share of rows. "
               f"AUC permutation p: {settings.n_permutations} shuffles of the labels among patients, one-sided (AUC > 0.5).")
     doc.add(Heading("Results"), _metric_table(metrics, level), Paragraph(threshold_text), Paragraph(method))
+    per_fold = [m for m in metrics if "per_fold" in metrics[m]]
+    if per_fold:
+        folds = sorted({f for m in per_fold for f in metrics[m]["per_fold"]}, key=int)
+        rows = [[f, *(_fold_cell(metrics[m]["per_fold"].get(f)) for m in per_fold)] for f in folds]
+        doc.add(Heading("Per fold", 3), Table(["Fold", *(f"{m}: AUC [{ci_text(level)}]" for m in per_fold)], rows),
+                Paragraph("Each fold's rows scored alone, with their own patient bootstrap; every metric per fold is in "
+                          "metrics.json (per_fold). The pooled values above are the headline."))
     doc.add(Heading("Comparisons"))
     if comparisons:
         doc.add(_comparison_table(comparisons, level), Paragraph(
