@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,10 @@ def table() -> pd.DataFrame:
 
 
 def test_ci_level_narrows_the_interval_and_names_itself(tmp_path):
-    wide = score_predictions(table(), tmp_path / "a", n_resamples=200)["abmil"]["auc"]
-    narrow = score_predictions(table(), tmp_path / "b", n_resamples=200, ci_level=0.8)["abmil"]["auc"]
+    # The ROC title's level is plot_roc's (checked by test_score_standalone); skipping plots keeps this fast.
+    with mock.patch("wsi_pipeline.scoring.plots.plot_task"):
+        wide = score_predictions(table(), tmp_path / "a", n_resamples=100)["abmil"]["auc"]
+        narrow = score_predictions(table(), tmp_path / "b", n_resamples=100, ci_level=0.8)["abmil"]["auc"]
     assert wide["value"] == narrow["value"] and wide["ci_low"] < narrow["ci_low"] < narrow["ci_high"] < wide["ci_high"]
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["abmil"]["auc"] == narrow
     report = (tmp_path / "b" / "report.md").read_text()
