@@ -14,6 +14,18 @@ Modules (one idea each):
 - ``atomic`` -- write-then-rename helpers so no half-written file is ever visible.
 - ``stage`` -- ``score_predictions``: the stage itself, chaining the above.
 - ``context`` -- what a run's report says about the run (title, plot caption, facts).
+- ``resample`` -- bootstrap resamples as row weights (patients drawn, a patient's rows together),
+  so a metric is computed for every resample at once.
+- ``binary``, ``calibration`` -- the eleven binary metrics (AUC ... Brier, ECE) as weighted sums;
+  ``binary_intervals`` -- their patient-bootstrap intervals over CV repeats.
+- ``threshold`` -- a binary decision threshold, fixed or chosen on validation rows (Youden, target
+  sensitivity), never on the scored ones.
+- ``delong``, ``permutation``, ``comparison`` -- DeLong's test (Sun and Xu's midranks), the
+  label-permutation p of an AUC, paired model comparisons (DeLong and a paired bootstrap).
+- ``inputs``, ``standalone``, ``standalone_report``, ``reliability_plot`` -- scoring any predictions
+  file against a truth file (``wsi-pipeline score --predictions ... --truth ...``).
+- ``document``, ``markdown_html`` -- reports as blocks rendered to Markdown and self-contained HTML.
+- ``compare`` -- the leaderboard of several scored runs (``wsi-pipeline compare``).
 
 Nothing is imported here on purpose: importing the package must stay cheap and must not
 import matplotlib (the engine imports ``stage`` only when it runs the stage).
