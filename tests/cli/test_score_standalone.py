@@ -144,7 +144,7 @@ def test_regression_is_scored_by_its_task(tmp_path):
     pd.DataFrame({"patient_id": ids, "label": target}).to_csv(tmp_path / "rt.csv", index=False)
     pd.DataFrame({"patient_id": ids, "score": target + rng.normal(0, 0.3, 30)}).to_csv(tmp_path / "rp.csv", index=False)
     assert score(tmp_path / "rp.csv", tmp_path / "rt.csv", tmp_path / "reg", "--n-resamples", "100", task="regression") == 0
-    assert json.loads((tmp_path / "reg" / "metrics.json").read_text())["rp"]["pearson_r"]["value"] > 0.8
+    assert json.loads((tmp_path / "reg" / "metrics.json").read_text())["rp"]["pearson"]["value"] > 0.8
 
 
 def test_multiclass_reads_one_probability_column_per_class(tmp_path, capsys):

@@ -35,19 +35,20 @@ EXPECTED = {
         "columns": ["patient_id", "model", "repeat", "fold", "label", "prob_0", "prob_1", "prob_2", "predicted",
                     "pfs_months", "event", "encoder"],
         "metrics": {"macro_auc", "accuracy", "balanced_accuracy", "macro_f1"},
-        "counts": {"n_per_class"},
-        "plots": {"roc.png"},
+        # Per-class metrics (bootstrapped, but undefined on some resamples of 12 patients) and the confusion matrix.
+        "counts": {"n_per_class", "confusion", *(f"{m}_{c}" for m in ("precision", "recall", "f1", "auc") for c in "012")},
+        "plots": {"roc.png", "confusion_abmil.png", "confusion_meanpool.png"},
     },
     "demo_regression": {
         "columns": ["patient_id", "model", "repeat", "fold", "target", "prediction", "pfs_months", "event", "encoder"],
-        "metrics": {"mae", "rmse", "r2", "pearson_r", "spearman_r"},
+        "metrics": {"mae", "rmse", "r2", "pearson", "spearman"},
         "counts": set(),
         "plots": {"scatter.png"},
     },
     "demo_survival": {
         "columns": ["patient_id", "model", "repeat", "fold", "pfs_months", "event", "risk", "encoder"],
         "metrics": {"c_index"},
-        "counts": {"n_events", "logrank_p"},
+        "counts": {"n_events", "logrank_p", "hazard_ratio", "risk_groups"},
         "plots": {"km_abmil.png", "km_meanpool.png"},
     },
 }

@@ -342,8 +342,8 @@ def test_regression_metrics_match_sklearn_and_scipy():
     assert got["mae"] == pytest.approx(mean_absolute_error(REG_Y, prediction))
     assert got["rmse"] == pytest.approx(np.sqrt(np.mean((REG_Y - prediction) ** 2)))
     assert got["r2"] == pytest.approx(r2_score(REG_Y, prediction))
-    assert got["pearson_r"] == pytest.approx(pearsonr(REG_Y, prediction).statistic)
-    assert got["spearman_r"] == pytest.approx(spearmanr(REG_Y, prediction).statistic)
+    assert got["pearson"] == pytest.approx(pearsonr(REG_Y, prediction).statistic)
+    assert got["spearman"] == pytest.approx(spearmanr(REG_Y, prediction).statistic)
 
 
 def harrell_by_hand(time, event, risk):

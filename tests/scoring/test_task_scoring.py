@@ -46,10 +46,13 @@ def task_for(kind: str):
     return {"multiclass": MulticlassTask(), "regression": RegressionTask(), "survival": SurvivalTask()}[kind]
 
 
+PER_CLASS = {f"{m}_{c}" for m in ("precision", "recall", "f1", "auc") for c in "012"}
 EXPECTED = {
-    "multiclass": ({"macro_auc", "accuracy", "balanced_accuracy", "macro_f1"}, {"n_per_class"}, {"roc.png"}, "One-vs-rest ROC"),
-    "regression": ({"mae", "rmse", "r2", "pearson_r", "spearman_r"}, set(), {"scatter.png"}, "Predicted against true"),
-    "survival": ({"c_index"}, {"n_events", "logrank_p"}, {"km_abmil.png", "km_meanpool.png"}, "Kaplan"),
+    "multiclass": ({"macro_auc", "accuracy", "balanced_accuracy", "macro_f1"}, {"n_per_class", "confusion", *PER_CLASS},
+                   {"roc.png", "confusion_abmil.png", "confusion_meanpool.png"}, "One-vs-rest ROC"),
+    "regression": ({"mae", "rmse", "r2", "pearson", "spearman"}, set(), {"scatter.png"}, "Predicted against true"),
+    "survival": ({"c_index"}, {"n_events", "logrank_p", "hazard_ratio", "risk_groups"}, {"km_abmil.png", "km_meanpool.png"},
+                 "Kaplan"),
 }
 
 

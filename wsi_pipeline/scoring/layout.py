@@ -45,3 +45,8 @@ def km_plot_name(model: str) -> str:
         The file name, relative to the plots directory.
     """
     return f"km_{safe_name(model)}.png"
+
+
+def confusion_plot_name(model: str) -> str:
+    """File name of a multiclass model's confusion matrices: ``confusion_<safe model name>.png``."""
+    return f"confusion_{safe_name(model)}.png"

@@ -38,6 +38,7 @@ from wsi_pipeline.scoring.survival import km_by_group
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
+    from wsi_pipeline.scoring.survival_metrics import RiskCutoff
 
 _DPI = 150
 
@@ -137,6 +138,7 @@ def plot_km(
     positive_name: str = "responder",
     task: Task | None = None,
     caption: str | None = None,
+    risk_cutoff: RiskCutoff | None = None,
 ) -> Path:
     """Kaplan-Meier curves of one model's two predicted groups (the task's risk groups).
 
@@ -161,6 +163,8 @@ def plot_km(
         The task whose groups are compared (its ``risk_groups``).
     caption
         A line printed under the plot.
+    risk_cutoff
+        A survival task's cut-off fixed elsewhere (on validation rows) instead of the median.
 
     Returns
     -------
@@ -201,7 +205,7 @@ def plot_km(
             where="predictions table",
             fix=f"fill in {time} and {event} from the cohort table",
         )
-    split = task.risk_groups(rows)
+    split = (risk_cutoff.groups(rows["risk"]), risk_cutoff.labels()) if risk_cutoff is not None else task.risk_groups(rows)
     if split is None:
         raise WSIPipelineError(f"a {task.name} task has no predicted groups to compare", where="predictions table",
                                fix="draw Kaplan-Meier curves for a binary or survival task")

@@ -23,6 +23,7 @@ from wsi_pipeline.scoring.predictions import (
     default_task,
     follow_up_columns,
 )
+from wsi_pipeline.scoring.task_report import task_sections
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
@@ -183,6 +184,7 @@ def write_report(
     else:
         lines.append("No model was scored.")
     lines += [""] + _method_lines(settings, survival, task, SLIDE_COLUMN in predictions) + [""]
+    lines += task_sections(metrics, task, out, ci_text((settings or {}).get("ci_level", 0.95)))
 
     lines += ["## Plots", ""]
     lines += _task_plot_lines(task, plots)

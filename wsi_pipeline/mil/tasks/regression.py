@@ -51,11 +51,11 @@ class RegressionTask(Task):
 
     name: ClassVar[str] = "regression"
     prediction_columns: ClassVar[tuple[str, ...]] = ("prediction",)
-    metric_names: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2", "pearson_r", "spearman_r")
+    metric_names: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2", "pearson", "spearman")
     selection_metric: ClassVar[str] = "neg_mse"
     plot_kind: ClassVar[str | None] = "scatter"
     metric_labels: ClassVar[dict[str, str]] = {
-        "mae": "MAE", "rmse": "RMSE", "r2": "R\u00b2", "pearson_r": "Pearson r", "spearman_r": "Spearman \u03c1",
+        "mae": "MAE", "rmse": "RMSE", "r2": "R\u00b2", "pearson": "Pearson r", "spearman": "Spearman \u03c1",
     }
 
     def __init__(self, config: RegressionConfig | None = None, *, mean: float | None = None, std: float | None = None) -> None:
@@ -182,8 +182,8 @@ class RegressionTask(Task):
             "mae": float(mean_absolute_error(y, p)),
             "rmse": math.sqrt(mean_squared_error(y, p)),
             "r2": float(r2_score(y, p)) if varies else math.nan,
-            "pearson_r": nan_if_undefined(pearsonr(y, p).statistic) if correlates else math.nan,
-            "spearman_r": nan_if_undefined(spearmanr(y, p).statistic) if correlates else math.nan,
+            "pearson": nan_if_undefined(pearsonr(y, p).statistic) if correlates else math.nan,
+            "spearman": nan_if_undefined(spearmanr(y, p).statistic) if correlates else math.nan,
         }
 
     # -- reporting ----------------------------------------------------------------------
