@@ -68,3 +68,15 @@ def test_a_fold_column_adds_per_fold_metrics(tmp_path):
         assert part["auc"]["value"] == pytest.approx(roc_auc_score(y[fold == k], score[fold == k]))
         assert part["n_patients"] == 20 and part["auc"]["ci_low"] <= part["auc"]["value"] <= part["auc"]["ci_high"]
     assert "Per fold" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_multiclass_probabilities_outside_0_1_are_refused(tmp_path):
+    from wsi_pipeline.errors import WSIPipelineError
+
+    ids = [f"M{i}" for i in range(6)]
+    pd.DataFrame({"patient_id": ids, "label": ["a", "b", "c"] * 2}).to_csv(tmp_path / "t.csv", index=False)
+    probs = np.full((6, 3), 1 / 3)
+    probs[4, 1] = 1.3
+    pd.DataFrame({"patient_id": ids, **{f"prob_{c}": probs[:, k] for k, c in enumerate("abc")}}).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(WSIPipelineError, match=r"'prob_b' holds 1 value\(s\) outside \[0, 1\], e.g. M4: 1.3"):
+        score_files(tmp_path / "p.csv", tmp_path / "t.csv", "multiclass", tmp_path / "out")
