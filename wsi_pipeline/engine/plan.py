@@ -131,7 +131,7 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     table.add_row("cluster", where)
     if not features_line:
         table.add_row("store", str(config.store_path))
-    table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, plots/roc.png, qc/")
+    table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, report.html, plots/roc.png, qc/")
     console.print(table)
     if problems:
         console.print(f"[red bold]{len(problems)} problem(s):[/red bold]")
