@@ -32,9 +32,13 @@ def add_standalone_options(score: argparse.ArgumentParser) -> None:
     group.add_argument("--event-column", default="event", help="truth of survival: 1 = event, 0 = censored (default event)")
     group.add_argument("--group-column", help="the patient of each row when a patient has several rows (slides): the bootstrap draws patients")
     group.add_argument("--split-column", default="split",
-                       help="predictions column marking 'validation' rows (fix the threshold) and 'test' rows (scored) (default split)")
+                       help="predictions column marking 'validation' rows (fix the binary threshold or the survival risk cut-off) and "
+                       "'test' rows (scored) (default split)")
     group.add_argument("--fold-column", default="fold",
                        help="optional predictions column with each row's cross-validation fold: binary metrics per fold too (default fold)")
+    group.add_argument("--subgroup-column", action="append", default=[], metavar="COLUMN",
+                       help="a column of either file to break the headline metrics down by (repeatable); 'site' is used "
+                       "whenever a file has it")
     group.add_argument("--threshold-method", default="fixed", choices=("fixed", "youden", "sensitivity"),
                        help="binary decision threshold: fixed (--threshold), or chosen on the validation rows (default fixed)")
     group.add_argument("--threshold", type=float, default=0.5, help="the fixed threshold (default 0.5)")
@@ -68,7 +72,7 @@ def standalone_score_command(args: argparse.Namespace, console: Console) -> int:
 
     columns = Columns(id=args.id_column, score=args.score_column, label=args.label_column, time=args.time_column,
                       event=args.event_column, class_prefix=args.class_prefix, group=args.group_column, split=args.split_column,
-                      fold=args.fold_column)
+                      fold=args.fold_column, subgroups=tuple(args.subgroup_column))
     settings = ScoringSettings(n_resamples=args.n_resamples, ci_level=args.ci_level, seed=args.seed,
                                threshold_method=args.threshold_method, threshold=args.threshold,
                                target_sensitivity=args.target_sensitivity)

@@ -69,6 +69,9 @@ class Columns:
     fold
         Optional predictions column: the cross-validation fold of each row (integers >= 0);
         binary metrics are then also given per fold.
+    subgroups
+        Columns (of either file) to break the headline metrics down by; ``site`` is used
+        whenever either file has it.
     """
 
     id: str = "patient_id"
@@ -80,6 +83,7 @@ class Columns:
     group: str | None = None
     split: str = "split"
     fold: str = "fold"
+    subgroups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class ScoringInputs:
         Whether rows are grouped into patients (a group column was given).
     predictions_path, truth_path
         The files read.
+    subgroups
+        The ``--subgroup-column`` columns, in ``table`` (as is ``site`` when a file has it).
     """
 
     table: pd.DataFrame
@@ -109,6 +115,7 @@ class ScoringInputs:
     grouped: bool
     predictions_path: Path
     truth_path: Path
+    subgroups: tuple[str, ...] = ()
 
 
 def _listing(values: Iterable[object]) -> str:
@@ -261,7 +268,7 @@ def load_inputs(
     """
     task = build_task(task_name, columns)
     p_path, t_path = Path(predictions_path), Path(truth_path)
-    text = [columns.id, MODEL_COLUMN, *([columns.group] if columns.group else []), columns.split]
+    text = [columns.id, MODEL_COLUMN, *([columns.group] if columns.group else []), columns.split, "site", *columns.subgroups]
     predictions = read_table(p_path, "predictions", text)
     truth = read_table(t_path, "truth", text)
 
@@ -320,7 +327,8 @@ def load_inputs(
     by_task(str(p_path), lambda: task.check_predictions(test))
     order = ["model", "patient_id", *([SLIDE_COLUMN] if group is not None else [])]
     clean = [frame.drop(columns="_id").sort_values(order, kind="stable").reset_index(drop=True) for frame in (test, validation)]
-    return ScoringInputs(clean[0], clean[1], task, sorted(test["model"].unique()), group is not None, p_path, t_path)
+    return ScoringInputs(clean[0], clean[1], task, sorted(test["model"].unique()), group is not None, p_path, t_path,
+                         tuple(columns.subgroups))
 
 
 def _group_column(predictions: pd.DataFrame, truth: pd.DataFrame, columns: Columns, p_path: Path, t_path: Path) -> pd.Series | None:
@@ -367,6 +375,10 @@ def _join(predictions: pd.DataFrame, truth: pd.DataFrame, task: Task, task_name:
     targets = truth.set_index(columns.id)
     for name in task.target_columns:
         table[name] = targets.loc[ids, name].to_numpy()
+    for name in _breakdown_columns(predictions, truth, columns, p_path, t_path):
+        if name not in table.columns:
+            # From the predictions when they have it (e.g. a site per model run), else the truth's value of the id.
+            table[name] = predictions[name].to_numpy() if name in predictions.columns else targets.loc[ids, name].to_numpy()
     if task_name == "multiclass":
         prefixed = [c for c in predictions.columns if str(c).startswith(columns.class_prefix)]
         for name in prefixed:
@@ -397,6 +409,18 @@ def _folds(predictions: pd.DataFrame, column: str, path: Path, ids: pd.Series) -
             where=str(path), fix=f"write folds as 0, 1, 2, ... in '{column}'",
         )
     return values.astype(np.int64)
+
+
+def _breakdown_columns(predictions: pd.DataFrame, truth: pd.DataFrame, columns: Columns, p_path: Path, t_path: Path) -> list[str]:
+    """``site`` when either file has it, then the ``--subgroup-column`` columns (each must be in one of the files)."""
+    for name in columns.subgroups:
+        if name not in predictions.columns and name not in truth.columns:
+            raise WSIPipelineError(
+                f"subgroup column '{name}' is in neither the predictions file nor the truth file {t_path}",
+                where=str(p_path), fix=f"add a '{name}' column to one of the files, or drop --subgroup-column {name}",
+            )
+    site = ["site"] if "site" in predictions.columns or "site" in truth.columns else []
+    return list(dict.fromkeys([*site, *columns.subgroups]))
 
 
 def _check_targets(truth: pd.DataFrame, task: Task, task_name: str, columns: Columns, t_path: Path) -> None:

@@ -11,7 +11,12 @@ The inputs are read and checked by :mod:`wsi_pipeline.scoring.inputs`. Then:
   ``report.md``, the self-contained ``report.html`` and ``metrics.json`` (written last).
 - **multiclass, survival, regression**: the run's score stage
   (:func:`~wsi_pipeline.scoring.stage.score_predictions`) on the joined table: the task's
-  metrics with bootstrap intervals, its plots and report.
+  metrics with bootstrap intervals, its plots and report. A survival task's risk groups
+  (Kaplan-Meier curves, log-rank test, Cox hazard ratio) are split at the validation rows'
+  median risk when the file has validation rows, else at the scored rows' median.
+
+With a ``site`` column in either file, or ``--subgroup-column`` columns, every model's entry
+also gets ``subgroups``: its headline metrics within each value (:mod:`~wsi_pipeline.scoring.subgroups`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ from wsi_pipeline.scoring.layout import METRICS_FILE, PLOTS_DIR, ROC_PLOT
 from wsi_pipeline.scoring.permutation import auc_permutation_p
 from wsi_pipeline.scoring.predictions import SLIDE_COLUMN
 from wsi_pipeline.scoring.standalone_report import RELIABILITY_PLOT, write_binary_report
+from wsi_pipeline.scoring.subgroups import (
+    SUBGROUPS_KEY,
+    subgroup_columns,
+    subgroup_entries,
+)
+from wsi_pipeline.scoring.survival_metrics import risk_cutoff
 from wsi_pipeline.scoring.threshold import (
     THRESHOLD_METHODS,
     Threshold,
@@ -147,15 +158,21 @@ def score_files(
 def _score_with_stage(inputs: ScoringInputs, out: Path, settings: ScoringSettings) -> dict[str, Any]:
     from wsi_pipeline.scoring.stage import score_predictions
 
-    if not inputs.validation.empty:
+    if not inputs.validation.empty and inputs.task.name != "survival":
         raise WSIPipelineError(
-            f"validation rows are only used to fix a binary decision threshold; a {inputs.task.name} task has none",
+            "validation rows fix a binary decision threshold or a survival risk cut-off; "
+            f"a {inputs.task.name} task has neither",
             where=str(inputs.predictions_path), fix="drop the validation rows (or the split column)",
         )
+    cutoffs = None
+    if inputs.task.name == "survival":
+        # Risk groups split at the validation rows' median risk, never at a value tuned on the scored rows.
+        cutoffs = {model: risk_cutoff(rows["risk"], inputs.validation.loc[inputs.validation["model"] == model, "risk"])
+                   for model, rows in inputs.table.groupby("model")}
     return score_predictions(
         inputs.table, out, n_resamples=settings.n_resamples, seed=settings.seed, task=inputs.task,
         title=f"Scoring of {inputs.predictions_path.name}", source=str(inputs.predictions_path),
-        context=_context(inputs), ci_level=settings.ci_level,
+        context=_context(inputs), ci_level=settings.ci_level, risk_cutoffs=cutoffs, subgroups=inputs.subgroups,
     )
 
 
@@ -168,11 +185,16 @@ def _score_binary(inputs: ScoringInputs, out: Path, columns: Columns, settings: 
     metrics: dict[str, Any] = {}
     notes: list[str] = []
     thresholds: dict[str, Threshold] = {}
+    breakdown = subgroup_columns(inputs.table, inputs.subgroups, where=str(inputs.predictions_path), option="--subgroup-column")
     for model in inputs.models:
         rows = inputs.table[inputs.table["model"] == model]
         thresholds[model] = _threshold(inputs, model, label, settings)
         metrics[model], model_notes = _score_binary_model(rows, label, thresholds[model], inputs.grouped, settings)
         notes += [f"{model}: {note}" for note in model_notes]
+        if breakdown:
+            metrics[model][SUBGROUPS_KEY] = subgroup_entries(
+                [rows.reset_index(drop=True)], inputs.task, breakdown, slide_level=inputs.grouped,
+                n_resamples=settings.n_resamples, level=settings.ci_level, seed=settings.seed)
     comparisons = _comparisons(inputs, label, settings, notes)
 
     from wsi_pipeline.scoring.reliability_plot import plot_reliability

@@ -28,6 +28,7 @@ from wsi_pipeline.scoring.document import (
 from wsi_pipeline.scoring.formatting import format_interval, format_p, format_value
 from wsi_pipeline.scoring.layout import PLOTS_DIR, REPORT_FILE, ROC_PLOT
 from wsi_pipeline.scoring.markdown_html import HTML_REPORT_FILE
+from wsi_pipeline.scoring.task_report import SUBGROUP_TEXT, subgroup_table
 
 if TYPE_CHECKING:
     from wsi_pipeline.scoring.inputs import ScoringInputs
@@ -117,6 +118,9 @@ def binary_document(
         doc.add(Heading("Per fold", 3), Table(["Fold", *(f"{m}: AUC [{ci_text(level)}]" for m in per_fold)], rows),
                 Paragraph("Each fold's rows scored alone, with their own patient bootstrap; every metric per fold is in "
                           "metrics.json (per_fold). The pooled values above are the headline."))
+    breakdown = subgroup_table(metrics, BINARY_LABELS, ci_text(level))
+    if breakdown is not None:
+        doc.add(Heading("Subgroups", 3), Table(*breakdown), Paragraph(SUBGROUP_TEXT))
     doc.add(Heading("Comparisons"))
     if comparisons:
         doc.add(_comparison_table(comparisons, level), Paragraph(

@@ -83,19 +83,38 @@ def _survival(metrics: Mapping[str, Mapping[str, Any]], ci: str) -> list[str]:
     ]
 
 
-def _subgroups(metrics: Mapping[str, Mapping[str, Any]], task: Task, ci: str) -> list[str]:
+#: What the subgroup table shows, under it.
+SUBGROUP_TEXT = ("The headline metrics within each value of each subgroup column (the site whenever the table has one), "
+                 "bootstrapped over that subgroup's patients like the pooled ones.")
+
+
+def subgroup_table(metrics: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str], ci: str) -> tuple[list[str], list[list[str]]] | None:
+    """The subgroup breakdowns of every model as a table (header, rows); ``None`` when there are none.
+
+    Parameters
+    ----------
+    metrics
+        metrics.json's content (model -> entries, some with ``subgroups``).
+    labels
+        How each metric is named (a task's ``metric_labels``).
+    ci
+        How intervals are headed, e.g. ``95% CI``.
+    """
     models = [(model, entry[SUBGROUPS_KEY]) for model, entry in metrics.items() if entry.get(SUBGROUPS_KEY)]
     if not models:
-        return []
-    names = [name for name in next(iter(next(iter(models[0][1].values())).values()), {}) if name not in ("n_patients", "n_slides")]
-    header = ["Model", "Column", "Value", "Patients", *(f"{task.metric_labels.get(n, n)} [{ci}]" for n in names)]
+        return None
+    first = next(iter(next(iter(models[0][1].values())).values()))
+    names = [name for name in first if name not in ("n_patients", "n_slides")]
+    header = ["Model", "Column", "Value", "Patients", *(f"{labels.get(n, n)} [{ci}]" for n in names)]
     rows = []
     for model, breakdown in models:
         for column, values in breakdown.items():
             for value, entry in values.items():
                 rows.append([_cell(model), _cell(column), _cell(value), str(entry["n_patients"]),
                              *(format_interval(entry[n]) for n in names)])
-    return ["## Subgroups", "",
-            ("The headline metrics within each value of each subgroup column (the site whenever the table has one), "
-            "bootstrapped over that subgroup's patients like the pooled ones."), "",
-            *_table(header, rows)]
+    return header, rows
+
+
+def _subgroups(metrics: Mapping[str, Mapping[str, Any]], task: Task, ci: str) -> list[str]:
+    table = subgroup_table(metrics, task.metric_labels, ci)
+    return [] if table is None else ["## Subgroups", "", SUBGROUP_TEXT, "", *_table(*table)]
