@@ -1,37 +1,36 @@
 """A leaderboard of runs: every (run, model) with its headline metric and CI, and paired tests against the leader.
 
-``wsi-pipeline compare RUN_A RUN_B ... --output DIR`` lands here. Each run folder holds what the
-score stage wrote (``metrics.json``), the out-of-fold ``predictions.csv`` and ``run.json`` (the
-task it was scored for). The runs must share a task type. The leaderboard ranks every (run,
-model) by the task's headline metric (its first: AUC, macro AUC, C-index; lower first for an
-error such as MAE) as ``metrics.json`` gives it, interval included.
+``wsi-pipeline compare RUN_A RUN_B ... [--output DIR] [--metric NAME]`` lands here. Each run
+folder is a finished run: what the score stage wrote (``metrics.json``), the out-of-fold
+``predictions.csv`` and ``run.json`` (the task it was scored for, when it finished). The runs
+must share a task type. The leaderboard ranks every (run, model) by the task's headline metric
+(its first: AUC, macro AUC, C-index; lower first for an error such as MAE), or ``--metric``, as
+``metrics.json`` gives it, interval included, beside the task's other headline metrics, the
+encoder, the number of patients and when the run finished.
 
-Paired tests compare each entry with the leader on the patients both scored (the same
-patients must be scored for the difference to mean anything): a paired bootstrap of the
-difference in the headline metric -- one draw of patients applied to both, and to every
-repeat of each, the metric averaged over repeats as in ``metrics.json`` -- and, for binary
-tasks with one repeat and one row per patient, DeLong's test. Writes ``leaderboard.csv``,
-``leaderboard.md``, the self-contained ``leaderboard.html`` and ``comparisons.json``.
+Each entry is tested against the leader on the patients both scored
+(:mod:`wsi_pipeline.scoring.paired`: DeLong for a binary AUC with one repeat and one row per
+patient, a paired bootstrap of the metric's difference otherwise; refused, with the reason, when
+the runs' truth differs for a shared patient). A run sharing no patient with the leader's is an
+error. Writes ``leaderboard.csv``, ``leaderboard.md``, the self-contained ``leaderboard.html``
+and ``comparisons.json``.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.scoring.binary import auc_weighted
-from wsi_pipeline.scoring.bootstrap import patient_rows
-from wsi_pipeline.scoring.delong import delong_test
+from wsi_pipeline.scoring.binary import BINARY_LABELS
 from wsi_pipeline.scoring.document import (
     Document,
     Heading,
@@ -42,13 +41,8 @@ from wsi_pipeline.scoring.document import (
 )
 from wsi_pipeline.scoring.formatting import format_interval, format_p
 from wsi_pipeline.scoring.layout import METRICS_FILE
-from wsi_pipeline.scoring.predictions import (
-    REPEAT_COLUMN,
-    SLIDE_COLUMN,
-    load_predictions,
-    unit_columns,
-)
-from wsi_pipeline.scoring.resample import bootstrap_weighted, percentile_interval
+from wsi_pipeline.scoring.paired import PairedResult, paired_metric_test
+from wsi_pipeline.scoring.predictions import load_predictions
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
@@ -74,14 +68,23 @@ class ScoredRun:
     task
         The task it was scored for.
     predictions
-        Its validated predictions table, or None when the folder has none (no paired tests then).
+        Its validated predictions table.
+    finished
+        When the run finished (run.json's ``finished``, else ``started``; empty when neither).
     """
 
     name: str
     folder: Path
     metrics: dict[str, Any]
     task: Task
-    predictions: pd.DataFrame | None
+    predictions: pd.DataFrame
+    finished: str = ""
+
+    def encoder(self, model: str) -> str:
+        """The features a model was trained on: predictions.csv's ``encoder`` column (empty without one)."""
+        if "encoder" not in self.predictions.columns:
+            return ""
+        return ", ".join(sorted(self.predictions.loc[self.predictions["model"] == model, "encoder"].dropna().astype(str).unique()))
 
 
 def _task_of(folder: Path) -> Task:
@@ -101,29 +104,33 @@ def _task_of(folder: Path) -> Task:
 
 
 def load_run(folder: str | os.PathLike[str], name: str | None = None) -> ScoredRun:
-    """Read a run folder's metrics, task and predictions.
+    """Read a finished run folder's metrics, task, predictions and finishing time.
 
     Raises
     ------
     WSIPipelineError
-        When the folder or its metrics.json is missing or unreadable.
+        Naming the folder, when it is not a finished run (no predictions.csv, metrics.json or
+        run.json) or one of them is unreadable.
     """
     folder = Path(folder)
+    missing = [name for name in (PREDICTIONS_FILE, METRICS_FILE, RUN_FILE) if not (folder / name).is_file()]
+    if missing:
+        what = "no such folder" if not folder.is_dir() else f"no {' and no '.join(missing)}"
+        raise WSIPipelineError(f"not a finished run: {what}", where=str(folder),
+                               fix="pass the output folder of a run whose score stage finished (it holds predictions.csv, "
+                                   "metrics.json and run.json); finish a run with `wsi-pipeline score MANIFEST`")
     metrics_path = folder / METRICS_FILE
-    if not metrics_path.is_file():
-        raise WSIPipelineError("no metrics.json: this run was not scored", where=str(folder),
-                               fix="pass a run's output folder after its score stage (wsi-pipeline score MANIFEST)")
     try:
         metrics = json.loads(metrics_path.read_text())
+        record = json.loads((folder / RUN_FILE).read_text())
     except ValueError as exc:
-        raise WSIPipelineError(f"metrics.json is not valid JSON ({exc})", where=str(metrics_path), fix="score the run again") from None
+        raise WSIPipelineError(f"not valid JSON ({exc})", where=str(folder), fix="score the run again") from None
     metrics = {m: v for m, v in metrics.items() if isinstance(v, dict)}  # a standalone file's 'comparisons' is a list
     task = _task_of(folder)
-    predictions = None
-    if (folder / PREDICTIONS_FILE).is_file():
-        predictions = load_predictions(folder / PREDICTIONS_FILE, task=task.bind(pd.read_csv(folder / PREDICTIONS_FILE))
-                                       if task.name == "multiclass" else task)
-    return ScoredRun(name or folder.name, folder, metrics, task, predictions)
+    predictions = load_predictions(folder / PREDICTIONS_FILE, task=task.bind(pd.read_csv(folder / PREDICTIONS_FILE))
+                                   if task.name == "multiclass" else task)
+    finished = str(record.get("finished") or record.get("started") or "") if isinstance(record, dict) else ""
+    return ScoredRun(name or folder.name, folder, metrics, task, predictions, finished)
 
 
 def headline(task: Task) -> str:
@@ -131,76 +138,11 @@ def headline(task: Task) -> str:
     return task.metric_names[0]
 
 
-def _paired_difference(a: pd.DataFrame, b: pd.DataFrame, task: Task, metric: str, *, n_resamples: int, level: float,
-                       seed: int) -> dict[str, Any] | None:
-    """Paired bootstrap (and DeLong, when it applies) of metric(a) - metric(b) on the units both scored."""
-    units = unit_columns(a)
-    if units != unit_columns(b):
-        return None
-    keys = [tuple(k) for k in a.loc[a[REPEAT_COLUMN] == a[REPEAT_COLUMN].min(), units].itertuples(index=False)]
-    other = {tuple(k) for k in b.loc[b[REPEAT_COLUMN] == b[REPEAT_COLUMN].min(), units].itertuples(index=False)}
-    common = sorted(set(keys) & other)
-    if len(common) < 4:
-        return None
-
-    def repeats(frame: pd.DataFrame) -> list[pd.DataFrame]:
-        out = []
-        for _, rows in frame.groupby(REPEAT_COLUMN, sort=True):
-            rows = rows.set_index(units)
-            out.append(rows.loc[pd.MultiIndex.from_tuples(common) if len(units) > 1 else [c[0] for c in common]])
-        return out
-
-    ra, rb = repeats(a), repeats(b)
-    groups = np.array([c[0] for c in common]) if SLIDE_COLUMN in units else None
-    n_patients = len({c[0] for c in common})
-    result: dict[str, Any] = {"n_patients": n_patients, "n_repeats": [len(ra), len(rb)]}
-    if metric == "auc" and task.name == "binary":
-        label = task.target_columns[0]
-        y = ra[0][label].to_numpy(dtype=np.float64)
-        sa = [r["score"].to_numpy(dtype=np.float64) for r in ra]
-        sb = [r["score"].to_numpy(dtype=np.float64) for r in rb]
-
-        def difference(w: np.ndarray) -> dict[str, np.ndarray]:
-            return {"difference": np.mean([auc_weighted(y, s, w) for s in sa], axis=0)
-                    - np.mean([auc_weighted(y, s, w) for s in sb], axis=0)}
-
-        draws = bootstrap_weighted(difference, len(y), groups=groups, n_resamples=n_resamples, seed=seed)
-        values = draws.values["difference"]
-        interval = draws.interval("difference", level)
-        if len(ra) == len(rb) == 1 and groups is None and min(y.sum(), len(y) - y.sum()) >= 2:
-            test = delong_test(y, sa[0], sb[0], level=level)
-            result["delong_p"] = _number(test.p_value)
-    else:
-        # Any task: its metric on a resample of both tables (the same patients), averaged over each one's repeats.
-        columns = [*task.target_columns, *task.prediction_columns]
-
-        def side(tables: list[pd.DataFrame], rows: np.ndarray) -> float:
-            return float(np.mean([task.metrics({c: t[c].to_numpy()[rows] for c in columns})[metric] for t in tables]))
-
-        members = patient_rows(groups, len(common))
-        everyone = np.arange(len(common))
-        full = side(ra, everyone) - side(rb, everyone)
-        rng = np.random.default_rng(seed)
-        drawn = rng.integers(0, len(members), size=(n_resamples, len(members)))
-        values = np.array([side(ra, rows) - side(rb, rows) for rows in (np.concatenate([members[i] for i in d]) for d in drawn)])
-        n_undefined = int((~np.isfinite(values)).sum())
-        values = values[np.isfinite(values)]
-        interval = percentile_interval(full, values, n_undefined, level)
-    result["difference"] = interval.as_dict()
-    # Two-sided, counting the observed data as one resample (never 0).
-    extreme = min(np.count_nonzero(values <= 0), np.count_nonzero(values >= 0))
-    result["bootstrap_p"] = min(1.0, 2.0 * (1 + extreme) / (1 + len(values))) if len(values) else None
-    return result
-
-
-def _number(x: float | None) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
 def compare_runs(
     folders: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
     *,
+    metric: str | None = None,
     n_resamples: int = 1000,
     ci_level: float = 0.95,
     seed: int = 0,
@@ -210,86 +152,147 @@ def compare_runs(
     Parameters
     ----------
     folders
-        Run output folders (at least one).
+        Finished run output folders (at least one), all of one task type.
     out_dir
-        Where ``leaderboard.csv``, ``leaderboard.md``, ``leaderboard.html`` and ``comparisons.json`` go.
+        Where ``leaderboard.csv``, ``leaderboard.md``, ``leaderboard.html`` and ``comparisons.json``
+        go; None writes nothing.
+    metric
+        The metric to rank and test by; default the task's headline (:func:`headline`).
     n_resamples, ci_level, seed
-        The paired bootstrap.
+        The paired bootstrap, and the level of the differences' intervals.
 
     Returns
     -------
     pandas.DataFrame
-        The leaderboard, best first.
+        The leaderboard, best first: ``rank, run, model, encoder, finished, n_patients``, the
+        ranking ``metric`` with ``value, ci_low, ci_high`` (the run's metrics.json), the task's
+        other headline metrics (``<name>``, ``<name>_ci_low``, ``<name>_ci_high``), then the
+        test against the leader: ``shared_patients``, ``difference`` (leader - entry, on the
+        shared patients) with ``difference_ci_low/high``, ``p_vs_leader`` and ``test`` (the
+        test's name, or why the entry was not paired).
 
     Raises
     ------
     WSIPipelineError
-        For a missing or unscored run folder, or runs of different task types.
+        Naming the folder: not a finished run, a task type other than the first run's, no
+        patient in common with the leader's run; or an unknown ``metric``.
     """
     names = [Path(f).name or str(f) for f in folders]
     unique = [n if names.count(n) == 1 else f"{n}#{names[:i].count(n) + 1}" for i, n in enumerate(names)]
     runs = [load_run(f, name) for f, name in zip(folders, unique, strict=True)]
-    kinds = {run.task.name for run in runs}
-    if len(kinds) > 1:
-        raise WSIPipelineError(f"the runs were scored for different tasks ({', '.join(sorted(kinds))})", where="wsi-pipeline compare",
-                               fix="compare runs of one task type")
-    task = runs[0].task
-    metric = headline(task)
+    first = runs[0]
+    for run in runs[1:]:
+        if run.task.name != first.task.name:
+            raise WSIPipelineError(
+                f"is a {run.task.name} run but {first.folder} is a {first.task.name} run: the runs were scored for different tasks",
+                where=str(run.folder), fix="compare runs of one task type (their workflows' task.type)")
+    task = first.task
+    metric = metric or headline(task)
+    _check_metric(metric, runs)
+    others = [name for name in task.metric_names if name != metric]
     rows = []
     for run in runs:
         for model, values in run.metrics.items():
             entry = values.get(metric) or {}
-            rows.append({"run": run.name, "model": model, "metric": metric, "value": entry.get("value"),
-                         "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high"), "n_patients": values.get("n_patients")})
+            row = {"run": run.name, "model": model, "encoder": run.encoder(model), "finished": run.finished,
+                   "n_patients": values.get("n_patients"), "metric": metric, "value": entry.get("value"),
+                   "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high")}
+            for name in others:
+                other = values.get(name) if isinstance(values.get(name), dict) else {}
+                row |= {name: other.get("value"), f"{name}_ci_low": other.get("ci_low"), f"{name}_ci_high": other.get("ci_high")}
+            rows.append(row)
     board = pd.DataFrame(rows)
-    board["_key"] = board["value"].astype(float) * (1 if metric in LOWER_IS_BETTER else -1)
+    board["_key"] = pd.to_numeric(board["value"], errors="coerce") * (1 if metric in LOWER_IS_BETTER else -1)
     board = board.sort_values("_key", na_position="last", kind="stable").drop(columns="_key").reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
 
-    comparisons = []
     leader = board.iloc[0]
     by_name = {run.name: run for run in runs}
     lead_run = by_name[leader["run"]]
+    _check_shared_patients(lead_run, runs)
+    lead_rows = lead_run.predictions[lead_run.predictions["model"] == leader["model"]]
+    comparisons, results = [], [PairedResult(int(lead_rows["patient_id"].nunique()), refused="the leader")]
     for _, row in board.iloc[1:].iterrows():
         run = by_name[row["run"]]
-        test = None
-        if lead_run.predictions is not None and run.predictions is not None:
-            a = lead_run.predictions[lead_run.predictions["model"] == leader["model"]]
-            b = run.predictions[run.predictions["model"] == row["model"]]
-            test = _paired_difference(a, b, task, metric, n_resamples=n_resamples, level=ci_level, seed=seed)
-        comparisons.append({"leader": f"{leader['run']}/{leader['model']}", "entry": f"{row['run']}/{row['model']}", "metric": metric,
-                            **(test or {"difference": None})})
-    tests = {c["entry"]: c for c in comparisons}
-    board["p_vs_leader"] = [None if i == 0 else (tests.get(f"{r}/{m}") or {}).get("bootstrap_p")
-                            for i, (r, m) in enumerate(zip(board["run"], board["model"], strict=True))]
-    _write(board, comparisons, Path(out_dir), task, metric, ci_level, n_resamples, seed)
+        rows_b = run.predictions[run.predictions["model"] == row["model"]]
+        # leader - entry: positive when the leader is better on a higher-is-better metric.
+        result = paired_metric_test(lead_rows, rows_b, lead_run.task, run.task, metric,
+                                    n_resamples=n_resamples, level=ci_level, seed=seed)
+        results.append(result)
+        comparisons.append({"leader": f"{leader['run']}/{leader['model']}", "entry": f"{row['run']}/{row['model']}",
+                            "metric": metric, **result.as_dict()})
+    difference = [r.difference or {} for r in results]
+    board["shared_patients"] = [r.n_patients for r in results]
+    board["difference"] = [d.get("value") for d in difference]
+    board["difference_ci_low"] = [d.get("ci_low") for d in difference]
+    board["difference_ci_high"] = [d.get("ci_high") for d in difference]
+    board["p_vs_leader"] = [r.p_value for r in results]
+    board["test"] = [r.test or r.refused for r in results]
+    if out_dir is not None:
+        _write(board, comparisons, Path(out_dir), task, metric, others, ci_level, n_resamples, seed)
     return board
 
 
-def _write(board: pd.DataFrame, comparisons: list[dict[str, Any]], out: Path, task: Task, metric: str, level: float,
-           n_resamples: int, seed: int) -> None:
+def _check_metric(metric: str, runs: Sequence[ScoredRun]) -> None:
+    """Every run's metrics.json has ``metric`` as ``{"value", ...}`` for some model, else an error with the choices."""
+    for run in runs:
+        known = sorted({name for values in run.metrics.values() for name, v in values.items() if isinstance(v, dict) and "value" in v})
+        if metric not in known:
+            close = difflib.get_close_matches(metric, known, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise WSIPipelineError(f"metrics.json has no metric '{metric}'", where=str(run.folder),
+                                   fix=f"{hint}rank by one of {', '.join(known)} (--metric)")
+
+
+def _check_shared_patients(lead: ScoredRun, runs: Sequence[ScoredRun]) -> None:
+    """A run that shares no patient with the leader's cannot be tested against it: an error, not a silent blank."""
+    patients = set(lead.predictions["patient_id"])
+    for run in runs:
+        if run is not lead and not patients & set(run.predictions["patient_id"]):
+            raise WSIPipelineError(
+                f"shares no patient with {lead.folder} (the leader's run): there is nothing to pair", where=str(run.folder),
+                fix="compare runs scored on the same cohort (predictions.csv's patient_id values must overlap)")
+
+
+def _write(board: pd.DataFrame, comparisons: list[dict[str, Any]], out: Path, task: Task, metric: str, others: Sequence[str],
+           level: float, n_resamples: int, seed: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "leaderboard.csv", board.to_csv(index=False))
-    label = task.metric_labels.get(metric, metric)
+    label = _label(task, metric)
     ci = f"{level * 100:g}% CI"
     rows = []
     for _, r in board.iterrows():
-        test = next((c for c in comparisons if c["entry"] == f"{r['run']}/{r['model']}"), None)
-        diff = format_interval(test["difference"]) if test and test.get("difference") else ("(leader)" if r["rank"] == 1 else "n/a")
-        rows.append([str(r["rank"]), str(r["run"]), str(r["model"]),
-                     format_interval({"value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}),
-                     diff, format_p((test or {}).get("bootstrap_p")), format_p((test or {}).get("delong_p")),
-                     str(r["n_patients"])])
+        tested = r["rank"] > 1 and r["p_vs_leader"] is not None and not pd.isna(r["p_vs_leader"])
+        diff = {"value": r["difference"], "ci_low": r["difference_ci_low"], "ci_high": r["difference_ci_high"]}
+        rows.append([str(r["rank"]), str(r["run"]), str(r["model"]), str(r["encoder"]), _interval(r, metric),
+                     *(_interval(r, name) for name in others), str(r["n_patients"]), str(r["finished"]),
+                     "" if r["rank"] == 1 else str(r["shared_patients"]),
+                     format_interval(diff) if tested else "", format_p(r["p_vs_leader"]) if tested else "",
+                     "(leader)" if r["rank"] == 1 else str(r["test"])])
+    header = ["Rank", "Run", "Model", "Encoder", f"{label} [{ci}]", *(_label(task, name) for name in others), "Patients",
+              "Finished", "Shared with leader", f"Difference from the leader [{ci}]", "p", "Test"]
+    lower = "lower" if metric in LOWER_IS_BETTER else "higher"
     doc = Document(f"Leaderboard: {label}").add(
-        Table(["Rank", "Run", "Model", f"{label} [{ci}]", f"Difference from the leader [{ci}]", "Paired bootstrap p", "DeLong p",
-               "Patients"], rows),
+        Table(header, rows),
         Heading("Method"),
-        Paragraph(f"Task: {task.describe()}. Each value and interval is the run's own metrics.json. Each entry is compared with "
-                  f"the leader on the patients both scored: a paired bootstrap of the difference ({n_resamples} resamples, seed "
-                  f"{seed}; one draw of patients for both runs and every repeat; the metric averaged over repeats), with its "
-                  "two-sided p-value (counting the observed data as one resample); DeLong's test for binary runs "
-                  "with one repeat and one row per patient. Lower is better for " + ", ".join(sorted(LOWER_IS_BETTER)) + "."),
+        Paragraph(f"Task: {task.describe()}. Ranked by {label} ({lower} is better); each value and interval is the run's own "
+                  "metrics.json, at the run's scoring.ci_level. Each entry is compared with the leader on the patients both "
+                  "scored (in every repeat; refused when the two runs' truth differs for any of them), as leader minus entry: "
+                  "DeLong's test for a binary AUC with one repeat and one row per patient on both sides, otherwise a paired "
+                  f"bootstrap of the difference ({n_resamples} resamples, seed {seed}; one draw of patients for both runs and "
+                  "every repeat; the metric averaged over repeats) with its two-sided p-value (counting the observed data as "
+                  "one resample). The test column names the one used; comparisons.json has both p-values."),
     )
     atomic_write_text(out / "leaderboard.md", to_markdown(doc))
     atomic_write_text(out / "leaderboard.html", to_html(doc))
     atomic_write_text(out / "comparisons.json", json.dumps(comparisons, indent=2, allow_nan=False) + "\n")
+
+
+def _label(task: Task, metric: str) -> str:
+    return task.metric_labels.get(metric) or (BINARY_LABELS.get(metric, metric) if task.name == "binary" else metric)
+
+
+def _interval(row: pd.Series, name: str) -> str:
+    keys = ("value", "ci_low", "ci_high") if name == row["metric"] else (name, f"{name}_ci_low", f"{name}_ci_high")
+    values = [None if pd.isna(row[k]) else float(row[k]) for k in keys]
+    return format_interval(dict(zip(("value", "ci_low", "ci_high"), values, strict=True)))

@@ -91,10 +91,28 @@ def paired_bootstrap_auc(
     draws = bootstrap_weighted(difference, y.size, groups=groups, n_resamples=n_resamples, seed=seed)
     interval = draws.interval("difference", level)
     values = draws.values["difference"]
+    return {**interval.as_dict(), "p_value": bootstrap_p_value(values), "n_resamples": len(values)}
+
+
+def bootstrap_p_value(differences: ArrayLike) -> float | None:
+    """Two-sided p of a paired bootstrap: ``min(1, 2 (1 + min(#{d <= 0}, #{d >= 0})) / (1 + B))``.
+
+    Parameters
+    ----------
+    differences
+        The B finite bootstrap values of a difference.
+
+    Returns
+    -------
+    float or None
+        The p-value; None without any value.
+    """
+    values = np.asarray(differences, dtype=np.float64)
+    if not len(values):
+        return None
     # +1 on both sides: the observed data counts as one resample, so p is never 0 (at least 2 / (B + 1)).
     extreme = min(np.count_nonzero(values <= 0), np.count_nonzero(values >= 0))
-    p = min(1.0, 2.0 * (1 + extreme) / (1 + len(values))) if len(values) else math.nan
-    return {**interval.as_dict(), "p_value": _number(p), "n_resamples": len(values)}
+    return min(1.0, 2.0 * (1 + extreme) / (1 + len(values)))
 
 
 def compare_models(
