@@ -385,3 +385,14 @@ def test_dsmil_and_clam_objectives_differ_from_the_plain_task_loss():
             plain = bce(model(bags, mask)[0], y)
             objective = model.training_loss(bags, mask, y, bce)
         assert abs(objective.item() - plain.item()) > 1e-4
+
+
+def test_transmil_landmarks_follow_the_reference_rule_of_half_the_token_size():
+    """Reference: NystromAttention(num_landmarks=dim // 2); an explicit value still wins."""
+    from wsi_pipeline.mil.registry import build_aggregator, resolve_params
+
+    default = build_aggregator("transmil", 8, 1, **resolve_params("transmil", {"hidden_dim": 64}))
+    assert default.layer1.attention.landmarks == 32 and default.layer2.attention.landmarks == 32
+    assert build_aggregator("transmil", 8, 1, **resolve_params("transmil", {})).layer1.attention.landmarks == 256
+    chosen = build_aggregator("transmil", 8, 1, **resolve_params("transmil", {"hidden_dim": 64, "landmarks": 8}))
+    assert chosen.layer1.attention.landmarks == 8

@@ -330,7 +330,8 @@ for _spec in (
         {
             "hidden_dim": count(512),
             "heads": count(8),
-            "landmarks": count(256),
+            # 0: hidden_dim / 2, the reference's rule (256 at its hidden size of 512).
+            "landmarks": Param(0, "an integer >= 1, or 0 for hidden_dim / 2", lambda v: v >= 0),
             "pinv_iterations": count(6),
             "residual_kernel": Param(33, "an odd integer >= 1, or 0 for none", lambda v: v == 0 or (v >= 1 and v % 2 == 1)),
             "dropout": rate(0.1),

@@ -11,7 +11,7 @@ The order of the instances matters (PPEG and the grouping of tokens into landmar
 positional), so TransMIL is **not** permutation invariant: bags are scored in the order given.
 
 Defaults follow the reference implementation (szc19990412/TransMIL, ``models/TransMIL.py``):
-hidden 512, 8 heads of 64, 256 landmarks (hidden / 2), 6 pseudo-inverse iterations, a value
+hidden 512, 8 heads of hidden / 8, hidden / 2 landmarks (256), 6 pseudo-inverse iterations, a value
 residual of depthwise kernel 33, dropout 0.1 after the attention's output projection, no
 dropout elsewhere. The Nyström attention is written here after Xiong et al. (AAAI 2021) with
 the choices of the ``nystrom-attention`` package the reference uses: landmarks are means of
@@ -150,7 +150,9 @@ class TransMIL(Aggregator):
     heads
         Attention heads (reference: 8).
     landmarks
-        Nyström landmarks (reference: 256).
+        Nyström landmarks; 0 (default): ``hidden_dim // 2``, as the reference sets them from
+        its token size (256 at 512). A smaller ``hidden_dim`` then also costs fewer landmarks:
+        the pseudo-inverse works on landmarks x landmarks matrices per head.
     pinv_iterations
         Iterations of the pseudo-inverse (reference: 6).
     residual_kernel
@@ -165,7 +167,7 @@ class TransMIL(Aggregator):
         n_outputs: int,
         hidden_dim: int = 512,
         heads: int = 8,
-        landmarks: int = 256,
+        landmarks: int = 0,
         pinv_iterations: int = 6,
         residual_kernel: int = 33,
         dropout: float = 0.1,
@@ -173,6 +175,7 @@ class TransMIL(Aggregator):
         super().__init__(in_dim, n_outputs)
         if hidden_dim % heads:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of heads ({heads})")
+        landmarks = landmarks or max(1, hidden_dim // 2)
         attention = {
             "heads": heads, "landmarks": landmarks, "pinv_iterations": pinv_iterations,
             "residual_kernel": residual_kernel, "dropout": dropout,
