@@ -61,6 +61,14 @@ def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_dry_run_names_the_submission_file(tmp_path, capsys):
+    submission = {"model": "abmil", "file": "entry.csv", "columns": {"score": "probability"}}
+    manifest = write(tmp_path, base_manifest(overrides={"scoring": {"submission": submission}}))
+    assert main(["score", str(manifest), "--dry-run"]) == 0
+    words = " ".join(capsys.readouterr().out.replace("│", " ").split())  # the table may wrap the outputs cell
+    assert "entry.csv (abmil's predictions)" in words
+
+
 def test_dry_run_lists_unreadable_slides(tmp_path, capsys, shared_slides):
     table = tmp_path / "cohort.csv"
     table.write_text(

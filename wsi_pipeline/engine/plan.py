@@ -74,7 +74,7 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
         n_slides = len(plan.slides)
         cohort_line = f"synthetic, generated into {config.output_dir / 'cohort'} (missing slides only)"
     else:
-        cohort = load_cohort(config.cohort_table, config.slide_root, task)
+        cohort = load_cohort(config.cohort_table, config.slide_root, task, config.workflow.scoring.subgroups)
         task, patients = cohort.task, cohort.patients
         n_slides = len(cohort.slides)
         cohort_line = str(config.cohort_table)
@@ -131,7 +131,10 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     table.add_row("cluster", where)
     if not features_line:
         table.add_row("store", str(config.store_path))
-    table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, report.html, plots/roc.png, qc/")
+    submission = config.workflow.scoring.submission
+    submitted = f", {submission.file} ({submission.model}'s predictions)" if submission is not None else ""
+    table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, report.html{submitted}, "
+                  "plots/roc.png, qc/")
     console.print(table)
     if problems:
         console.print(f"[red bold]{len(problems)} problem(s):[/red bold]")
