@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pandas as pd
 import pytest
 
@@ -59,7 +61,9 @@ def test_the_score_stage_writes_the_submission_and_the_report_names_it(tmp_path)
 
     table = predictions(label=[1, 1, 0, 0, 1, 1] * 2)
     config = SubmissionConfig(model="abmil", columns={"score": "probability"})
-    score_predictions(table, tmp_path, n_resamples=100, submission=config)
+    # The plots are not what is tested here; skipping them keeps the test fast.
+    with mock.patch("wsi_pipeline.scoring.plots.plot_task"), mock.patch("wsi_pipeline.scoring.plots.plot_km"):
+        score_predictions(table, tmp_path, n_resamples=100, submission=config)
     assert (tmp_path / "submission.csv").read_text().splitlines()[0] == "patient_id,probability"
     assert "**submission**: submission.csv: out-of-fold predictions of abmil, 3 patients, mean over 2 repeats" in (
         tmp_path / "report.md").read_text()
