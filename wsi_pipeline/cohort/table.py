@@ -8,6 +8,7 @@ patients), the optional follow-up columns ``pfs_months``/``event`` and ``site``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +115,9 @@ def _as_task(task: Task | str | None) -> Task:
     return task
 
 
-def load_cohort(table: str | Path, slide_root: str | Path | None = None, task: Task | str | None = None) -> Cohort:
+def load_cohort(
+    table: str | Path, slide_root: str | Path | None = None, task: Task | str | None = None, keep: Sequence[str] = ()
+) -> Cohort:
     """Read and check a cohort CSV.
 
     Parameters
@@ -128,6 +131,9 @@ def load_cohort(table: str | Path, slide_root: str | Path | None = None, task: T
     task
         The workflow's task (built, not bound); a column name means a binary task on that
         label column; default: a binary task on ``label``.
+    keep
+        Further per-patient columns to keep (the workflow's ``scoring.subgroups``); each must
+        be in the table, with one value per patient.
 
     Returns
     -------
@@ -184,10 +190,10 @@ def load_cohort(table: str | Path, slide_root: str | Path | None = None, task: T
                 f"each slide must appear once; remove or rename the duplicated {column} rows",
             )
 
-    return cohort_from_frame(frame, slides, table, task)
+    return cohort_from_frame(frame, slides, table, task, keep)
 
 
-def cohort_from_frame(frame: pd.DataFrame, slides: pd.DataFrame, table: Path, task: Task) -> Cohort:
+def cohort_from_frame(frame: pd.DataFrame, slides: pd.DataFrame, table: Path, task: Task, keep: Sequence[str] = ()) -> Cohort:
     """Check a table's per-slide targets, outcomes and sites and make the cohort.
 
     Parameters
@@ -201,6 +207,8 @@ def cohort_from_frame(frame: pd.DataFrame, slides: pd.DataFrame, table: Path, ta
         The file the rows came from (named in errors).
     task
         The workflow's task, not yet bound.
+    keep
+        Further per-patient columns to keep (``scoring.subgroups``).
 
     Returns
     -------
@@ -208,13 +216,17 @@ def cohort_from_frame(frame: pd.DataFrame, slides: pd.DataFrame, table: Path, ta
         As :func:`load_cohort` returns it.
     """
     targets = list(task.target_columns)
-    kept = [c for c in dict.fromkeys([*targets, *OUTCOME_COLUMNS, SITE_COLUMN]) if c in frame.columns]
+    absent = [c for c in keep if c not in frame.columns]
+    if absent:
+        raise _fail(table, f"no column {', '.join(map(repr, absent))}, named in scoring.subgroups (found: "
+                    f"{', '.join(map(str, frame.columns))})", "add the column (one value per patient), or remove it from scoring.subgroups")
+    kept = [c for c in dict.fromkeys([*targets, *OUTCOME_COLUMNS, SITE_COLUMN, *keep]) if c in frame.columns]
     per_slide = pd.concat([slides[["patient_id"]], frame[kept].reset_index(drop=True)], axis=1)
     for column in OUTCOME_COLUMNS:
         if column in kept and column not in targets:
             per_slide[column] = pd.to_numeric(per_slide[column], errors="coerce")
     # Follow-up that is not the target is taken from the first slide that has it, as before.
-    _check_one_value_per_patient(per_slide, [c for c in kept if c in targets or c == SITE_COLUMN], table)
+    _check_one_value_per_patient(per_slide, [c for c in kept if c in targets or c == SITE_COLUMN or c in keep], table)
     patients = per_slide.groupby("patient_id", sort=False).first().reset_index()
     patients, excluded = _drop_missing_targets(patients, task)
     task = _checked(table, lambda: task.bind(patients))

@@ -535,6 +535,10 @@ class ValidationConfig(StrictModel):
     )
 
 
+#: Columns that identify rows or carry the pipeline's own bookkeeping: never a subgroup.
+_NOT_SUBGROUPS = frozenset({"patient_id", "slide_id", "slide_path", "mpp", "bag_id", "model", "fold", "repeat", "encoder"})
+
+
 class ScoringConfig(StrictModel):
     """Metrics and their bootstrap confidence intervals."""
 
@@ -546,6 +550,26 @@ class ScoringConfig(StrictModel):
     submission: SubmissionConfig | None = Field(
         None, description="the challenge's submission file, written into the run folder by the score stage (none by default)"
     )
+    subgroups: list[str] = Field(
+        default_factory=list,
+        description="cohort-table columns (one value per patient) to break the headline metrics down by; 'site' is used whenever "
+        "the cohort table has it",
+    )
+
+    @field_validator("subgroups")
+    @classmethod
+    def _subgroup_columns(cls, value: list[str]) -> list[str]:
+        names = [str(name).strip() for name in value]
+        if any(not name for name in names):
+            raise ValueError("scoring.subgroups holds an empty column name; list the cohort-table columns to break metrics down by")
+        reserved = sorted(set(names) & _NOT_SUBGROUPS)
+        if reserved:
+            raise ValueError(f"scoring.subgroups: {', '.join(reserved)} identif{'ies' if len(reserved) == 1 else 'y'} rows, not "
+                             "groups of patients; name columns such as site, sex or stage")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"scoring.subgroups names {', '.join(repeated)} more than once; list each column once")
+        return names
 
 
 class WorkflowPreset(StrictModel):

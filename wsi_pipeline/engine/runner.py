@@ -107,7 +107,7 @@ def prepare_cohort(config: RunConfig, client: Client, console: Console, record: 
     synthetic = config.manifest.cohort.synthetic
     if synthetic is None:
         assert config.cohort_table is not None
-        return load_cohort(config.cohort_table, config.slide_root, workflow_task(config.workflow))
+        return load_cohort(config.cohort_table, config.slide_root, workflow_task(config.workflow), config.workflow.scoring.subgroups)
     from wsi_pipeline.sources.synthetic import write_cohort_table
 
     folder = synthetic_cohort_dir(config)
@@ -119,7 +119,7 @@ def prepare_cohort(config: RunConfig, client: Client, console: Console, record: 
     record.add(outcomes)
     report_stage(console, record, "generate", "slide files exist")
     table = write_cohort_table(plan, folder)
-    return load_cohort(table, folder, workflow_task(config.workflow))
+    return load_cohort(table, folder, workflow_task(config.workflow), config.workflow.scoring.subgroups)
 
 
 def external_bags(config: RunConfig) -> ExternalBags:
@@ -128,9 +128,9 @@ def external_bags(config: RunConfig) -> ExternalBags:
 
     task = workflow_task(config.workflow)
     if config.instances is not None:
-        return load_instance_table(config.instances, task)
+        return load_instance_table(config.instances, task, config.workflow.scoring.subgroups)
     assert config.h5_dir is not None and config.cohort_table is not None
-    return load_h5_cohort(config.h5_dir, config.cohort_table, task)
+    return load_h5_cohort(config.h5_dir, config.cohort_table, task, config.workflow.scoring.subgroups)
 
 
 def stages_for(config: RunConfig, stages: Collection[str]) -> tuple[str, ...]:
@@ -348,6 +348,7 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         caption=context.caption,
         context=context.facts,
         ci_level=scoring.ci_level,
+        subgroups=scoring.subgroups,
         submission=scoring.submission,
     )
     record.add([ItemOutcome("score", "report", "done")])

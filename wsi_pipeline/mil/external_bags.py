@@ -15,7 +15,7 @@ training tasks read their fold's bags from, by path:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -144,15 +144,15 @@ class InstanceTableBags(BagSource):
         return int(counts[counts.index.isin(listed)].sum()) * len(self.feature_columns) * 4
 
 
-def instance_feature_columns(frame: pd.DataFrame, task: Task, path: Path) -> tuple[str, ...]:
-    """The feature columns of an instance table: every column but ids, targets, site and follow-up.
+def instance_feature_columns(frame: pd.DataFrame, task: Task, path: Path, keep: Sequence[str] = ()) -> tuple[str, ...]:
+    """The feature columns of an instance table: every column but ids, targets, site, follow-up and ``keep`` (subgroups).
 
     Raises
     ------
     WSIPipelineError
         When an extra column is not numeric, or no column is left.
     """
-    reserved = {"bag_id", "patient_id", SITE_COLUMN, *OUTCOME_COLUMNS, *task.target_columns}
+    reserved = {"bag_id", "patient_id", SITE_COLUMN, *OUTCOME_COLUMNS, *task.target_columns, *keep}
     extra = [c for c in frame.columns if c not in reserved]
     bad = [str(c) for c in extra if not is_numeric_dtype(frame[c]) or is_bool_dtype(frame[c])]
     if bad:
@@ -169,7 +169,7 @@ def instance_feature_columns(frame: pd.DataFrame, task: Task, path: Path) -> tup
     return tuple(str(c) for c in extra)
 
 
-def load_instance_table(path: str | Path, task: Task | str | None = None) -> ExternalBags:
+def load_instance_table(path: str | Path, task: Task | str | None = None, keep: Sequence[str] = ()) -> ExternalBags:
     """Read an instance table into a cohort and the bag source training reads it through.
 
     Parameters
@@ -178,6 +178,8 @@ def load_instance_table(path: str | Path, task: Task | str | None = None) -> Ext
         CSV or Parquet, one row per instance (see the module docstring).
     task
         The workflow's task (built, not bound); as :func:`~wsi_pipeline.cohort.table.load_cohort`.
+    keep
+        Per-patient columns kept for scoring (``scoring.subgroups``); never read as features.
 
     Returns
     -------
@@ -205,8 +207,8 @@ def load_instance_table(path: str | Path, task: Task | str | None = None) -> Ext
         raise WSIPipelineError("the instance table has no rows", where=str(path), fix="list one instance per row")
     if "patient_id" not in frame.columns:
         frame["patient_id"] = frame["bag_id"]
-    columns = instance_feature_columns(frame, task, path)
-    per_bag = [c for c in ("patient_id", *targets, SITE_COLUMN) if c in frame.columns]
+    columns = instance_feature_columns(frame, task, path, keep)
+    per_bag = [c for c in ("patient_id", *targets, SITE_COLUMN, *keep) if c in frame.columns]
     for column in per_bag:
         counts = frame[column].groupby(frame["bag_id"]).nunique()
         conflicting = counts[counts > 1].index.tolist()
@@ -220,7 +222,7 @@ def load_instance_table(path: str | Path, task: Task | str | None = None) -> Ext
     slides = pd.DataFrame(
         {"slide_id": bags["bag_id"], "patient_id": bags["patient_id"], "path": str(path.resolve()), "mpp": np.nan}
     )
-    cohort = cohort_from_frame(bags, slides, path, task)
+    cohort = cohort_from_frame(bags, slides, path, task, keep)
     kept = set(cohort.patients["patient_id"])
     patient_bags = tuple(
         (str(patient), tuple(group["bag_id"])) for patient, group in bags.groupby("patient_id", sort=True) if patient in kept
@@ -284,7 +286,7 @@ class H5Bags(BagSource):
         return total
 
 
-def load_h5_cohort(h5_dir: str | Path, table: str | Path, task: Task | str | None = None) -> ExternalBags:
+def load_h5_cohort(h5_dir: str | Path, table: str | Path, task: Task | str | None = None, keep: Sequence[str] = ()) -> ExternalBags:
     """Match a label table's slides to the ``.h5`` files of a folder (by file stem).
 
     Parameters
@@ -296,6 +298,8 @@ def load_h5_cohort(h5_dir: str | Path, table: str | Path, task: Task | str | Non
         task's target columns, optional ``site``.
     task
         The workflow's task (built, not bound).
+    keep
+        Per-patient columns kept for scoring (``scoring.subgroups``).
 
     Returns
     -------
@@ -341,7 +345,7 @@ def load_h5_cohort(h5_dir: str | Path, table: str | Path, task: Task | str | Non
         raise WSIPipelineError(
             f"duplicate slide_id: {', '.join(duplicated[:5])}", where=str(table), fix="each slide must appear once"
         )
-    cohort = cohort_from_frame(frame, slides, table, task)
+    cohort = cohort_from_frame(frame, slides, table, task, keep)
     kept = set(cohort.patients["patient_id"])
     patient_files, notes, excluded = [], [], dict(cohort.excluded)
     for patient, group in slides.groupby("patient_id", sort=True):

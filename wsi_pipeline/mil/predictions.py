@@ -35,7 +35,8 @@ def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, enco
         (``model.bags: slide``) also ``slide_id``.
     cohort
         The cohort; its follow-up columns (``pfs_months``, ``event`` when the table has them
-        and they are not the task's targets already) are joined on ``patient_id``.
+        and they are not the task's targets already), then ``site`` and the columns kept for
+        ``scoring.subgroups``, are joined on ``patient_id``.
     encoder_id
         The store key of the features the models were trained on (names a demo encoder as such).
 
@@ -43,7 +44,7 @@ def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, enco
     -------
     pandas.DataFrame
         The rows' columns (binary: ``patient_id, model, repeat, fold, label, score``), then
-        the cohort's follow-up columns, then ``encoder``; sorted by model, repeat, patient
+        the cohort's follow-up, site and subgroup columns, then ``encoder``; sorted by model, repeat, patient
         (and slide).
 
     Raises
@@ -58,7 +59,9 @@ def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, enco
     order = ["model", "repeat", "patient_id", *([SLIDE_COLUMN] if SLIDE_COLUMN in frame.columns else [])]
     frame = frame.sort_values(order).reset_index(drop=True)
     # Targets come from the task's rows (what the model was scored against), not joined twice.
-    follow_up = [c for c in OUTCOME_COLUMNS if c in cohort.patients.columns and c not in frame.columns]
+    # Besides follow-up, the patient's site and scoring.subgroups columns: scoring breaks its metrics down by them.
+    per_patient = [c for c in cohort.patients.columns if c != "patient_id" and c not in frame.columns]
+    follow_up = [c for c in OUTCOME_COLUMNS if c in per_patient] + [c for c in per_patient if c not in OUTCOME_COLUMNS]
     if follow_up:
         frame = frame.join(cohort.patients.set_index("patient_id")[follow_up], on="patient_id")
     frame["encoder"] = encoder_id
