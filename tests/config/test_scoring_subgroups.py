@@ -32,3 +32,10 @@ def test_bad_subgroup_columns_are_named(subgroups, message):
     with pytest.raises(WSIPipelineError, match=message) as error:
         load(subgroups)
     assert "challenge.yaml" in str(error.value) and "subgroups" in str(error.value)
+
+
+def test_time_auc_horizons_are_positive_sorted_and_distinct():
+    workflow = validate_model(WorkflowPreset, {"name": "x", "scoring": {"time_auc_horizons": [24, 12, 12]}}, Path("c.yaml"), "workflow preset")
+    assert workflow.scoring.time_auc_horizons == [12.0, 24.0]
+    with pytest.raises(WSIPipelineError, match="time_auc_horizons: 0.0 not > 0"):
+        validate_model(WorkflowPreset, {"name": "x", "scoring": {"time_auc_horizons": [0, 12]}}, Path("c.yaml"), "workflow preset")

@@ -39,6 +39,9 @@ def add_standalone_options(score: argparse.ArgumentParser) -> None:
     group.add_argument("--subgroup-column", action="append", default=[], metavar="COLUMN",
                        help="a column of either file to break the headline metrics down by (repeatable); 'site' is used "
                        "whenever a file has it")
+    group.add_argument("--time-auc", action="append", type=float, default=[], metavar="T",
+                       help="survival: also the time-dependent (cumulative/dynamic) AUC at time T, in the time column's unit "
+                       "(repeatable)")
     group.add_argument("--threshold-method", default="fixed", choices=("fixed", "youden", "sensitivity"),
                        help="binary decision threshold: fixed (--threshold), or chosen on the validation rows (default fixed)")
     group.add_argument("--threshold", type=float, default=0.5, help="the fixed threshold (default 0.5)")
@@ -75,7 +78,7 @@ def standalone_score_command(args: argparse.Namespace, console: Console) -> int:
                       fold=args.fold_column, subgroups=tuple(args.subgroup_column))
     settings = ScoringSettings(n_resamples=args.n_resamples, ci_level=args.ci_level, seed=args.seed,
                                threshold_method=args.threshold_method, threshold=args.threshold,
-                               target_sensitivity=args.target_sensitivity)
+                               target_sensitivity=args.target_sensitivity, time_auc_horizons=tuple(args.time_auc))
     metrics = score_files(args.predictions, args.truth, args.task, args.output, columns=columns, settings=settings)
     level = f"{args.ci_level * 100:g}% CI"
     for model, values in metrics.items():

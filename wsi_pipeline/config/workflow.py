@@ -556,6 +556,20 @@ class ScoringConfig(StrictModel):
         "the cohort table has it",
     )
 
+    time_auc_horizons: list[float] = Field(
+        default_factory=list,
+        description="times (in the follow-up's unit, e.g. months) at which a survival task's time-dependent AUC is reported",
+    )
+
+    @field_validator("time_auc_horizons")
+    @classmethod
+    def _positive_horizons(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not v > 0]
+        if bad:
+            raise ValueError(f"scoring.time_auc_horizons: {', '.join(map(str, bad))} not > 0; give times after the start of "
+                             "follow-up, in its unit (e.g. [12, 24] months)")
+        return sorted(set(value))
+
     @field_validator("subgroups")
     @classmethod
     def _subgroup_columns(cls, value: list[str]) -> list[str]:

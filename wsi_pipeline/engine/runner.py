@@ -349,6 +349,7 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         context=context.facts,
         ci_level=scoring.ci_level,
         subgroups=scoring.subgroups,
+        time_auc_horizons=scoring.time_auc_horizons,
         submission=scoring.submission,
     )
     record.add([ItemOutcome("score", "report", "done")])

@@ -73,6 +73,7 @@ def score_predictions(
     submission: SubmissionConfig | None = None,
     risk_cutoffs: Mapping[str, RiskCutoff] | None = None,
     subgroups: Sequence[str] = (),
+    time_auc_horizons: Sequence[float] = (),
 ) -> dict[str, dict[str, Any]]:
     """Score every model in a predictions table for its task and write metrics, plots and a report.
 
@@ -123,6 +124,9 @@ def score_predictions(
     subgroups
         Columns of the table to break the headline metrics down by (besides ``site``, which
         is used whenever present); see :mod:`~wsi_pipeline.scoring.subgroups`.
+    time_auc_horizons
+        Times (in the follow-up's unit) of a survival task's time-dependent AUC
+        (``td_auc_<t>``; :mod:`~wsi_pipeline.scoring.time_auc`); none by default.
 
     Returns
     -------
@@ -170,7 +174,7 @@ def score_predictions(
     metrics: dict[str, dict[str, Any]] = {}
     for model, rows in df.groupby("model", sort=True):
         metrics[model], model_notes = _score_model(model, rows, task, n_resamples, seed, follow_up, source, ci_level,
-                                                   cutoffs.get(model), breakdown)
+                                                   cutoffs.get(model), breakdown, time_auc_horizons)
         notes += model_notes
     notes += _cohort_notes(df)
 
@@ -208,7 +212,7 @@ def score_predictions(
 
 def _score_model(
     model: str, rows: pd.DataFrame, task: Task, n_resamples: int, seed: int, follow_up: tuple[str, str] | None, source: str,
-    ci_level: float = 0.95, cutoff: RiskCutoff | None = None, breakdown: Sequence[str] = (),
+    ci_level: float = 0.95, cutoff: RiskCutoff | None = None, breakdown: Sequence[str] = (), horizons: Sequence[float] = (),
 ) -> tuple[dict[str, Any], list[str]]:
     # Rows arrive sorted by patient_id (then slide_id) within each repeat, so models with the
     # same patients get the same resamples.
@@ -248,7 +252,8 @@ def _score_model(
         # metrics.json's full binary set: the task's own metrics above, the others bootstrapped here on the same draws.
         entry.update(binary_extras(repeats, task.config.label_column, task.config.threshold, task.metric_names,
                                    groups=clusters, n_resamples=n_resamples, level=ci_level, seed=seed))
-    entry.update(task_extras(task, repeats, groups=clusters, n_resamples=n_resamples, level=ci_level, seed=seed, cutoff=cutoff))
+    entry.update(task_extras(task, repeats, groups=clusters, n_resamples=n_resamples, level=ci_level, seed=seed, cutoff=cutoff,
+                             time_auc_horizons=horizons))
     entry["n_patients"] = len(patients)
     if SLIDE_COLUMN in units:
         entry["n_slides"] = len(rows_of_first)

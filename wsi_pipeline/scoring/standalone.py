@@ -81,6 +81,8 @@ class ScoringSettings:
         Label permutations of the AUC's p-value.
     n_bins
         Equal-width bins of the expected calibration error and the reliability diagram.
+    time_auc_horizons
+        Times of a survival task's time-dependent AUC (none by default).
     """
 
     n_resamples: int = 1000
@@ -91,6 +93,7 @@ class ScoringSettings:
     target_sensitivity: float | None = None
     n_permutations: int = 1000
     n_bins: int = DEFAULT_BINS
+    time_auc_horizons: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.5 < self.ci_level < 1.0:
@@ -101,6 +104,9 @@ class ScoringSettings:
         if self.threshold_method not in THRESHOLD_METHODS:
             raise WSIPipelineError(f"unknown threshold method '{self.threshold_method}'", where="--threshold-method",
                                    fix=f"use one of {', '.join(THRESHOLD_METHODS)}")
+        if any(not h > 0 for h in self.time_auc_horizons):
+            raise WSIPipelineError(f"time-dependent AUC horizons {list(self.time_auc_horizons)} must all be > 0", where="--time-auc",
+                                   fix="give times after the start of follow-up, in its unit (e.g. --time-auc 12)")
         if not 0.0 < self.threshold < 1.0:
             raise WSIPipelineError(f"threshold {self.threshold!r} is not in (0, 1)", where="--threshold", fix="use e.g. 0.5")
         if self.threshold_method == "sensitivity" and not (self.target_sensitivity and 0 < self.target_sensitivity <= 1):
@@ -173,6 +179,7 @@ def _score_with_stage(inputs: ScoringInputs, out: Path, settings: ScoringSetting
         inputs.table, out, n_resamples=settings.n_resamples, seed=settings.seed, task=inputs.task,
         title=f"Scoring of {inputs.predictions_path.name}", source=str(inputs.predictions_path),
         context=_context(inputs), ci_level=settings.ci_level, risk_cutoffs=cutoffs, subgroups=inputs.subgroups,
+        time_auc_horizons=settings.time_auc_horizons,
     )
 
 

@@ -24,6 +24,7 @@ from wsi_pipeline.scoring.survival_metrics import (
     hazard_ratio,
     risk_cutoff,
 )
+from wsi_pipeline.scoring.time_auc import time_auc_intervals
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
@@ -45,6 +46,7 @@ def task_extras(
     level: float = 0.95,
     seed: int = 0,
     cutoff: RiskCutoff | None = None,
+    time_auc_horizons: Sequence[float] = (),
 ) -> dict[str, Any]:
     """The extra metrics.json entries of one model (none for binary and regression tasks here).
 
@@ -61,12 +63,16 @@ def task_extras(
     cutoff
         A survival task's risk cut-off fixed elsewhere (on validation rows); default the
         median risk of the scored rows.
+    time_auc_horizons
+        Times at which a survival task's cumulative/dynamic AUC is computed (``td_auc_<t>``,
+        bootstrapped; :mod:`~wsi_pipeline.scoring.time_auc`).
 
     Returns
     -------
     dict
         Multiclass: ``<metric>_<class>`` entries and ``confusion``. Survival: ``hazard_ratio``
-        (first repeat's rows with follow-up; Cox fit, not bootstrapped) and ``risk_groups``.
+        (first repeat's rows with follow-up; Cox fit, not bootstrapped), ``risk_groups`` and
+        ``td_auc_<t>`` for each horizon.
     """
     if task.name == "multiclass":
         return multiclass_extras(repeats, task.target_columns[0], task.classes, task.metric_names,  # type: ignore[attr-defined]
@@ -80,4 +86,8 @@ def task_extras(
     cut = cutoff or risk_cutoff(rows["risk"])
     clusters = None if groups is None else np.asarray(groups)[followed]
     ratio = hazard_ratio(rows[time], rows[event], cut.groups(rows["risk"]), clusters=clusters, level=level)
-    return {"hazard_ratio": ratio, RISK_GROUPS_KEY: cut.as_dict()}
+    entries: dict[str, Any] = {"hazard_ratio": ratio, RISK_GROUPS_KEY: cut.as_dict()}
+    if time_auc_horizons:
+        entries.update(time_auc_intervals(repeats, time, event, time_auc_horizons, groups=groups, n_resamples=n_resamples,
+                                          level=level, seed=seed))
+    return entries

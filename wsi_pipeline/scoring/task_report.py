@@ -15,6 +15,7 @@ from wsi_pipeline.scoring.layout import PLOTS_DIR, confusion_plot_name
 from wsi_pipeline.scoring.multiclass_metrics import CONFUSION_KEY
 from wsi_pipeline.scoring.subgroups import SUBGROUPS_KEY
 from wsi_pipeline.scoring.survival_metrics import RISK_GROUPS_KEY
+from wsi_pipeline.scoring.time_auc import TIME_AUC_PREFIX
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
@@ -71,15 +72,21 @@ def _survival(metrics: Mapping[str, Mapping[str, Any]], ci: str) -> list[str]:
     models = [(model, entry) for model, entry in metrics.items() if RISK_GROUPS_KEY in entry]
     if not models:
         return []
+    horizons = [key for key in dict.fromkeys(k for _, entry in models for k in entry) if key.startswith(TIME_AUC_PREFIX)]
     rows = [[_cell(model), format_interval(entry["hazard_ratio"]), f"{entry[RISK_GROUPS_KEY]['cutoff']:.4g}",
-             _cell(entry[RISK_GROUPS_KEY]["description"])] for model, entry in models]
+             _cell(entry[RISK_GROUPS_KEY]["description"]), *(format_interval(entry[k]) if k in entry else "n/a" for k in horizons)]
+            for model, entry in models]
+    time_auc = (f" AUC(t): cumulative/dynamic AUC at time t (events by t against patients event-free after t, cases weighted by "
+                f"the inverse Kaplan-Meier probability of staying uncensored; Uno et al. 2007), with a patient-bootstrap {ci}."
+                if horizons else " No time-dependent AUC was asked for (scoring.time_auc_horizons, --time-auc).")
     return [
         "## Predicted risk groups", "",
         ("High predicted risk is risk at or above the cut-off. The hazard ratio of the high-risk group against the "
         f"low-risk group is a Cox proportional-hazards fit (lifelines, Efron ties) of the group indicator on the rows with "
         f"follow-up; its {ci} is the fit's Wald interval, not a bootstrap (with several rows per patient, the robust "
-        "variance clustered on patients). With repeats, it is the first repeat's. Time-dependent AUC is not computed."), "",
-        *_table(["Model", f"Hazard ratio, high vs low risk [{ci}]", "Cut-off", "Cut-off from"], rows),
+        "variance clustered on patients). With repeats, it is the first repeat's." + time_auc), "",
+        *_table(["Model", f"Hazard ratio, high vs low risk [{ci}]", "Cut-off", "Cut-off from",
+                 *(f"AUC(t = {k[len(TIME_AUC_PREFIX):]}) [{ci}]" for k in horizons)], rows),
     ]
 
 
