@@ -94,7 +94,7 @@ def test_run_writes_the_output_contract(synthetic_run):
 
 
 def test_second_run_recomputes_nothing(synthetic_run):
-    config, first = synthetic_run
+    config, _ = synthetic_run
     before = {p: p.stat().st_mtime_ns for p in (config.output_dir / "predictions.csv", config.output_dir / "metrics.json")}
     again = run_pipeline(config, console=quiet())
     counts = {stage: again.record.count(stage) for stage in ("generate", "tile", "extract", "train", "score")}
@@ -146,6 +146,32 @@ def test_feature_entries_carry_their_provenance(synthetic_run):
     assert attrs["tile_px"] == 128 and attrs["tile_um"] == 128.0 and attrs["slide_mpp"] == pytest.approx(0.5)
     assert attrs["read_level"] == 1 and len(attrs["level0_size"]) == 2 and len(attrs["weights_sha256"]) == 64
     assert root[f"features/{encoder_id}/{tiling_id}/{uids[0]}/features"].dtype == "float16"
+
+
+def test_every_aggregator_trains_and_is_scored_beside_meanpool(synthetic_run, tmp_path):
+    """The demo recipe with every registered aggregator, on the first run's features (tiling and extraction reused)."""
+    from wsi_pipeline.mil.registry import available_aggregators
+
+    config, _ = synthetic_run
+    aggregators = list(available_aggregators())
+    manifest = write_manifest(
+        tmp_path,
+        {"table": str(config.output_dir / "cohort" / "cohort.csv")},
+        store=str(config.store_path),
+        overrides={**FAST_OVERRIDES, "validation": {"n_folds": 2}, "model": {"max_epochs": 1, "patience": 1, "aggregators": aggregators}},
+    )
+    result = run_pipeline(load_run_config(manifest), console=quiet())
+    assert result.exit_code == EXIT_OK
+    assert result.record.count("extract")["done"] == 0 and result.record.count("train")["done"] == 2 * len(aggregators)
+    out = tmp_path / "out"
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str})
+    assert sorted(set(predictions["model"])) == sorted(aggregators) and len(predictions) == 12 * len(aggregators)
+    assert predictions["score"].between(0, 1).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"meanpool", "abmil", "transmil", "clam-mb"} <= set(metrics) and all(metrics[m]["auc"]["value"] is not None for m in aggregators)
+    report = (out / "report.md").read_text()
+    assert all(f"| {name} " in report or f"| `{name}` " in report for name in aggregators), report[:2000]
+    assert len(pd.read_csv(out / "training.csv")) == 2 * len(aggregators)
 
 
 def test_a_stage_runs_alone_on_what_is_there(synthetic_run):
