@@ -85,3 +85,5 @@ def test_binary_subgroups_via_the_cli_and_an_unknown_column_exits_2(tmp_path, ca
     assert "### Subgroups" in (tmp_path / "o" / "report.md").read_text()
     assert main([*base, "--output", str(tmp_path / "e"), "--subgroup-column", "grade"]) == 2
     assert "subgroup column 'grade' is in neither" in capsys.readouterr().err
+    assert main([*base, "--output", str(tmp_path / "e"), "--time-auc", "12"]) == 2
+    assert "a binary task has none" in capsys.readouterr().err

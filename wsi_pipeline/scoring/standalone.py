@@ -154,6 +154,9 @@ def score_files(
     """
     columns = columns or Columns()
     settings = settings or ScoringSettings()
+    if settings.time_auc_horizons and task != "survival":
+        raise WSIPipelineError(f"a time-dependent AUC needs follow-up times; a {task} task has none", where="--time-auc",
+                               fix="drop --time-auc, or score a survival task")
     inputs = load_inputs(predictions, truth, task, columns)
     out = Path(out_dir)
     if task != "binary":
