@@ -26,6 +26,13 @@ Modules (one idea each):
   file against a truth file (``wsi-pipeline score --predictions ... --truth ...``).
 - ``document``, ``markdown_html`` -- reports as blocks rendered to Markdown and self-contained HTML.
 - ``compare`` -- the leaderboard of several scored runs (``wsi-pipeline compare``).
+- ``multiclass_metrics``, ``regression_metrics`` -- the multiclass set (macro and per-class) with
+  the confusion matrix, and the regression set, as weighted sums; ``task_intervals`` -- a task's
+  intervals by the fastest route; ``confusion_plot`` -- counts beside row-normalised.
+- ``survival_metrics``, ``time_auc`` -- the risk-group cut-off and Cox hazard ratio; the
+  censoring-weighted time-dependent AUC. ``task_extras`` -- what metrics.json gets beyond a task's
+  own metrics; ``subgroups`` -- headline metrics per site or subgroup; ``task_report`` -- the
+  report's per-class, risk-group and subgroup sections.
 
 Nothing is imported here on purpose: importing the package must stay cheap and must not
 import matplotlib (the engine imports ``stage`` only when it runs the stage).
