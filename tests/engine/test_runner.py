@@ -130,6 +130,12 @@ def test_unreadable_slides_fail_alone(tmp_path, shared_slides):
     predictions = pd.read_csv(config.output_dir / "predictions.csv", dtype={"patient_id": str})
     assert set(predictions["patient_id"]) == set(rows["patient_id"])  # the rest of the run finished
     assert (config.output_dir / "metrics.json").is_file()
+    # The report says what the cohort gave and why it scored fewer: 10 patients given are not reported as 8 without a word.
+    report = (config.output_dir / "report.md").read_text()
+    assert "- **given**: 10 patients, 11 slides" in report and "- **scored**: 8 patients, 8 slides" in report
+    assert "- **excluded or failed**: 2 patients, 3 slides" in report
+    assert "| BAD1 | no slide with features (failed or missing: broken)" in report and "OpenSlide cannot read" in report
+    assert report.splitlines()[2].startswith("> **SYNTHETIC cohort")  # a table of generated slides is flagged
 
 
 def test_feature_entries_carry_their_provenance(synthetic_run):

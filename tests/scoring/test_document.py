@@ -119,7 +119,7 @@ def test_html_report_renders_offline_in_headless_chromium(scored, tmp_path):
 
 
 def test_the_run_report_becomes_self_contained_html(tmp_path):
-    # A survival-followed binary table: ROC and two Kaplan-Meier plots, all linked from report.md.
+    # A survival-followed binary table: ROC, precision-recall and two Kaplan-Meier plots, all linked from report.md.
     from wsi_pipeline.scoring.stage import score_predictions
 
     rng = np.random.default_rng(1)
@@ -132,7 +132,7 @@ def test_the_run_report_becomes_self_contained_html(tmp_path):
     page = (tmp_path / "report.html").read_text()
     parts = outline(page)
     linked = markdown.count("](plots/")
-    assert linked == 3 and len(parts.images) == linked  # every plot the Markdown links is embedded
+    assert linked == 4 and len(parts.images) == linked  # every plot the Markdown links is embedded
     assert all(src.startswith("data:image/png;base64,") for src in parts.images)
     assert all(url.startswith("data:") for url in parts.urls)
     assert parts.headings[:3] == ["wsi-pipeline report", "Run", "Results"] and "Plots" in parts.headings

@@ -20,6 +20,7 @@ from wsi_pipeline.cohort.table import Cohort, load_cohort
 from wsi_pipeline.config.loader import RunConfig
 from wsi_pipeline.config.manifest import JOBQUEUE_MODES
 from wsi_pipeline.engine.cluster import ClusterLayout, cluster_layout, dask_client
+from wsi_pipeline.engine.cohort_facts import cohort_summary
 from wsi_pipeline.engine.freshness import is_fresh, mark_fresh, stage_key
 from wsi_pipeline.engine.logs import gather_cluster_logs
 from wsi_pipeline.engine.outcome import ItemOutcome
@@ -312,22 +313,30 @@ def write_training_record(config: RunConfig, outcomes: list[ItemOutcome]) -> Non
     plot_training_curves(curves, config.output_dir / PLOTS_DIR / TRAINING_CURVES_PLOT, caption=report_context(config).caption)
 
 
-def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord, task: Task | None = None) -> None:
+def score_stage(
+    config: RunConfig, predictions: pd.DataFrame, console: Console, record: RunRecord, task: Task | None = None,
+    cohort: Cohort | None = None,
+) -> None:
     """Score out-of-fold predictions for the workflow's task: metrics.json, plots, report.
 
     ``task`` is the cohort's (bound: a multiclass task knows the cohort's classes); without
-    it, the workflow's task is built here.
+    it, the workflow's task is built here. ``cohort``: the report's Cohort section (given,
+    scored, and what failed or was excluded, from ``record``) and synthetic-cohort banner.
     """
     from wsi_pipeline.scoring.context import report_context
     from wsi_pipeline.scoring.formatting import format_interval
+    from wsi_pipeline.scoring.run_comparisons import COMPARISONS_KEY
     from wsi_pipeline.scoring.stage import score_predictions
 
     scoring = config.workflow.scoring
     # Hash what scoring reads, rounded, so a table read back from CSV matches the one written.
     content = predictions.sort_values(["model", "patient_id"]).round(8).to_csv(index=False)
     task = task or workflow_task(config.workflow)
+    summary = cohort_summary(config, cohort, record) if cohort is not None else None
     key = stage_key(
-        {"predictions": content, "scoring": scoring.model_dump(mode="json"), "task": config.workflow.task_settings(), "seed": config.seed}
+        {"predictions": content, "scoring": scoring.model_dump(mode="json"), "task": config.workflow.task_settings(), "seed": config.seed,
+         # What the report says about the cohort: another run's failures must not be left standing in it.
+         **({"cohort": summary.as_dict()} if summary is not None else {})}
     )
     outputs = [config.output_dir / name for name in ("metrics.json", "report.md", "report.html")]
     if scoring.submission is not None:
@@ -351,13 +360,18 @@ def score_stage(config: RunConfig, predictions: pd.DataFrame, console: Console, 
         subgroups=scoring.subgroups,
         time_auc_horizons=scoring.time_auc_horizons,
         submission=scoring.submission,
+        compare=True,
+        per_fold=True,
+        cohort=summary,
+        protocol=context.protocol,
     )
     record.add([ItemOutcome("score", "report", "done")])
     mark_fresh(config.output_dir, "score", key)
     headline = task.metric_names[0]
     label = task.metric_labels.get(headline, headline)
     for model, values in metrics.items():
-        console.print(f"  score: {model:<10} {label} {format_interval(values[headline])}")
+        if model != COMPARISONS_KEY:
+            console.print(f"  score: {model:<10} {label} {format_interval(values[headline])}")
 
 
 def check_names(config: RunConfig) -> None:
@@ -540,7 +554,7 @@ def train_and_score(
             record.add([ItemOutcome("score", "report", "failed", reason="no predictions to score (training failed or did not run)")])
             return
         with record.stage("score"):
-            score_stage(config, predictions, console, record, cohort.task)
+            score_stage(config, predictions, console, record, cohort.task, cohort)
 
 
 def blocked_by_tiling(tile_outcomes: list[ItemOutcome], extract_outcomes: list[ItemOutcome]) -> list[ItemOutcome]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.config.loader import RunConfig
+from wsi_pipeline.scoring.protocol import protocol_facts
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,15 @@ class ReportContext:
     facts
         Facts about the run listed in the report (workflow, manifest, encoder, tiling,
         validation, seed), in that order.
+    protocol
+        The validation protocol, the report's Protocol section
+        (:func:`~wsi_pipeline.scoring.protocol.protocol_facts`).
     """
 
     title: str
     caption: str
     facts: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, str] = field(default_factory=dict)
 
 
 #: How the report states ``model.bags``: what a bag is, and what is predicted and scored.
@@ -108,6 +113,7 @@ def report_context(config: RunConfig) -> ReportContext:
             **model_selection_fact(config),
             "seed": config.seed,
         },
+        protocol=protocol_facts(config),
     )
 
 

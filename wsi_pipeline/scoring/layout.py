@@ -9,6 +9,8 @@ REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 ROC_PLOT = "roc.png"
 SCATTER_PLOT = "scatter.png"
+#: A binary task's precision-recall figure, beside its ROC (:mod:`wsi_pipeline.scoring.pr_plot`).
+PR_PLOT = "pr.png"
 #: The train stage's figure of every fold's loss curves (:mod:`wsi_pipeline.scoring.training_plot`).
 TRAINING_CURVES_PLOT = "training_curves.png"
 #: The file of each task plot kind (``Task.plot_kind``).

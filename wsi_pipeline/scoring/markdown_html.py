@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from wsi_pipeline.atomic import atomic_write_text
+from wsi_pipeline.scoring.banners import DEMO_BANNER
 from wsi_pipeline.scoring.document import (
     Banner,
     Block,
@@ -106,9 +107,9 @@ def markdown_document(text: str, base: str | os.PathLike[str]) -> Document:
                 i += 1
             blocks.append(Paragraph(" ".join(paragraph)))
     demo = any(isinstance(b, Facts) and any("DEMO" in value for _, value in b.items) for b in blocks)
-    if demo:
-        blocks.insert(0, Banner("DEMO encoder, not a pathology model: these numbers test the pipeline and say nothing "
-                                "about the task."))
+    # The run's report.md opens with its own banner lines (scoring.banners); older reports do not.
+    if demo and not any(isinstance(b, Banner) and b.text == DEMO_BANNER for b in blocks):
+        blocks.insert(0, Banner(DEMO_BANNER))
     return Document(title, blocks)
 
 

@@ -29,7 +29,7 @@ from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.scoring.bootstrap import bootstrap_ci
 from wsi_pipeline.scoring.formatting import format_interval, format_p
-from wsi_pipeline.scoring.layout import TASK_PLOTS
+from wsi_pipeline.scoring.layout import PR_PLOT, TASK_PLOTS
 from wsi_pipeline.scoring.predictions import (
     follow_up_columns,
     validate_predictions,
@@ -269,6 +269,11 @@ def plot_task(
         return None
     path = Path(plots_dir) / TASK_PLOTS[task.plot_kind]
     if task.plot_kind == "roc":
+        # The precision-recall figure beside the ROC: with few positives it shows what the ROC hides.
+        from wsi_pipeline.scoring.pr_plot import plot_pr
+
+        plot_pr(predictions, Path(plots_dir) / PR_PLOT, label_column=task.target_columns[0], metrics=metrics, caption=caption,
+                ci_level=ci_level)
         return plot_roc(predictions, path, metrics=metrics, caption=caption, ci_level=ci_level)
     if task.plot_kind == "roc_ovr":
         return plot_roc_one_vs_rest(predictions, path, task, caption=caption)

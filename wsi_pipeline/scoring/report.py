@@ -10,23 +10,28 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from wsi_pipeline.atomic import atomic_write_text
+from wsi_pipeline.scoring.cohort_summary import cohort_lines
 from wsi_pipeline.scoring.formatting import format_interval, format_p
 from wsi_pipeline.scoring.layout import (
     PLOTS_DIR,
+    PR_PLOT,
     REPORT_FILE,
     TASK_PLOTS,
     TRAINING_CURVES_PLOT,
     km_plot_name,
 )
+from wsi_pipeline.scoring.per_fold import per_fold_table
 from wsi_pipeline.scoring.predictions import (
     SLIDE_COLUMN,
     default_task,
     follow_up_columns,
 )
+from wsi_pipeline.scoring.run_comparisons import comparison_table
 from wsi_pipeline.scoring.task_report import task_sections
 
 if TYPE_CHECKING:
     from wsi_pipeline.mil.tasks.base import Task
+    from wsi_pipeline.scoring.cohort_summary import CohortSummary
 
 #: How the report heads the task's counts (``Task.counts``).
 COUNT_LABELS = {"n_positive": "Positives", "n_events": "Events", "n_per_class": "Per class"}
@@ -134,6 +139,10 @@ def write_report(
     settings: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
     task: Task | None = None,
+    banners: Sequence[str] = (),
+    cohort: CohortSummary | None = None,
+    protocol: Mapping[str, str] | None = None,
+    comparisons: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``out_dir/report.md``: the task, the model comparison, links to the plots, the context.
 
@@ -156,6 +165,15 @@ def write_report(
         Optional warnings to list at the end (e.g. models scored on different patients).
     task
         The task scored (default: binary); its type, metrics and plots are named.
+    banners
+        Markdown lines the report opens with (:func:`~wsi_pipeline.scoring.banners.banner_lines`).
+    cohort
+        The run's cohort facts: a Cohort section (given, scored, left out and why).
+    protocol
+        Name -> sentence of the validation protocol: a Protocol section.
+    comparisons
+        The models' paired tests (:func:`~wsi_pipeline.scoring.run_comparisons.run_comparisons`),
+        tabled beside the results.
 
     Returns
     -------
@@ -167,7 +185,7 @@ def write_report(
     plots = out / PLOTS_DIR
     columns = follow_up_columns(predictions, task)
     survival = columns is not None
-    lines = [f"# {title}", ""]
+    lines = [f"# {title}", "", *banners]
 
     lines += ["## Run", ""]
     if context:
@@ -177,6 +195,10 @@ def write_report(
     lines.append(f"- **task**: {_cell(task.describe())}")
     lines.append(f"- **evaluation**: {_cell(evaluation_unit(predictions))}")
     lines.append("")
+    if cohort is not None:
+        lines += cohort_lines(cohort, predictions)
+    if protocol:
+        lines += ["## Protocol", ""] + [f"- **{_cell(key)}**: {_cell(value)}" for key, value in protocol.items()] + [""]
 
     lines += ["## Results", ""]
     if metrics:
@@ -184,10 +206,16 @@ def write_report(
     else:
         lines.append("No model was scored.")
     lines += [""] + _method_lines(settings, survival, task, SLIDE_COLUMN in predictions) + [""]
+    headline = task.metric_names[0]
+    lines += comparison_table(comparisons or [], task.metric_labels.get(headline, headline), ci_text((settings or {}).get("ci_level", 0.95)),
+                              metrics)
+    lines += per_fold_table(metrics, headline, task.metric_labels.get(headline, headline))
     lines += task_sections(metrics, task, out, ci_text((settings or {}).get("ci_level", 0.95)))
 
     lines += ["## Plots", ""]
     lines += _task_plot_lines(task, plots)
+    if task.name == "binary" and (plots / PR_PLOT).is_file():
+        lines += [f"![Precision-recall curves, average precision in the legend]({PLOTS_DIR}/{PR_PLOT})", ""]
     lines += _training_lines(out)
     # Link survival plots only when this table has follow-up columns, so a plot left over
     # from an earlier run with other inputs is never presented as belonging to this one.

@@ -19,15 +19,18 @@ import pandas as pd
 
 from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.scoring.banners import banner_lines, names_demo_encoder
 from wsi_pipeline.scoring.binary_intervals import binary_extras
 from wsi_pipeline.scoring.bootstrap import bootstrap_task_metrics
 from wsi_pipeline.scoring.layout import (
     METRICS_FILE,
     PLOTS_DIR,
+    PR_PLOT,
     km_plot_name,
     safe_name,
 )
 from wsi_pipeline.scoring.markdown_html import write_html_report
+from wsi_pipeline.scoring.per_fold import PER_FOLD_KEY, per_fold_entries
 from wsi_pipeline.scoring.predictions import (
     REPEAT_COLUMN,
     SLIDE_COLUMN,
@@ -38,6 +41,11 @@ from wsi_pipeline.scoring.predictions import (
     validate_predictions,
 )
 from wsi_pipeline.scoring.report import write_report
+from wsi_pipeline.scoring.run_comparisons import (
+    COMPARISONS_KEY,
+    permutation_entry,
+    run_comparisons,
+)
 from wsi_pipeline.scoring.subgroups import (
     SUBGROUPS_KEY,
     subgroup_columns,
@@ -50,6 +58,7 @@ from wsi_pipeline.scoring.task_intervals import task_intervals
 if TYPE_CHECKING:
     from wsi_pipeline.config.submission import SubmissionConfig
     from wsi_pipeline.mil.tasks.base import Task
+    from wsi_pipeline.scoring.cohort_summary import CohortSummary
     from wsi_pipeline.scoring.survival_metrics import RiskCutoff
 
 __all__ = ["load_predictions", "score_predictions"]
@@ -74,7 +83,11 @@ def score_predictions(
     risk_cutoffs: Mapping[str, RiskCutoff] | None = None,
     subgroups: Sequence[str] = (),
     time_auc_horizons: Sequence[float] = (),
-) -> dict[str, dict[str, Any]]:
+    compare: bool = False,
+    per_fold: bool = False,
+    cohort: CohortSummary | None = None,
+    protocol: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Score every model in a predictions table for its task and write metrics, plots and a report.
 
     Parameters
@@ -127,6 +140,19 @@ def score_predictions(
     time_auc_horizons
         Times (in the follow-up's unit) of a survival task's time-dependent AUC
         (``td_auc_<t>``; :mod:`~wsi_pipeline.scoring.time_auc`); none by default.
+    compare
+        Test the models against each other (:mod:`~wsi_pipeline.scoring.run_comparisons`: each
+        against the mean-pool baseline, else every pair): metrics.json and the returned dict
+        gain ``comparisons``, a binary model's entry its AUC's label-permutation p
+        (``auc_permutation_p``, ``n_resamples`` permutations), the report a Comparisons table.
+    per_fold
+        Add each model's ``per_fold`` values (:mod:`~wsi_pipeline.scoring.per_fold`) and the
+        report's Per fold table.
+    cohort
+        The run's cohort facts (:mod:`~wsi_pipeline.scoring.cohort_summary`): the report's
+        Cohort section, and its synthetic-cohort banner.
+    protocol
+        The report's Protocol section (:func:`~wsi_pipeline.scoring.protocol.protocol_facts`).
 
     Returns
     -------
@@ -175,8 +201,16 @@ def score_predictions(
     for model, rows in df.groupby("model", sort=True):
         metrics[model], model_notes = _score_model(model, rows, task, n_resamples, seed, follow_up, source, ci_level,
                                                    cutoffs.get(model), breakdown, time_auc_horizons)
+        if per_fold:
+            metrics[model][PER_FOLD_KEY] = per_fold_entries(rows, task)
+        if compare and task.name == "binary":
+            metrics[model].update(permutation_entry(rows, task, n_permutations=n_resamples, seed=seed))
         notes += model_notes
     notes += _cohort_notes(df)
+    comparisons: list[dict[str, Any]] | None = None
+    if compare:
+        comparisons, comparison_notes = run_comparisons(df, task, n_resamples=n_resamples, level=ci_level, seed=seed)
+        notes += comparison_notes
 
     # Imported here: matplotlib is only needed once the numbers are done, and importing the
     # stage module (e.g. by the engine to build its task graph) stays light.
@@ -185,6 +219,8 @@ def score_predictions(
 
     first = df[df[REPEAT_COLUMN] == df[REPEAT_COLUMN].min()]
     plot_task(task, first, plots_dir, metrics=metrics, caption=caption, ci_level=ci_level)
+    if task.name != "binary" and (plots_dir / PR_PLOT).exists():
+        (plots_dir / PR_PLOT).unlink()  # an earlier binary run's figure must not sit next to these results
     plot_confusions(metrics, plots_dir, caption=caption)
     for model in metrics:
         km_path = plots_dir / km_plot_name(model)
@@ -202,12 +238,15 @@ def score_predictions(
         context = {**(context or {}), "submission": written.describe()}
     settings = {"n_resamples": n_resamples, "seed": seed, "threshold": getattr(task.config, "threshold", None),
                 "n_repeats": int(df[REPEAT_COLUMN].nunique()), "ci_level": ci_level}
-    report = write_report(metrics, df, out, title=title, context=context, settings=settings, notes=notes, task=task)
+    banners = banner_lines(synthetic=cohort is not None and cohort.synthetic, demo=names_demo_encoder(context))
+    report = write_report(metrics, df, out, title=title, context=context, settings=settings, notes=notes, task=task,
+                          banners=banners, cohort=cohort, protocol=protocol, comparisons=comparisons)
     write_html_report(report)  # the same report, self-contained: plots embedded, opens offline
+    result: dict[str, Any] = {**metrics, COMPARISONS_KEY: comparisons} if comparisons is not None else metrics
     # metrics.json last: its presence means the whole stage completed.
-    atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / METRICS_FILE, json.dumps(result, indent=2, allow_nan=False) + "\n")
     log.info("scored %d model(s) into %s", len(metrics), out)
-    return metrics
+    return result
 
 
 def _score_model(
