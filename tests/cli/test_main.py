@@ -58,6 +58,7 @@ def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "20 (6 responder, 14 non-responder)" in out
     assert "tile → extract → train → score" in out and "DEMO" in out and "predictions.csv" in out
+    assert "pr.png" in out  # a binary task's figures: ROC and precision-recall
     assert not (tmp_path / "out").exists()
 
 

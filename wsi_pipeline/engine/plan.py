@@ -19,6 +19,10 @@ from wsi_pipeline.sources.protocol import require_mpp
 from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.tiling.slide_tiling import tiling_id
 
+#: The score stage's figures per task type (the plan's outputs line).
+TASK_FIGURES = {"binary": "roc.png, pr.png", "multiclass": "roc.png, confusion_<model>.png", "regression": "scatter.png",
+                "survival": "km_<model>.png"}
+
 EXIT_OK, EXIT_PROBLEMS = 0, 2
 
 
@@ -134,7 +138,7 @@ def dry_run(config: RunConfig, stages: Collection[str], console: Console) -> int
     submission = config.workflow.scoring.submission
     submitted = f", {submission.file} ({submission.model}'s predictions)" if submission is not None else ""
     table.add_row("outputs", f"{config.output_dir}/: predictions.csv, metrics.json, run.json, report.md, report.html{submitted}, "
-                  "plots/roc.png, qc/")
+                  f"plots/ ({TASK_FIGURES[config.workflow.task.type]}), qc/")
     console.print(table)
     if problems:
         console.print(f"[red bold]{len(problems)} problem(s):[/red bold]")

@@ -33,6 +33,11 @@ Modules (one idea each):
   censoring-weighted time-dependent AUC. ``task_extras`` -- what metrics.json gets beyond a task's
   own metrics; ``subgroups`` -- headline metrics per site or subgroup; ``task_report`` -- the
   report's per-class, risk-group and subgroup sections.
+- ``run_comparisons``, ``per_fold`` -- a run's models tested against mean-pool (or pairwise) and each
+  binary AUC's permutation p; the task's metrics per (repeat, fold).
+- ``cohort_summary``, ``banners``, ``protocol``, ``pr_plot`` -- the run report's Cohort section
+  (given, scored, left out and why), its synthetic-cohort and demo-encoder banners, its Protocol
+  section, and the binary precision-recall figure.
 
 Nothing is imported here on purpose: importing the package must stay cheap and must not
 import matplotlib (the engine imports ``stage`` only when it runs the stage).
