@@ -161,3 +161,22 @@ def test_cached_bags_are_checked_once_when_read_and_a_bad_one_is_never_cached(tm
     with pytest.raises(Exception, match="NaN or infinite"):
         run_bags(broken, ["PX"], budget=10**9)
     assert bag_cache.cached_patients() == 0
+
+
+def test_loading_a_one_slide_patient_keeps_the_array_read_and_joins_several(tmp_path, monkeypatch):
+    """No second copy of the cohort while bags are loaded: one slide is used as read."""
+    one, _ = store_source(tmp_path / "one", n_patients=2, slides=1)
+    read = {}
+    original = StoreBagSource.load_parts
+
+    def spy(self, patients):
+        parts = original(self, patients)
+        read.update({p: v[0] for p, v in parts.items()})
+        return parts
+
+    monkeypatch.setattr(StoreBagSource, "load_parts", spy)
+    bags = one.load(one.patients)
+    assert all(bags[p] is read[p] for p in one.patients)
+    two, _ = store_source(tmp_path / "two", n_patients=2, slides=2, rows=5)
+    joined = two.load(["P00"])["P00"]
+    assert joined.shape == (5 + 8, 8)

