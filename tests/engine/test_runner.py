@@ -91,6 +91,11 @@ def test_run_writes_the_output_contract(synthetic_run):
     folds = pd.read_csv(out / "folds.csv", dtype={"patient_id": str})
     test_rows = folds[folds["role"] == "test"]
     assert sorted(test_rows["patient_id"]) == sorted(predictions["patient_id"].unique())
+    # Each fold's kept model also predicted its inner validation patients (what a tuned threshold is chosen on).
+    validation = pd.read_csv(out / "validation_predictions.csv", dtype={"patient_id": str})
+    for (fold, model), rows in validation.groupby(["fold", "model"]):
+        assert sorted(rows["patient_id"]) == sorted(folds.loc[(folds["fold"] == fold) & (folds["role"] == "val"), "patient_id"])
+    assert set(validation["model"]) == {"abmil", "meanpool"} and validation["score"].between(0, 1).all()
 
 
 def test_second_run_recomputes_nothing(synthetic_run):

@@ -48,9 +48,11 @@ def test_train_fold_late_fusion_averages_slide_predictions(monkeypatch, mode):
     seen = {}
     original = cv.predict_bags
 
-    def spy(model, bags, ids, task):
-        seen["ids"], seen["columns"] = tuple(ids), original(model, bags, ids, task)
-        return seen["columns"]
+    def spy(model, bags, ids, task):  # the first call predicts the test bags (then the validation bags)
+        columns = original(model, bags, ids, task)
+        if "ids" not in seen:
+            seen["ids"], seen["columns"] = tuple(ids), columns
+        return columns
 
     monkeypatch.setattr(cv, "predict_bags", spy)
     config = TrainConfig.from_model(ModelConfig(max_epochs=1, patience=1, hidden_dim=8, bags=mode))
@@ -100,9 +102,11 @@ def test_slide_level_rows_name_each_test_slide_and_keep_a_patients_slides_in_one
         seen["fit"], seen["val"], seen["targets"] = fit_ids, val_ids, targets
         return fit(aggregator, bags, targets, fit_ids, val_ids, *args, **kwargs)
 
-    def predict_spy(model, bags, ids, task):
-        seen["test"], seen["columns"] = tuple(ids), predict(model, bags, ids, task)
-        return seen["columns"]
+    def predict_spy(model, bags, ids, task):  # the first call predicts the test bags (then the validation bags)
+        columns = predict(model, bags, ids, task)
+        if "test" not in seen:
+            seen["test"], seen["columns"] = tuple(ids), columns
+        return columns
 
     monkeypatch.setattr(cv, "fit_aggregator", fit_spy)
     monkeypatch.setattr(cv, "predict_bags", predict_spy)

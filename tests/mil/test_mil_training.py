@@ -292,3 +292,18 @@ def test_binary_cross_validation_matches_the_run_before_tasks_were_wired_in():
     histories = frame.attrs["histories"]
     assert {f"{m}/{f}": h["val_loss"] for (m, f), h in histories.items()} == golden["val_loss"]
     assert {f"{m}/{f}": h["best_epoch"] for (m, f), h in histories.items()} == golden["best_epoch"]
+
+
+def test_train_fold_also_predicts_its_validation_patients_with_the_kept_model():
+    """What a decision threshold may be chosen on: the fold's validation patients, never its test patients."""
+    bags, labels = synthetic_mil(n_bags=20, dim=8, seed=2)
+    ids = list(bags)
+    plan = FoldPlan(fold=1, fit_ids=tuple(ids[:12]), val_ids=tuple(ids[12:16]), test_ids=tuple(ids[16:]))
+    frame = train_fold(plan, "abmil", bags, labels, train_config(max_epochs=3, patience=3, hidden_dim=8), seed=0)
+    history = frame.attrs["history"]
+    validation = pd.DataFrame(history["validation_predictions"])
+    assert list(validation["patient_id"]) == list(plan.val_ids) and set(validation["fold"]) == {1}
+    assert list(validation.columns) == list(frame.columns)
+    kept = predict_bags(history["model"], history["fold_bags"], plan.val_ids, history["task"])["score"]
+    np.testing.assert_allclose(validation["score"], kept)
+    assert validation["label"].tolist() == [labels[p] for p in plan.val_ids]

@@ -547,6 +547,14 @@ class ScoringConfig(StrictModel):
     threshold: float = Field(
         0.5, gt=0, lt=1, description="a binary task's decision threshold (accuracy, balanced accuracy, predicted groups)"
     )
+    threshold_method: Literal["fixed", "youden", "sensitivity"] = Field(
+        "fixed",
+        description="fixed: scoring.threshold; youden or sensitivity: chosen per model on the folds' inner validation "
+        "predictions (validation_predictions.csv), never on the test predictions; binary tasks only",
+    )
+    target_sensitivity: float | None = Field(
+        None, gt=0, le=1, description="the sensitivity the 'sensitivity' threshold must reach on validation predictions"
+    )
     submission: SubmissionConfig | None = Field(
         None, description="the challenge's submission file, written into the run folder by the score stage (none by default)"
     )
@@ -560,6 +568,16 @@ class ScoringConfig(StrictModel):
         default_factory=list,
         description="times (in the follow-up's unit, e.g. months) at which a survival task's time-dependent AUC is reported",
     )
+
+    @model_validator(mode="after")
+    def _sensitivity_target_with_its_method(self) -> ScoringConfig:
+        if self.threshold_method == "sensitivity" and self.target_sensitivity is None:
+            raise ValueError("scoring.threshold_method: sensitivity needs scoring.target_sensitivity (e.g. 0.9)")
+        if self.target_sensitivity is not None and self.threshold_method != "sensitivity":
+            raise ValueError(
+                "scoring.target_sensitivity is only read with threshold_method: sensitivity; set that, or remove the target"
+            )
+        return self
 
     @field_validator("time_auc_horizons")
     @classmethod
@@ -624,6 +642,15 @@ class WorkflowPreset(StrictModel):
             raise ValueError(
                 "model.batch_bags is 1 but the survival task's cox loss compares the bags of a step with each other "
                 "(one bag gives loss 0); leave batch_bags unset (16) or set it to 8 or more, or use task.loss: discrete"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _threshold_rule_needs_a_binary_task(self) -> WorkflowPreset:
+        if self.scoring.threshold_method != "fixed" and self.task.type != "binary":
+            raise ValueError(
+                f"scoring.threshold_method: {self.scoring.threshold_method} chooses a binary decision threshold; a "
+                f"{self.task.type} task has none: use threshold_method: fixed"
             )
         return self
 

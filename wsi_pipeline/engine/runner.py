@@ -45,6 +45,7 @@ from wsi_pipeline.mil.cohort_bags import (
 from wsi_pipeline.mil.folds import FOLDS_FILE, plan_run_folds, write_folds
 from wsi_pipeline.mil.predictions import (
     PREDICTIONS_FILE,
+    VALIDATION_PREDICTIONS_FILE,
     assemble_predictions,
     write_predictions,
 )
@@ -251,7 +252,8 @@ def train_stage(
             **({"slide_names": source.slide_names()} if workflow.model.bags == "slide" else {}),
         }
     )
-    if is_fresh(config.output_dir, "train", key, [predictions_path, config.output_dir / TRAINING_FILE]):
+    validation_path = config.output_dir / VALIDATION_PREDICTIONS_FILE
+    if is_fresh(config.output_dir, "train", key, [predictions_path, validation_path, config.output_dir / TRAINING_FILE]):
         record.add([ItemOutcome("train", "cross-validation", "skipped", reason="predictions up to date")])
         console.print("  train: skipped (predictions.csv is up to date for these features and settings)")
         return load_predictions(predictions_path, task=task)
@@ -287,6 +289,8 @@ def train_stage(
     # Popped: the rows go to predictions.csv, not a second time into run.json.
     rows = [row for o in outcomes for row in o.info.pop("predictions")]
     write_predictions(assemble_predictions(rows, cohort, encoder_id), predictions_path)
+    validation_rows = [row for o in outcomes for row in o.info.pop("validation_predictions", [])]
+    write_predictions(assemble_predictions(validation_rows, cohort, encoder_id), validation_path)
     write_training_record(config, outcomes)
     mark_fresh(config.output_dir, "train", key)
     # Score what was written, so a later run scoring the file sees exactly the same table.
@@ -332,9 +336,13 @@ def score_stage(
     # Hash what scoring reads, rounded, so a table read back from CSV matches the one written.
     content = predictions.sort_values(["model", "patient_id"]).round(8).to_csv(index=False)
     task = task or workflow_task(config.workflow)
+    validation_path = config.output_dir / VALIDATION_PREDICTIONS_FILE
+    tuned = scoring.threshold_method != "fixed"
     summary = cohort_summary(config, cohort, record) if cohort is not None else None
     key = stage_key(
         {"predictions": content, "scoring": scoring.model_dump(mode="json"), "task": config.workflow.task_settings(), "seed": config.seed,
+         # A tuned threshold depends on the validation predictions too (absent: keys of runs before it stay fresh).
+         **({"validation": _file_digest(validation_path)} if tuned else {}),
          # What the report says about the cohort: another run's failures must not be left standing in it.
          **({"cohort": summary.as_dict()} if summary is not None else {})}
     )
@@ -345,6 +353,19 @@ def score_stage(
         record.add([ItemOutcome("score", "report", "skipped", reason="metrics up to date")])
         console.print("  score: skipped (metrics.json is up to date for these predictions)")
         return
+    thresholds = None
+    if tuned:
+        from wsi_pipeline.scoring.run_threshold import validation_thresholds
+
+        try:
+            thresholds = validation_thresholds(
+                validation_path, sorted(predictions["model"].unique()), scoring.threshold_method,
+                label_column=task.target_columns[0], target_sensitivity=scoring.target_sensitivity,
+            )
+        except WSIPipelineError as error:
+            record.add([ItemOutcome("score", "report", "failed", reason=error.format())])
+            report_stage(console, record, "score", "")
+            return
     context = report_context(config)
     metrics = score_predictions(
         predictions,
@@ -360,6 +381,7 @@ def score_stage(
         subgroups=scoring.subgroups,
         time_auc_horizons=scoring.time_auc_horizons,
         submission=scoring.submission,
+        thresholds=thresholds,
         compare=True,
         per_fold=True,
         cohort=summary,
@@ -372,6 +394,13 @@ def score_stage(
     for model, values in metrics.items():
         if model != COMPARISONS_KEY:
             console.print(f"  score: {model:<10} {label} {format_interval(values[headline])}")
+
+
+def _file_digest(path: Path) -> str | None:
+    """sha256 of a file's bytes, None when it is absent."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def check_names(config: RunConfig) -> None:

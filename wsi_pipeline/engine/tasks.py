@@ -334,6 +334,7 @@ def train_task(
             bags.close()
         epoch_seconds, data_seconds = sum(history.get("epoch_seconds", [])), sum(history.get("data_seconds", []))
         info = {"predictions": rows.to_dict(orient="records"), "training": {k: history.get(k) for k in keys},
+                "validation_predictions": history.get("validation_predictions", []),
                 "device": str(device), "bags": bag_plan.mode,
                 "data_share": round(data_seconds / epoch_seconds, 4) if epoch_seconds else None}
         info["training"].update(record["training"])

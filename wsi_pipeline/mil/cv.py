@@ -141,26 +141,32 @@ def train_fold(
     if config.standardise:  # statistics of the fit patients' instances only, applied to every bag of the fold
         check_bags(bags, fit_ids)
         bags = standardised(bags, fit_ids)
-    # A slide-level row is scored against its patient's target; patient rows against their own.
-    row_patients = [patient_of(key) for key in test_ids] if by_slide else list(plan.test_ids)
-    y_test = encode_targets(task, targets, row_patients)
     model, history = fit_aggregator(aggregator, bags, bag_targets, fit_ids, val_ids, config, seed, task=task, device=device)
     fitted: Task = history["task"]
-    predicted = predict_bags(model, bags, test_ids, fitted)
-    if config.bags == "patient-late":
-        predicted = mean_over_slides(predicted, test_ids, plan.test_ids, fitted)
-    frame = pd.DataFrame(
-        {
-            "patient_id": row_patients,
-            **({SLIDE_COLUMN: slide_ids(test_ids, slide_names)} if by_slide else {}),
-            "model": aggregator,
-            "repeat": plan.repeat,
-            "fold": plan.fold,
-            **fitted.decode_targets(y_test),
-            **predicted,
-        },
-        columns=list(prediction_columns(fitted, by_slide)),
-    )
+
+    def rows(keys: Sequence[str], patients: Sequence[str]) -> pd.DataFrame:
+        """Prediction rows of ``keys``' bags (``patients``' in patient modes); a slide row carries its patient's target."""
+        predicted = predict_bags(model, bags, keys, fitted)
+        if config.bags == "patient-late":
+            predicted = mean_over_slides(predicted, keys, patients, fitted)
+        row_patients = [patient_of(key) for key in keys] if by_slide else list(patients)
+        return pd.DataFrame(
+            {
+                "patient_id": row_patients,
+                **({SLIDE_COLUMN: slide_ids(keys, slide_names)} if by_slide else {}),
+                "model": aggregator,
+                "repeat": plan.repeat,
+                "fold": plan.fold,
+                **fitted.decode_targets(encode_targets(task, targets, row_patients)),
+                **predicted,
+            },
+            columns=list(prediction_columns(fitted, by_slide)),
+        )
+
+    frame = rows(test_ids, plan.test_ids)
+    # The inner validation patients, predicted by the kept model: what a decision threshold may
+    # be chosen on without looking at any test patient (scoring.threshold_method).
+    history["validation_predictions"] = rows(val_ids, plan.val_ids).to_dict(orient="records")
     # What the fold's checkpoint and nested CV's inner scores need (mil.checkpoint, mil.nested):
     # the model, the fold's bags as the model saw them (a view, standardised on read: no copy),
     # the test bags' keys in them, and the feature statistics standardisation used.

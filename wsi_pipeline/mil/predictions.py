@@ -22,6 +22,9 @@ from wsi_pipeline.mil.cv import ID_COLUMNS, SLIDE_COLUMN
 
 #: The table's name in a run folder.
 PREDICTIONS_FILE = "predictions.csv"
+#: Each fold's inner validation patients predicted by the fold's kept model, same columns: what
+#: a decision threshold is chosen on (scoring.threshold_method), never the test predictions.
+VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"
 
 
 def assemble_predictions(rows: Iterable[Mapping[str, Any]], cohort: Cohort, encoder_id: str) -> pd.DataFrame:

@@ -6,6 +6,7 @@ Runs once per run, on CPU, after all folds are trained. It is a pure function of
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -54,6 +55,7 @@ from wsi_pipeline.scoring.subgroups import (
 from wsi_pipeline.scoring.survival import km_by_group
 from wsi_pipeline.scoring.task_extras import risk_split, task_extras
 from wsi_pipeline.scoring.task_intervals import task_intervals
+from wsi_pipeline.scoring.threshold import Threshold
 
 if TYPE_CHECKING:
     from wsi_pipeline.config.submission import SubmissionConfig
@@ -83,6 +85,7 @@ def score_predictions(
     risk_cutoffs: Mapping[str, RiskCutoff] | None = None,
     subgroups: Sequence[str] = (),
     time_auc_horizons: Sequence[float] = (),
+    thresholds: Mapping[str, Threshold] | None = None,
     compare: bool = False,
     per_fold: bool = False,
     cohort: CohortSummary | None = None,
@@ -140,6 +143,10 @@ def score_predictions(
     time_auc_horizons
         Times (in the follow-up's unit) of a survival task's time-dependent AUC
         (``td_auc_<t>``; :mod:`~wsi_pipeline.scoring.time_auc`); none by default.
+    thresholds
+        A binary task's decision threshold per model, chosen on validation predictions
+        (:mod:`~wsi_pipeline.scoring.run_threshold`); a model not in it is scored at the task's
+        threshold. Recorded under the model's ``threshold`` key and in the report's notes.
     compare
         Test the models against each other (:mod:`~wsi_pipeline.scoring.run_comparisons`: each
         against the mean-pool baseline, else every pair): metrics.json and the returned dict
@@ -199,10 +206,15 @@ def score_predictions(
 
     metrics: dict[str, dict[str, Any]] = {}
     for model, rows in df.groupby("model", sort=True):
-        metrics[model], model_notes = _score_model(model, rows, task, n_resamples, seed, follow_up, source, ci_level,
+        chosen = (thresholds or {}).get(model)
+        model_task = task if chosen is None else with_threshold(task, chosen.value)
+        metrics[model], model_notes = _score_model(model, rows, model_task, n_resamples, seed, follow_up, source, ci_level,
                                                    cutoffs.get(model), breakdown, time_auc_horizons)
+        if chosen is not None:
+            metrics[model]["threshold"] = chosen.as_dict()
+            model_notes = [*model_notes, f"{model}: decision threshold {chosen.describe()}"]
         if per_fold:
-            metrics[model][PER_FOLD_KEY] = per_fold_entries(rows, task)
+            metrics[model][PER_FOLD_KEY] = per_fold_entries(rows, model_task)
         if compare and task.name == "binary":
             metrics[model].update(permutation_entry(rows, task, n_permutations=n_resamples, seed=seed))
         notes += model_notes
@@ -247,6 +259,15 @@ def score_predictions(
     atomic_write_text(out / METRICS_FILE, json.dumps(result, indent=2, allow_nan=False) + "\n")
     log.info("scored %d model(s) into %s", len(metrics), out)
     return result
+
+
+def with_threshold(task: Task, value: float) -> Task:
+    """A binary task like ``task`` deciding at ``value`` (its other settings and fitted state kept)."""
+    from dataclasses import replace
+
+    clone = copy.copy(task)
+    clone.config = replace(task.config, threshold=float(value))
+    return clone
 
 
 def _score_model(
