@@ -83,9 +83,13 @@ def test_task_variant_runs_end_to_end(tmp_path, workflow):
     assert not predictions.drop(columns=["predicted"], errors="ignore").isna().any().any()
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"abmil", "meanpool"}
+    assert set(metrics) == {"abmil", "meanpool", "comparisons"}
+    [comparison] = metrics.pop("comparisons")  # abmil against the mean-pool baseline, on the task's headline metric
+    assert (comparison["model"], comparison["reference"], comparison["n_patients"]) == ("abmil", "meanpool", 12)
+    assert comparison["metric"] in expected["metrics"] and 0 < comparison["difference"]["p_value"] <= 1
     for entry in metrics.values():
-        assert set(entry) == expected["metrics"] | expected["counts"] | {"n_patients"}
+        assert set(entry) == expected["metrics"] | expected["counts"] | {"n_patients", "per_fold"}
+        assert [(f["repeat"], f["fold"]) for f in entry["per_fold"]] == [(0, 0), (0, 1)]
         assert entry["n_patients"] == 12
         for name in expected["metrics"]:
             interval = entry[name]
