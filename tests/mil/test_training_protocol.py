@@ -92,3 +92,26 @@ def test_balanced_sampling_needs_classes_and_replaces_the_weighted_loss():
     assert TrainConfig.from_model(preset.model).sampling == "balanced"
     with pytest.raises(ValueError, match="lr_schedule"):
         ModelConfig(lr_schedule="step")
+
+
+def test_batches_are_prepared_one_ahead_on_a_thread_in_order():
+    """The next batch is made while the current one is used; draws from a generator keep their order."""
+    import threading
+
+    made = {i: threading.Event() for i in range(4)}
+    threads, generator = [], torch.Generator().manual_seed(0)
+
+    def produce(index):
+        threads.append(threading.current_thread().name)
+        made[index].set()
+        return index, torch.randint(0, 10**6, (1,), generator=generator).item()
+
+    got = []
+    for index, value in train_module.ahead(produce, 4):
+        if index < 3:  # batch index + 1 gets made while this one is still in use
+            assert made[index + 1].wait(timeout=10)
+        got.append(value)
+    reference = torch.Generator().manual_seed(0)
+    assert got == [torch.randint(0, 10**6, (1,), generator=reference).item() for _ in range(4)]
+    assert len(threads) == 4 and all(name.startswith("bag-prepare") for name in threads)
+    assert list(train_module.ahead(produce, 0)) == []

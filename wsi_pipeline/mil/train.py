@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 # Two validation losses closer than this count as a tie, broken by the task's model selection
 # score (a binary task's AUC). Losses on a few dozen patients wobble at this scale from noise alone.
 LOSS_TIE_TOLERANCE = 1e-4
+
+T = TypeVar("T")
 
 #: Bags per step when ``model.batch_bags`` is unset and the task's loss compares bags with
 #: each other (Cox): enough for a risk set with several events in a cohort of ~20% events.
@@ -224,14 +227,40 @@ def _timed_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Seque
     rows, data_seconds = [], 0.0
     reader = prefetched(getattr(bags, "raw", bags), [[pid] for pid in ids])
     scratch = Scratch()
+
+    def prepare(index: int) -> tuple[Tensor, Tensor]:
+        bag = np.asarray(next(reader)[0])
+        return _one_bag(_prepared(bags, bag, scratch.array(bag.shape, slot=index % 2)), device)
+
+    batches = ahead(prepare, len(ids))
     with _eval_mode(model), _autocast(device, amp):
-        for pid in ids:
+        for _ in ids:
             waited = time.perf_counter()
-            bag = np.asarray(next(reader)[0])
-            batch = _one_bag(_prepared(bags, bag, scratch.array(bag.shape)), device)
+            batch = next(batches)
             data_seconds += time.perf_counter() - waited
             rows.append(model(*batch)[0][0].double().cpu().numpy())
+    batches.close()
     return np.asarray(rows, dtype=np.float64).reshape(len(ids), model.n_outputs), data_seconds
+
+
+def ahead(produce: Callable[[int], T], n: int) -> Iterator[T]:
+    """Yield ``produce(0), ..., produce(n - 1)`` in order, each next one made on a thread while the caller uses the current.
+
+    Preparing a batch (reading, subsampling, converting, standardising, copying to the
+    device) then overlaps the model's work on the previous one, as a data loader's workers
+    do. One thread, and calls in order, so whatever ``produce`` draws from a random generator
+    is drawn in the same order as without it. ``produce(i + 1)`` runs while result ``i`` is in
+    use: it must not write into result ``i``'s memory (alternate buffers by ``i % 2``).
+    """
+    if n == 0:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="bag-prepare") as pool:
+        pending = pool.submit(produce, 0)
+        for index in range(n):
+            current = pending.result()
+            if index + 1 < n:
+                pending = pool.submit(produce, index + 1)
+            yield current
 
 
 def predict_bags(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str], task: Task) -> dict[str, np.ndarray]:
@@ -539,13 +568,21 @@ def _train_loop(
         steps = _steps(epoch_order(strata, config.sampling, generator), per_step)
         history["lr"].append(optimizer.param_groups[0]["lr"])
         reader = prefetched(raw, [[fit_ids[i] for i in step] for step in steps])
+
+        def prepare(index: int, reader: Iterator[list[np.ndarray]] = reader) -> tuple[Tensor, Tensor]:
+            # Buffers alternate by step parity: step index + 1 is prepared while step index computes.
+            parity = (index % 2) * (per_step + 1)
+            parts = [
+                _training_rows(bags, bag, config.max_instances, generator, scratch, parity + slot)
+                for slot, bag in enumerate(next(reader))
+            ]
+            return _batch(parts, device)
+
+        batches = ahead(prepare, len(steps))
         optimizer.zero_grad(set_to_none=True)
         for index, step in enumerate(steps):
             waited = time.perf_counter()
-            parts = [
-                _training_rows(bags, bag, config.max_instances, generator, scratch, slot) for slot, bag in enumerate(next(reader))
-            ]
-            batch, mask = _batch(parts, device)
+            batch, mask = next(batches)
             data_seconds += time.perf_counter() - waited
             with _autocast(device, config.amp):
                 loss = model.training_loss(batch, mask, targets[step], task.loss)
@@ -555,6 +592,7 @@ def _train_loop(
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
             total += loss.detach().float()
+        batches.close()  # ends the preparing thread now rather than when the generator is collected
         train_loss = total.item() / len(steps)
         outputs, reading = _timed_outputs(model, bags, val_ids, config.amp)
         val_loss, val_score = validation_scores(task, outputs, y_val)
