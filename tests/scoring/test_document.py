@@ -132,7 +132,7 @@ def test_the_run_report_becomes_self_contained_html(tmp_path):
     page = (tmp_path / "report.html").read_text()
     parts = outline(page)
     linked = markdown.count("](plots/")
-    assert linked == 4 and len(parts.images) == linked  # every plot the Markdown links is embedded
+    assert linked == 5 and len(parts.images) == linked  # ROC, PR, reliability, two KM: every linked plot is embedded
     assert all(src.startswith("data:image/png;base64,") for src in parts.images)
     assert all(url.startswith("data:") for url in parts.urls)
     assert parts.headings[:3] == ["wsi-pipeline report", "Run", "Results"] and "Plots" in parts.headings

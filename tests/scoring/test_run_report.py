@@ -172,12 +172,15 @@ def test_protocol_section_lists_the_given_facts_in_order(tmp_path):
     assert section.splitlines() == [f"- **{k}**: {v}" for k, v in protocol.items()]
 
 
-def test_pr_plot_is_written_and_embedded_as_a_png(tmp_path):
+def test_pr_and_reliability_plots_are_written_and_embedded_as_pngs(tmp_path):
     result = score(tmp_path, table(n_patients=30, models=("abmil", "meanpool")), plots=True)
     png = (tmp_path / "out" / "plots" / "pr.png").read_bytes()
-    assert png.startswith(PNG_SIGNATURE)
-    assert "![Precision-recall curves, average precision in the legend](plots/pr.png)" in (tmp_path / "out" / "report.md").read_text()
+    reliability = (tmp_path / "out" / "plots" / "reliability.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and reliability.startswith(PNG_SIGNATURE)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "![Precision-recall curves, average precision in the legend](plots/pr.png)" in report
+    assert "![Reliability diagram, expected calibration error in the legend](plots/reliability.png)" in report
     html = (tmp_path / "out" / "report.html").read_text()
     embedded = [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
-    assert png in embedded  # the very file, decodable
+    assert png in embedded and reliability in embedded  # the very files, decodable
     assert result["abmil"]["average_precision"]["value"] is not None

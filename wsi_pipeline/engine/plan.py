@@ -20,7 +20,7 @@ from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.tiling.slide_tiling import tiling_id
 
 #: The score stage's figures per task type (the plan's outputs line).
-TASK_FIGURES = {"binary": "roc.png, pr.png", "multiclass": "roc.png, confusion_<model>.png", "regression": "scatter.png",
+TASK_FIGURES = {"binary": "roc.png, pr.png, reliability.png", "multiclass": "roc.png, confusion_<model>.png", "regression": "scatter.png",
                 "survival": "km_<model>.png"}
 
 EXIT_OK, EXIT_PROBLEMS = 0, 2

@@ -11,6 +11,8 @@ ROC_PLOT = "roc.png"
 SCATTER_PLOT = "scatter.png"
 #: A binary task's precision-recall figure, beside its ROC (:mod:`wsi_pipeline.scoring.pr_plot`).
 PR_PLOT = "pr.png"
+#: A binary task's reliability (calibration) diagram (:mod:`wsi_pipeline.scoring.reliability_plot`).
+RELIABILITY_PLOT = "reliability.png"
 #: The train stage's figure of every fold's loss curves (:mod:`wsi_pipeline.scoring.training_plot`).
 TRAINING_CURVES_PLOT = "training_curves.png"
 #: The file of each task plot kind (``Task.plot_kind``).

@@ -29,7 +29,7 @@ from wsi_pipeline.atomic import atomic_path
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.scoring.bootstrap import bootstrap_ci
 from wsi_pipeline.scoring.formatting import format_interval, format_p
-from wsi_pipeline.scoring.layout import PR_PLOT, TASK_PLOTS
+from wsi_pipeline.scoring.layout import PR_PLOT, RELIABILITY_PLOT, TASK_PLOTS
 from wsi_pipeline.scoring.predictions import (
     follow_up_columns,
     validate_predictions,
@@ -274,6 +274,11 @@ def plot_task(
 
         plot_pr(predictions, Path(plots_dir) / PR_PLOT, label_column=task.target_columns[0], metrics=metrics, caption=caption,
                 ci_level=ci_level)
+        # And how far the predicted probabilities are from observed frequencies (the ECE's picture).
+        from wsi_pipeline.scoring.reliability_plot import plot_reliability
+
+        plot_reliability(predictions, Path(plots_dir) / RELIABILITY_PLOT, label_column=task.target_columns[0], metrics=metrics,
+                         caption=caption, ci_level=ci_level)
         return plot_roc(predictions, path, metrics=metrics, caption=caption, ci_level=ci_level)
     if task.plot_kind == "roc_ovr":
         return plot_roc_one_vs_rest(predictions, path, task, caption=caption)

@@ -15,6 +15,7 @@ from wsi_pipeline.scoring.formatting import format_interval, format_p
 from wsi_pipeline.scoring.layout import (
     PLOTS_DIR,
     PR_PLOT,
+    RELIABILITY_PLOT,
     REPORT_FILE,
     TASK_PLOTS,
     TRAINING_CURVES_PLOT,
@@ -216,6 +217,8 @@ def write_report(
     lines += _task_plot_lines(task, plots)
     if task.name == "binary" and (plots / PR_PLOT).is_file():
         lines += [f"![Precision-recall curves, average precision in the legend]({PLOTS_DIR}/{PR_PLOT})", ""]
+    if task.name == "binary" and (plots / RELIABILITY_PLOT).is_file():
+        lines += [f"![Reliability diagram, expected calibration error in the legend]({PLOTS_DIR}/{RELIABILITY_PLOT})", ""]
     lines += _training_lines(out)
     # Link survival plots only when this table has follow-up columns, so a plot left over
     # from an earlier run with other inputs is never presented as belonging to this one.

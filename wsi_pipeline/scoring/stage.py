@@ -27,6 +27,7 @@ from wsi_pipeline.scoring.layout import (
     METRICS_FILE,
     PLOTS_DIR,
     PR_PLOT,
+    RELIABILITY_PLOT,
     km_plot_name,
     safe_name,
 )
@@ -231,8 +232,9 @@ def score_predictions(
 
     first = df[df[REPEAT_COLUMN] == df[REPEAT_COLUMN].min()]
     plot_task(task, first, plots_dir, metrics=metrics, caption=caption, ci_level=ci_level)
-    if task.name != "binary" and (plots_dir / PR_PLOT).exists():
-        (plots_dir / PR_PLOT).unlink()  # an earlier binary run's figure must not sit next to these results
+    for binary_only in (PR_PLOT, RELIABILITY_PLOT):
+        if task.name != "binary" and (plots_dir / binary_only).exists():
+            (plots_dir / binary_only).unlink()  # an earlier binary run's figure must not sit next to these results
     plot_confusions(metrics, plots_dir, caption=caption)
     for model in metrics:
         km_path = plots_dir / km_plot_name(model)

@@ -37,10 +37,15 @@ from wsi_pipeline.scoring.binary_intervals import binary_intervals
 from wsi_pipeline.scoring.calibration import DEFAULT_BINS
 from wsi_pipeline.scoring.comparison import compare_models, comparison_pairs
 from wsi_pipeline.scoring.inputs import Columns, ScoringInputs, load_inputs
-from wsi_pipeline.scoring.layout import METRICS_FILE, PLOTS_DIR, ROC_PLOT
+from wsi_pipeline.scoring.layout import (
+    METRICS_FILE,
+    PLOTS_DIR,
+    RELIABILITY_PLOT,
+    ROC_PLOT,
+)
 from wsi_pipeline.scoring.permutation import auc_permutation_p
 from wsi_pipeline.scoring.predictions import SLIDE_COLUMN
-from wsi_pipeline.scoring.standalone_report import RELIABILITY_PLOT, write_binary_report
+from wsi_pipeline.scoring.standalone_report import write_binary_report
 from wsi_pipeline.scoring.subgroups import (
     SUBGROUPS_KEY,
     subgroup_columns,

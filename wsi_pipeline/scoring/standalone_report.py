@@ -26,7 +26,12 @@ from wsi_pipeline.scoring.document import (
     to_markdown,
 )
 from wsi_pipeline.scoring.formatting import format_interval, format_p, format_value
-from wsi_pipeline.scoring.layout import PLOTS_DIR, REPORT_FILE, ROC_PLOT
+from wsi_pipeline.scoring.layout import (
+    PLOTS_DIR,
+    RELIABILITY_PLOT,
+    REPORT_FILE,
+    ROC_PLOT,
+)
 from wsi_pipeline.scoring.markdown_html import HTML_REPORT_FILE
 from wsi_pipeline.scoring.task_report import SUBGROUP_TEXT, subgroup_table
 
@@ -36,8 +41,6 @@ if TYPE_CHECKING:
     from wsi_pipeline.scoring.threshold import Threshold
 
 
-#: The reliability diagram's file in ``plots/``.
-RELIABILITY_PLOT = "reliability.png"
 
 
 def ci_text(level: float) -> str:
