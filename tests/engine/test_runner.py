@@ -197,7 +197,10 @@ def test_existing_scheduler_is_used(synthetic_run, tmp_path):
     from distributed import Client, LocalCluster
 
     config, _ = synthetic_run
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+    # A worker process, as an existing cluster has: run in this process's threads instead, the
+    # cohort generation once hung in numpy 2.4.6's np.unique (called by np.quantile) waiting for
+    # the GIL (CI at 85be3c9; py-spy showed no thread holding it), after the earlier tests' torch work.
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
         other = load_run_config(config.manifest_path, output=tmp_path / "elsewhere", scheduler=cluster.scheduler_address)
         result = run_pipeline(other, stages=("tile",), console=quiet())
         assert result.exit_code == EXIT_OK
