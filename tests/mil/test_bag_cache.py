@@ -180,3 +180,14 @@ def test_loading_a_one_slide_patient_keeps_the_array_read_and_joins_several(tmp_
     two, _ = store_source(tmp_path / "two", n_patients=2, slides=2, rows=5)
     joined = two.load(["P00"])["P00"]
     assert joined.shape == (5 + 8, 8)
+
+
+def test_a_sources_size_is_asked_once_per_process(tmp_path, monkeypatch):
+    """Every training task plans its bags; the source's entries are opened for that only once."""
+    source, _ = store_source(tmp_path, n_patients=3)
+    calls = []
+    original = StoreBagSource.nbytes
+    monkeypatch.setattr(StoreBagSource, "nbytes", lambda self: calls.append(1) or original(self))
+    for _ in range(3):
+        run_bags(source, source.patients, budget=10**9)
+    assert len(calls) == 1 and plan_bags(source, 1).nbytes == original(source)

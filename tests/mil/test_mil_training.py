@@ -307,3 +307,6 @@ def test_train_fold_also_predicts_its_validation_patients_with_the_kept_model():
     kept = predict_bags(history["model"], history["fold_bags"], plan.val_ids, history["task"])["score"]
     np.testing.assert_allclose(validation["score"], kept)
     assert validation["label"].tolist() == [labels[p] for p in plan.val_ids]
+    inner = train_fold(plan, "abmil", bags, labels, train_config(max_epochs=1, patience=1, hidden_dim=8), seed=0,
+                       predict_validation=False)  # nested CV's inner folds skip it
+    assert "validation_predictions" not in inner.attrs["history"]

@@ -60,6 +60,7 @@ from wsi_pipeline.scoring.layout import PLOTS_DIR, TRAINING_CURVES_PLOT
 from wsi_pipeline.scoring.predictions import load_predictions
 from wsi_pipeline.sources.registry import get_source_factory
 from wsi_pipeline.store.feature_store import FeatureStore
+from wsi_pipeline.store.keys import file_sha256
 from wsi_pipeline.tiling.slide_tiling import tiling_id, tiling_params
 
 if TYPE_CHECKING:
@@ -342,7 +343,7 @@ def score_stage(
     key = stage_key(
         {"predictions": content, "scoring": scoring.model_dump(mode="json"), "task": config.workflow.task_settings(), "seed": config.seed,
          # A tuned threshold depends on the validation predictions too (absent: keys of runs before it stay fresh).
-         **({"validation": _file_digest(validation_path)} if tuned else {}),
+         **({"validation": file_sha256(validation_path) if validation_path.is_file() else None} if tuned else {}),
          # What the report says about the cohort: another run's failures must not be left standing in it.
          **({"cohort": summary.as_dict()} if summary is not None else {})}
     )
@@ -394,13 +395,6 @@ def score_stage(
     for model, values in metrics.items():
         if model != COMPARISONS_KEY:
             console.print(f"  score: {model:<10} {label} {format_interval(values[headline])}")
-
-
-def _file_digest(path: Path) -> str | None:
-    """sha256 of a file's bytes, None when it is absent."""
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def check_names(config: RunConfig) -> None:

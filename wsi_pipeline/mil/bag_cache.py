@@ -20,8 +20,6 @@ next run's first task arrives, and never holds two cohorts at once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +30,7 @@ import numpy as np
 
 from wsi_pipeline.mil.bags import check_bags
 from wsi_pipeline.mil.cohort_bags import BagSource, load_bags
+from wsi_pipeline.store.keys import short_hash
 
 #: Share of the worker's memory limit (or of the machine's available memory outside a
 #: worker) that cached bags may take when ``model.bag_memory_gb`` is unset: the rest is the
@@ -100,8 +99,15 @@ class BagPlan:
 
 
 def plan_bags(source: BagSource, budget: int) -> BagPlan:
-    """Memory when the whole source's bags fit ``budget``, else streamed."""
-    nbytes = source.nbytes()
+    """Memory when the whole source's bags fit ``budget``, else streamed.
+
+    A source's size is asked of it once per process (it opens every store entry, or reads a
+    table's id column): a run's tasks, one per fold and aggregator, all ask about the same source.
+    """
+    key = _cache_key(source, by_slide=False)
+    nbytes = _SIZES.get(key)
+    if nbytes is None:
+        nbytes = _SIZES[key] = source.nbytes()
     return BagPlan("memory" if nbytes <= budget else "streamed", nbytes, budget)
 
 
@@ -136,6 +142,8 @@ class _ProcessCache:
 
 
 _CACHE = _ProcessCache()
+#: Source key -> its bags' size, for :func:`plan_bags`.
+_SIZES: dict[str, int] = {}
 
 
 class CheckedBags(dict):
@@ -164,14 +172,13 @@ class CheckedBags(dict):
 
 
 def _cache_key(source: BagSource, by_slide: bool) -> str:
-    fingerprint = json.dumps({"source": source.fingerprint(), "type": type(source).__name__, "by_slide": by_slide},
-                             sort_keys=True, default=str)
-    return hashlib.sha256(fingerprint.encode()).hexdigest()
+    return short_hash({"source": source.fingerprint(), "type": type(source).__name__, "by_slide": by_slide}, length=64)
 
 
 def clear_cache() -> None:
-    """Drop this process's cached bags (tests; a notebook that wants its memory back)."""
+    """Drop this process's cached bags and sizes (tests; a notebook that wants its memory back)."""
     _CACHE.clear()
+    _SIZES.clear()
 
 
 def cached_patients() -> int:

@@ -76,6 +76,7 @@ def train_fold(
     task: Task | None = None,
     device: str | torch.device = "cpu",
     slide_names: Mapping[str, Sequence[str]] | None = None,
+    predict_validation: bool = True,
 ) -> pd.DataFrame:
     """Train one aggregator on one fold and predict the fold's test patients (or their slides).
 
@@ -106,6 +107,9 @@ def train_fold(
         Patient id -> the names of the patient's slides, in the order of their bags
         (:meth:`~wsi_pipeline.mil.cohort_bags.BagSource.slide_names`); the ``slide_id`` of
         slide-level rows. Default: a slide's position among its patient's slides.
+    predict_validation
+        Also predict the validation patients with the kept model (``history["validation_predictions"]``,
+        what a run's decision threshold may be chosen on); nested CV's inner folds need not.
 
     Returns
     -------
@@ -166,7 +170,8 @@ def train_fold(
     frame = rows(test_ids, plan.test_ids)
     # The inner validation patients, predicted by the kept model: what a decision threshold may
     # be chosen on without looking at any test patient (scoring.threshold_method).
-    history["validation_predictions"] = rows(val_ids, plan.val_ids).to_dict(orient="records")
+    if predict_validation:
+        history["validation_predictions"] = rows(val_ids, plan.val_ids).to_dict(orient="records")
     # What the fold's checkpoint and nested CV's inner scores need (mil.checkpoint, mil.nested):
     # the model, the fold's bags as the model saw them (a view, standardised on read: no copy),
     # the test bags' keys in them, and the feature statistics standardisation used.

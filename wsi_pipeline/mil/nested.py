@@ -180,7 +180,7 @@ def nested_train_fold(
         try:
             losses.append([
                 inner_loss(train_fold(inner, aggregator, bags, targets, point_settings, seed, task=task, device=device,
-                                      slide_names=slide_names), targets)
+                                      slide_names=slide_names, predict_validation=False), targets)
                 for inner in plans
             ])
             errors.append(None)
