@@ -90,6 +90,8 @@ def test_task_variant_runs_end_to_end(tmp_path, workflow):
     for entry in metrics.values():
         assert set(entry) == expected["metrics"] | expected["counts"] | {"n_patients", "per_fold"}
         assert [(f["repeat"], f["fold"]) for f in entry["per_fold"]] == [(0, 0), (0, 1)]
+        for fold in entry["per_fold"]:  # each fold's metrics with their own bootstrap interval
+            assert all(set(fold[name]) == {"value", "ci_low", "ci_high"} for name in expected["metrics"])
         assert entry["n_patients"] == 12
         for name in expected["metrics"]:
             interval = entry[name]

@@ -17,9 +17,11 @@ from sklearn.metrics import roc_auc_score
 
 from wsi_pipeline.mil.tasks import BinaryTask
 from wsi_pipeline.scoring.banners import DEMO_BANNER, SYNTHETIC_BANNER
+from wsi_pipeline.scoring.binary import BINARY_METRICS
+from wsi_pipeline.scoring.bootstrap import bootstrap_task_metrics
 from wsi_pipeline.scoring.cohort_summary import NO_REASON, CohortSummary
 from wsi_pipeline.scoring.comparison import compare_models
-from wsi_pipeline.scoring.formatting import format_p
+from wsi_pipeline.scoring.formatting import format_interval, format_p
 from wsi_pipeline.scoring.paired import paired_metric_test
 from wsi_pipeline.scoring.permutation import auc_permutation_p
 from wsi_pipeline.scoring.predictions import validate_predictions
@@ -107,12 +109,47 @@ def test_per_fold_values_equal_the_metric_on_each_folds_rows(tmp_path):
     for entry in entries:
         part = rows[(rows["repeat"] == entry["repeat"]) & (rows["fold"] == entry["fold"])]
         assert entry["n_patients"] == len(part)
-        assert entry["auc"] == pytest.approx(roc_auc_score(part["label"], part["score"]))
-        assert entry["accuracy"] == pytest.approx(((part["score"] >= 0.5) == part["label"]).mean())
+        assert entry["auc"]["value"] == pytest.approx(roc_auc_score(part["label"], part["score"]))
+        assert entry["accuracy"]["value"] == pytest.approx(((part["score"] >= 0.5) == part["label"]).mean())
+        assert set(entry) >= set(BINARY_METRICS)  # the whole binary set, as pooled
     report = (tmp_path / "out" / "report.md").read_text()
-    fold0 = np.mean([e["auc"] for e in entries if e["fold"] == 0])
+    fold0 = np.mean([e["auc"]["value"] for e in entries if e["fold"] == 0])
     line = next(line for line in report.splitlines() if line.startswith("| abmil | ") and "±" in line)
-    assert f"{fold0:.3f}" == line.split(" | ")[1]
+    assert f"{fold0:.3f}" == line.split(" | ")[1]  # several repeats: the mean of the fold's values
+
+
+def test_per_fold_intervals_are_each_folds_own_patient_bootstrap(tmp_path):
+    predictions = table(n_patients=60)
+    result = score(tmp_path, predictions)
+    rows = predictions[predictions["model"] == "clam"]  # informative, not perfect
+    task = BinaryTask()
+    for entry in result["clam"]["per_fold"]:
+        part = rows[rows["fold"] == entry["fold"]]
+        # Reference: the generic bootstrap, one call of the task's metrics per resample, same seed.
+        columns = {c: part[c].to_numpy() for c in ("label", "score")}
+        reference = bootstrap_task_metrics([columns], task.metrics, ["auc", "accuracy"], n_resamples=N, seed=3)
+        for name in ("auc", "accuracy"):
+            assert entry[name] == pytest.approx(reference[name][0].as_dict())
+        low, high = entry["auc"]["ci_low"], entry["auc"]["ci_high"]
+        assert low < entry["auc"]["value"] < high and high - low > 0.1  # 15 patients: a wide interval
+    # One repeat: the report shows each fold's interval.
+    first = result["clam"]["per_fold"][0]["auc"]
+    line = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
+                if line.startswith("| clam | ") and "±" in line)
+    assert line.split(" | ")[1] == format_interval(first)
+    # The fold intervals follow scoring.ci_level.
+    narrow = score(tmp_path / "80", predictions, ci_level=0.8)["clam"]["per_fold"][0]["auc"]
+    assert narrow["value"] == first["value"]
+    assert narrow["ci_high"] - narrow["ci_low"] < first["ci_high"] - first["ci_low"]
+
+
+def test_a_fold_of_one_class_has_no_auc_but_keeps_its_accuracy(tmp_path):
+    predictions = table(models=("abmil", "meanpool"))
+    predictions.loc[predictions["fold"] == 0, "label"] = 0  # every patient of fold 0 a negative
+    entry = score(tmp_path, predictions)["abmil"]["per_fold"][0]
+    assert entry["fold"] == 0
+    assert entry["auc"] == {"value": None, "ci_low": None, "ci_high": None}
+    assert entry["accuracy"]["value"] is not None and entry["accuracy"]["ci_low"] is not None
 
 
 def cohort(synthetic: bool = False) -> CohortSummary:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from wsi_pipeline.scoring.formatting import format_interval
 from wsi_pipeline.scoring.inputs import Columns
 from wsi_pipeline.scoring.standalone import ScoringSettings, score_files
 
@@ -62,12 +63,15 @@ def test_a_fold_column_adds_per_fold_metrics(tmp_path):
     entry = score_files(tmp_path / "m.csv", tmp_path / "truth.csv", "binary", tmp_path / "out",
                         settings=ScoringSettings(n_resamples=200))["m"]
     assert entry["auc"]["value"] == pytest.approx(roc_auc_score(y, score))  # pooled
-    assert set(entry["per_fold"]) == {"0", "1", "2"}
-    for k in range(3):
-        part = entry["per_fold"][str(k)]
+    # The run stage's per-fold entries: one per (repeat, fold), every binary metric with its own bootstrap.
+    assert [(e["repeat"], e["fold"]) for e in entry["per_fold"]] == [(0, 0), (0, 1), (0, 2)]
+    for k, part in enumerate(entry["per_fold"]):
         assert part["auc"]["value"] == pytest.approx(roc_auc_score(y[fold == k], score[fold == k]))
-        assert part["n_patients"] == 20 and part["auc"]["ci_low"] <= part["auc"]["value"] <= part["auc"]["ci_high"]
-    assert "Per fold" in (tmp_path / "out" / "report.md").read_text()
+        assert part["n_patients"] == 20 and part["n_positive"] == int(y[fold == k].sum())
+        assert part["auc"]["ci_low"] <= part["auc"]["value"] <= part["auc"]["ci_high"]
+        assert part["ece"]["value"] is not None
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Per fold" in report and format_interval(entry["per_fold"][1]["auc"]) + " (n=20," in report
 
 
 def test_multiclass_probabilities_outside_0_1_are_refused(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines.statistics import logrank_test
+from scipy.stats import pearsonr
 from sklearn.metrics import f1_score
 
 from wsi_pipeline.cli.main import main
@@ -87,3 +88,23 @@ def test_binary_subgroups_via_the_cli_and_an_unknown_column_exits_2(tmp_path, ca
     assert "subgroup column 'grade' is in neither" in capsys.readouterr().err
     assert main([*base, "--output", str(tmp_path / "e"), "--time-auc", "12"]) == 2
     assert "a binary task has none" in capsys.readouterr().err
+
+
+def test_a_fold_column_gives_every_task_per_fold_intervals(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 45
+    ids = [f"P{i:02d}" for i in range(n)]
+    target = rng.normal(50, 10, n)
+    prediction = target + rng.normal(0, 6, n)
+    fold = np.arange(n) % 3
+    pd.DataFrame({"patient_id": ids, "label": target}).to_csv(tmp_path / "truth.csv", index=False)
+    pd.DataFrame({"patient_id": ids, "score": prediction, "fold": fold}).to_csv(tmp_path / "preds.csv", index=False)
+    entry = score_files(tmp_path / "preds.csv", tmp_path / "truth.csv", "regression", tmp_path / "out", settings=SETTINGS)["preds"]
+    assert [(e["repeat"], e["fold"]) for e in entry["per_fold"]] == [(0, 0), (0, 1), (0, 2)]
+    for k, part in enumerate(entry["per_fold"]):
+        rows = fold == k
+        assert part["n_patients"] == 15
+        assert part["mae"]["value"] == pytest.approx(np.abs(prediction[rows] - target[rows]).mean())
+        assert part["pearson"]["value"] == pytest.approx(pearsonr(target[rows], prediction[rows])[0])
+        assert part["mae"]["ci_low"] < part["mae"]["value"] < part["mae"]["ci_high"]
+    assert "### Per fold" in (tmp_path / "out" / "report.md").read_text()

@@ -68,7 +68,7 @@ class Columns:
         Optional predictions column: ``validation`` rows fix the threshold, ``test`` rows are scored.
     fold
         Optional predictions column: the cross-validation fold of each row (integers >= 0);
-        binary metrics are then also given per fold.
+        every metric is then also given per fold, with its own bootstrap.
     subgroups
         Columns (of either file) to break the headline metrics down by; ``site`` is used
         whenever either file has it.

@@ -154,8 +154,8 @@ def score_predictions(
         gain ``comparisons``, a binary model's entry its AUC's label-permutation p
         (``auc_permutation_p``, ``n_resamples`` permutations), the report a Comparisons table.
     per_fold
-        Add each model's ``per_fold`` values (:mod:`~wsi_pipeline.scoring.per_fold`) and the
-        report's Per fold table.
+        Add each model's ``per_fold`` metrics, each with its patient-bootstrap interval
+        (:mod:`~wsi_pipeline.scoring.per_fold`), and the report's Per fold table.
     cohort
         The run's cohort facts (:mod:`~wsi_pipeline.scoring.cohort_summary`): the report's
         Cohort section, and its synthetic-cohort banner.
@@ -215,7 +215,7 @@ def score_predictions(
             metrics[model]["threshold"] = chosen.as_dict()
             model_notes = [*model_notes, f"{model}: decision threshold {chosen.describe()}"]
         if per_fold:
-            metrics[model][PER_FOLD_KEY] = per_fold_entries(rows, model_task)
+            metrics[model][PER_FOLD_KEY] = per_fold_entries(rows, model_task, n_resamples=n_resamples, level=ci_level, seed=seed)
         if compare and task.name == "binary":
             metrics[model].update(permutation_entry(rows, task, n_permutations=n_resamples, seed=seed))
         notes += model_notes

@@ -26,7 +26,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,8 +43,10 @@ from wsi_pipeline.scoring.layout import (
     RELIABILITY_PLOT,
     ROC_PLOT,
 )
+from wsi_pipeline.scoring.per_fold import PER_FOLD_KEY, per_fold_entries
 from wsi_pipeline.scoring.permutation import auc_permutation_p
-from wsi_pipeline.scoring.predictions import SLIDE_COLUMN
+from wsi_pipeline.scoring.predictions import REPEAT_COLUMN, SLIDE_COLUMN
+from wsi_pipeline.scoring.stage import with_threshold
 from wsi_pipeline.scoring.standalone_report import write_binary_report
 from wsi_pipeline.scoring.subgroups import (
     SUBGROUPS_KEY,
@@ -57,6 +59,9 @@ from wsi_pipeline.scoring.threshold import (
     Threshold,
     choose_threshold,
 )
+
+if TYPE_CHECKING:
+    from wsi_pipeline.mil.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +192,7 @@ def _score_with_stage(inputs: ScoringInputs, out: Path, settings: ScoringSetting
         inputs.table, out, n_resamples=settings.n_resamples, seed=settings.seed, task=inputs.task,
         title=f"Scoring of {inputs.predictions_path.name}", source=str(inputs.predictions_path),
         context=_context(inputs), ci_level=settings.ci_level, risk_cutoffs=cutoffs, subgroups=inputs.subgroups,
-        time_auc_horizons=settings.time_auc_horizons,
+        time_auc_horizons=settings.time_auc_horizons, per_fold=inputs.table["fold"].nunique() > 1,
     )
 
 
@@ -204,7 +209,7 @@ def _score_binary(inputs: ScoringInputs, out: Path, columns: Columns, settings: 
     for model in inputs.models:
         rows = inputs.table[inputs.table["model"] == model]
         thresholds[model] = _threshold(inputs, model, label, settings)
-        metrics[model], model_notes = _score_binary_model(rows, label, thresholds[model], inputs.grouped, settings)
+        metrics[model], model_notes = _score_binary_model(rows, inputs.task, thresholds[model], inputs.grouped, settings)
         notes += [f"{model}: {note}" for note in model_notes]
         if breakdown:
             metrics[model][SUBGROUPS_KEY] = subgroup_entries(
@@ -246,8 +251,9 @@ def _threshold(inputs: ScoringInputs, model: str, label: str, settings: ScoringS
 
 
 def _score_binary_model(
-    rows: pd.DataFrame, label: str, threshold: Threshold, grouped: bool, settings: ScoringSettings
+    rows: pd.DataFrame, task: Task, threshold: Threshold, grouped: bool, settings: ScoringSettings
 ) -> tuple[dict[str, Any], list[str]]:
+    label = task.target_columns[0]
     y = rows[label].to_numpy(dtype=np.float64)
     s = rows["score"].to_numpy(dtype=np.float64)
     groups = rows["patient_id"].to_numpy() if grouped else None
@@ -270,21 +276,11 @@ def _score_binary_model(
     entry["auc_permutation_p"] = auc_permutation_p(y, s, groups=groups, n_permutations=settings.n_permutations, seed=settings.seed)
     entry["n_permutations"] = settings.n_permutations
     if rows["fold"].nunique() > 1:
-        entry["per_fold"] = _per_fold(rows, label, threshold, grouped, settings)
+        # The run stage's per-fold entries (one repeat here), at this model's threshold.
+        entry[PER_FOLD_KEY] = per_fold_entries(rows.assign(**{REPEAT_COLUMN: 0}), with_threshold(task, threshold.value),
+                                               n_resamples=settings.n_resamples, level=settings.ci_level, seed=settings.seed,
+                                               n_bins=settings.n_bins)
     return entry, notes
-
-
-def _per_fold(rows: pd.DataFrame, label: str, threshold: Threshold, grouped: bool, settings: ScoringSettings) -> dict[str, Any]:
-    """Every metric on each fold's rows alone, with its own patient bootstrap (the pooled entry is the headline)."""
-    folds: dict[str, Any] = {}
-    for fold, part in rows.groupby("fold", sort=True):
-        groups = part["patient_id"].to_numpy() if grouped else None
-        intervals = binary_intervals(part[label].to_numpy(dtype=np.float64), [part["score"].to_numpy(dtype=np.float64)],
-                                     threshold.value, groups=groups, n_resamples=settings.n_resamples, level=settings.ci_level,
-                                     seed=settings.seed, n_bins=settings.n_bins)
-        folds[str(fold)] = {**{name: interval.as_dict() for name, (interval, _) in intervals.items()},
-                            "n_patients": int(part["patient_id"].nunique()), "n_positive": int(part[label].sum())}
-    return folds
 
 
 def _comparisons(inputs: ScoringInputs, label: str, settings: ScoringSettings, notes: list[str]) -> list[dict[str, Any]]:

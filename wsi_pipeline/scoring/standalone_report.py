@@ -33,6 +33,7 @@ from wsi_pipeline.scoring.layout import (
     ROC_PLOT,
 )
 from wsi_pipeline.scoring.markdown_html import HTML_REPORT_FILE
+from wsi_pipeline.scoring.per_fold import PER_FOLD_KEY
 from wsi_pipeline.scoring.task_report import SUBGROUP_TEXT, subgroup_table
 
 if TYPE_CHECKING:
@@ -114,10 +115,10 @@ def binary_document(
               "the gap between observed frequency and mean probability of each bin weighted by its share of rows. "
               f"AUC permutation p: {settings.n_permutations} shuffles of the labels among patients, one-sided (AUC > 0.5).")
     doc.add(Heading("Results"), _metric_table(metrics, level), Paragraph(threshold_text), Paragraph(method))
-    per_fold = [m for m in metrics if "per_fold" in metrics[m]]
+    per_fold = {m: {e["fold"]: e for e in metrics[m][PER_FOLD_KEY]} for m in metrics if PER_FOLD_KEY in metrics[m]}
     if per_fold:
-        folds = sorted({f for m in per_fold for f in metrics[m]["per_fold"]}, key=int)
-        rows = [[f, *(_fold_cell(metrics[m]["per_fold"].get(f)) for m in per_fold)] for f in folds]
+        folds = sorted({f for entries in per_fold.values() for f in entries})
+        rows = [[str(f), *(_fold_cell(entries.get(f)) for entries in per_fold.values())] for f in folds]
         doc.add(Heading("Per fold", 3), Table(["Fold", *(f"{m}: AUC [{ci_text(level)}]" for m in per_fold)], rows),
                 Paragraph("Each fold's rows scored alone, with their own patient bootstrap; every metric per fold is in "
                           "metrics.json (per_fold). The pooled values above are the headline."))

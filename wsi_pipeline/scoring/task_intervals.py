@@ -21,6 +21,7 @@ import pandas as pd
 from wsi_pipeline.scoring.binary import BINARY_METRICS
 from wsi_pipeline.scoring.binary_intervals import binary_intervals
 from wsi_pipeline.scoring.bootstrap import Interval, bootstrap_task_metrics
+from wsi_pipeline.scoring.calibration import DEFAULT_BINS
 from wsi_pipeline.scoring.multiclass_metrics import (
     class_indices,
     metric_names,
@@ -44,6 +45,7 @@ def task_intervals(
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    n_bins: int = DEFAULT_BINS,
 ) -> dict[str, tuple[Interval, list[float]]]:
     """Each of ``names`` (metrics of ``task.metrics``) with its interval of the mean over repeats.
 
@@ -59,6 +61,8 @@ def task_intervals(
         The patient of each row when rows are slides.
     n_resamples, level, seed
         Bootstrap settings.
+    n_bins
+        Probability bins of a binary task's expected calibration error.
 
     Returns
     -------
@@ -76,7 +80,8 @@ def task_intervals(
     if task.name == "binary" and set(names) <= set(BINARY_METRICS):
         label = task.target_columns[0]
         return binary_intervals(repeats[0][label].to_numpy(dtype=np.float64), [r["score"].to_numpy(dtype=np.float64) for r in repeats],
-                                task.config.threshold, names=names, groups=groups, n_resamples=n_resamples, level=level, seed=seed)
+                                task.config.threshold, names=names, groups=groups, n_resamples=n_resamples, level=level, seed=seed,
+                                n_bins=n_bins)
     if task.name == "regression" and set(names) <= set(REGRESSION_METRICS):
         return regression_intervals(repeats[0][task.target_columns[0]].to_numpy(dtype=np.float64),
                                     [r["prediction"].to_numpy(dtype=np.float64) for r in repeats], names=names, groups=groups,
