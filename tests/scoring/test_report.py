@@ -31,7 +31,8 @@ def test_report_links_existing_plots_only(tmp_path):
     preds = pd.DataFrame({"patient_id": ["p", "q"] * 2, "model": ["a", "a", "b", "b"], "fold": 0,
                           "label": [0, 1] * 2, "score": [0.1, 0.9] * 2,
                           "pfs_months": [3.0, 9.0] * 2, "event": [1, 0] * 2})
-    metrics = {"a": {**entry(0.9), "logrank_p": 0.0004}, "b": {**entry(0.6), "logrank_p": None}}
+    metrics = {"a": {**entry(0.9), "logrank_p": {"value": 0.0004, "ci_low": None, "ci_high": None}},
+               "b": {**entry(0.6), "logrank_p": {"value": None, "ci_low": None, "ci_high": None}}}
     text = write_report(metrics, preds, tmp_path, title="T", context=None).read_text()
     assert "(plots/roc.png)" in text and "(plots/km_a.png)" in text
     assert "km_b.png" not in text

@@ -99,12 +99,12 @@ def test_report_names_models_auc_values_and_context(plain):
 def test_survival_columns_add_logrank_and_km_plots(with_survival):
     tmp_path, metrics = with_survival
     for model, entry in metrics.items():
-        assert isinstance(entry["logrank_p"], float) and 0 <= entry["logrank_p"] <= 1
+        assert set(entry["logrank_p"]) == {"value", "ci_low", "ci_high"} and 0 <= entry["logrank_p"]["value"] <= 1
         km = tmp_path / "score" / "plots" / f"km_{model}.png"
         assert km.read_bytes().startswith(PNG_SIGNATURE)
         assert f"plots/km_{model}.png" in (tmp_path / "score" / "report.md").read_text()
     # labels drive both the score and PFS here, so the informative model separates PFS
-    assert metrics["abmil"]["logrank_p"] < 0.01
+    assert metrics["abmil"]["logrank_p"]["value"] < 0.01
 
 
 def test_stale_km_plot_is_removed_when_survival_is_absent(tmp_path):

@@ -73,9 +73,25 @@ def test_stage_c_index_hazard_ratio_and_logrank_against_references(tmp_path):
             concordant += 1.0 if risk[i] > risk[j] else 0.5 if risk[i] == risk[j] else 0.0
     assert entry["c_index"]["value"] == pytest.approx(concordant / comparable)
     high = risk >= np.median(risk)
-    assert entry["logrank_p"] == pytest.approx(logrank_test(time[high], time[~high], event[high], event[~high]).p_value)
+    assert entry["logrank_p"]["value"] == pytest.approx(logrank_test(time[high], time[~high], event[high], event[~high]).p_value)
     assert entry["hazard_ratio"] == pytest.approx(hazard_ratio(time, event, high))
     assert entry["risk_groups"]["rule"] == "median" and entry["risk_groups"]["cutoff"] == pytest.approx(np.median(risk))
     report = (tmp_path / "report.md").read_text()
     assert "Cox" in report and "not a bootstrap" in report and "median predicted risk of the scored rows" in report
     assert (tmp_path / "plots" / "km_m.png").is_file()
+
+
+def test_logrank_p_with_repeats_is_the_median_of_each_repeats_p(tmp_path):
+    time, event, _ = cohort(40, seed=3)
+    rng = np.random.default_rng(5)
+    frames, expected = [], []
+    for repeat in range(3):
+        risk = rng.normal(size=40) - 0.02 * time  # each repeat's model ranks the patients differently
+        frames.append(pd.DataFrame({"patient_id": [f"P{i:02d}" for i in range(40)], "model": "m", "fold": 0, "repeat": repeat,
+                                    "pfs_months": time, "event": event, "risk": risk}))
+        high = risk >= np.median(risk)
+        expected.append(logrank_test(time[high], time[~high], event[high], event[~high]).p_value)
+    entry = score_predictions(pd.concat(frames), tmp_path, n_resamples=50, task=SurvivalTask())["m"]
+    assert entry["logrank_p"]["per_repeat"] == pytest.approx(expected)
+    assert entry["logrank_p"]["value"] == pytest.approx(np.median(expected))
+    assert entry["logrank_p"]["ci_low"] is None and entry["logrank_p"]["ci_high"] is None

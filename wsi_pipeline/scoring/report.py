@@ -95,7 +95,7 @@ def _results_table(metrics: Mapping[str, Mapping[str, Any]], predictions: pd.Dat
         if repeats:
             row.append(str(m.get("n_repeats", 1)))
         if survival:
-            row.append(format_p(m.get("logrank_p")) if "logrank_p" in m else "n/a")
+            row.append(format_p(m["logrank_p"]["value"]) if "logrank_p" in m else "n/a")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

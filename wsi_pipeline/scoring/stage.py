@@ -169,13 +169,13 @@ def score_predictions(
         <the task's counts>}`` (binary: every metric of
         :data:`~wsi_pipeline.scoring.binary.BINARY_METRICS` -- the task's ``auc``, ``accuracy``,
         ``balanced_accuracy`` first, at the task's threshold -- and ``n_positive``), plus
-        ``"logrank_p"`` when follow-up columns exist and the task has
-        predicted groups. Slide-level rows add ``"n_slides"`` (the counts are of slides).
-        With several repeats, ``value`` is the mean over repeats, the
+        ``"logrank_p"`` (``{"value", "ci_low": None, "ci_high": None}``: a p-value has no
+        interval) when follow-up columns exist and the task has predicted groups. Slide-level
+        rows add ``"n_slides"`` (the counts are of slides). With several repeats, ``value`` is the mean over repeats, the
         interval the patient bootstrap of that mean (see
         :func:`~wsi_pipeline.scoring.bootstrap.bootstrap_task_metrics`), and each metric also
         has ``per_repeat``: its value on each repeat; ``n_repeats`` is given and
-        ``logrank_p`` is the median over repeats. Undefined numbers are ``None``. Identical
+        ``logrank_p``'s value is the median over repeats. Undefined numbers are ``None``. Identical
         to the content of ``metrics.json``. Multiclass adds per-class ``precision_<c>``,
         ``recall_<c>``, ``f1_<c>``, ``auc_<c>`` and ``confusion``; survival ``hazard_ratio``
         and ``risk_groups`` (:mod:`~wsi_pipeline.scoring.task_extras`); with a ``site`` or
@@ -338,14 +338,18 @@ def _score_model(
                 p = km_by_group(followed[follow_up[0]], followed[follow_up[1]], groups).logrank_p
             p_values.append(p)
         finite = [p for p in p_values if math.isfinite(p)]
-        entry["logrank_p"] = float(np.median(finite)) if finite and len(finite) == len(p_values) else None
+        # The metrics' shape, with no interval: a p-value is not an estimate to bootstrap.
+        median = float(np.median(finite)) if finite and len(finite) == len(p_values) else None
+        entry["logrank_p"] = {"value": median, "ci_low": None, "ci_high": None}
+        if len(repeats) > 1:
+            entry["logrank_p"]["per_repeat"] = [_json_number(p) for p in p_values]
         unit = "slide" if SLIDE_COLUMN in units else "patient"
         if n_followed < len(rows_of_first):
             notes.append(f"{model}: {len(rows_of_first) - n_followed} {unit}(s) without follow-up left out of the log-rank test.")
         if SLIDE_COLUMN in units:
             notes.append(f"{model}: the log-rank test compares slides, taking a patient's slides as independent: "
                          "its p is optimistic when patients have several slides.")
-        if entry["logrank_p"] is None:
+        if median is None:
             notes.append(f"{model}: log-rank p undefined (a predicted group is empty or no event was observed).")
     if breakdown:
         entry[SUBGROUPS_KEY] = subgroup_entries(repeats, task, breakdown, slide_level=SLIDE_COLUMN in units,
