@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 from scipy import ndimage
-from skimage import morphology
 
 from wsi_pipeline.tiling.channels import channel_max, channel_min
 from wsi_pipeline.tiling.tissue.bands import gaussian_halo, row_bands
@@ -26,6 +25,7 @@ from wsi_pipeline.tiling.tissue.components import (
     remove_small_holes,
     remove_small_objects,
 )
+from wsi_pipeline.tiling.tissue.disk import close_disk, dilate_disk
 from wsi_pipeline.tiling.tissue.pen import PEN_DILATION_UM, ink_masks
 
 #: A glass pixel: every channel at least this bright, red and green within `GLASS_MAX_SPREAD` of
@@ -214,7 +214,7 @@ def clean_mask(
         # Pad with the edge values: a closing treats the outside as background, which would
         # erode tissue that runs off the image edge (a crop of a slide, a region scan).
         padded = np.pad(mask, radius, mode="edge")
-        mask = ndimage.binary_closing(padded, morphology.disk(radius))[radius:-radius, radius:-radius]
+        mask = close_disk(padded, radius)[radius:-radius, radius:-radius]
     px_area = mpp * mpp
     mask = remove_small_objects(mask, max_size=max(1, round(min_object_um2 / px_area)))
     return remove_small_holes(mask, max_size=max(1, round(max_hole_um2 / px_area)))
@@ -284,10 +284,10 @@ def brightfield_masks(
 
     inks = ink_masks(rgb, mpp)
     padding = scanner_padding(inks["black"])
-    grow = morphology.disk(max(1, round(PEN_DILATION_UM / mpp)))
+    grow = max(1, round(PEN_DILATION_UM / mpp))
 
     def grown(mask: np.ndarray) -> np.ndarray:
-        return ndimage.binary_dilation(mask, grow) if mask.any() else mask
+        return dilate_disk(mask, grow)
 
     # Black padding and very dark debris are never tissue, pen removal asked for or not; the
     # padding is not reported as pen either (it would count as ink area in the QC).

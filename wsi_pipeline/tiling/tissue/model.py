@@ -41,7 +41,7 @@ def _where(path: str | os.PathLike[str]) -> str:
 
 
 @lru_cache(maxsize=4)
-def _load_cached(path: str, mtime_ns: int, size: int) -> "torch.jit.ScriptModule":
+def _load_cached(path: str, mtime_ns: int, size: int) -> torch.jit.ScriptModule:
     # Keyed on modification time and size too, so a replaced file is loaded again.
     import torch
 
@@ -54,7 +54,7 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> "torch.jit.ScriptModule
     return module
 
 
-def load_tissue_model(path: str | os.PathLike[str]) -> "torch.jit.ScriptModule":
+def load_tissue_model(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
     """Load a TorchScript model on the CPU (cached per file while the file is unchanged).
 
     Parameters
@@ -96,7 +96,7 @@ def load_tissue_model(path: str | os.PathLike[str]) -> "torch.jit.ScriptModule":
 
 
 def tissue_probability(
-    module: "torch.jit.ScriptModule", rgb: np.ndarray, model: TissueModelConfig
+    module: torch.jit.ScriptModule, rgb: np.ndarray, model: TissueModelConfig
 ) -> np.ndarray:
     """Run a tissue model on a thumbnail and return the tissue probability of every pixel.
 

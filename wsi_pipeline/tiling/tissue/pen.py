@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage import morphology
 
 from wsi_pipeline.tiling.channels import channel_max, channel_min
 from wsi_pipeline.tiling.tissue.bands import gaussian_halo, row_bands
 from wsi_pipeline.tiling.tissue.components import remove_small_objects
+from wsi_pipeline.tiling.tissue.disk import dilate_disk
 
 #: Ink colours, in the order `ink_masks` returns them.
 INK_COLOURS = ("blue", "green", "black")
@@ -167,4 +167,4 @@ def pen_mask(rgb: np.ndarray, mpp: float | None = None, dilation_um: float = PEN
     masks = ink_masks(rgb, mpp)
     union = masks["blue"] | masks["green"] | masks["black"]
     radius = 1 if mpp is None else max(1, round(dilation_um / mpp))
-    return ndimage.binary_dilation(union, morphology.disk(radius)) if union.any() else union
+    return dilate_disk(union, radius)

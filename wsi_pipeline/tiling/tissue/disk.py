@@ -1,0 +1,102 @@
+"""Binary dilation and closing by a disk, in time independent of the disk's radius.
+
+A dilation by ``skimage.morphology.disk(r)`` keeps every pixel within Euclidean distance ``r``
+of a True pixel; an erosion keeps every True pixel whose nearest False pixel is farther than
+``r``. Both are thresholds of a Euclidean distance transform, which costs O(pixels) whatever
+``r`` is, where ``scipy.ndimage.binary_dilation`` with a disk costs O(pixels x disk area): on a
+thumbnail at 8 µm/px, a 50 µm closing took half the tissue segmentation's time. The results
+are identical to scipy's with ``disk(r)`` (the tests compare them): lattice distances are square
+roots of integers, and the comparison allows for the float rounding of the square root.
+
+The transform's float distances and integer feature indices take 16 bytes a pixel, so a large
+thumbnail is done a band of rows at a time (:mod:`~wsi_pipeline.tiling.tissue.bands`) with a
+halo of ``radius`` rows: no pixel farther than the radius can change a band's result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from wsi_pipeline.tiling.tissue.bands import row_bands
+
+# sqrt of an integer is exact to ~1e-16 relative; the next lattice distance above r is at least
+# sqrt(r^2 + 1) - r >= 1/(2r + 1) away, far more than this.
+_EPS = 1e-9
+
+
+def dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Dilate a binary mask by a disk of ``radius`` pixels (outside the image is False).
+
+    Parameters
+    ----------
+    mask
+        (H, W) bool.
+    radius
+        Disk radius in pixels, >= 0 (0 returns a copy).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool; equal to ``ndimage.binary_dilation(mask, morphology.disk(radius))``.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    if radius == 0 or not mask.any():
+        return mask.copy()
+    if mask.all():
+        return mask.copy()
+    out = np.empty_like(mask)
+    for read, keep, rows in row_bands(*mask.shape, halo=radius):
+        # Distance of each pixel to the nearest True pixel (0 on True pixels).
+        out[rows] = (ndimage.distance_transform_edt(~mask[read]) <= radius + _EPS)[keep]
+    return out
+
+
+def erode_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Erode a binary mask by a disk of ``radius`` pixels (outside the image is False).
+
+    Parameters
+    ----------
+    mask
+        (H, W) bool.
+    radius
+        Disk radius in pixels, >= 0 (0 returns a copy).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool; equal to ``ndimage.binary_erosion(mask, morphology.disk(radius))``.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    if radius == 0 or not mask.any():
+        return mask.copy()
+    out = np.empty_like(mask)
+    for read, keep, rows in row_bands(*mask.shape, halo=radius):
+        # Outside the block counts as False: one False pixel of padding makes the transform see
+        # it. At the image's edges that is the outside; inside the image the padding row lies
+        # radius + 1 rows from the band, too far to erode it.
+        padded = np.pad(mask[read], 1, constant_values=False)
+        out[rows] = (ndimage.distance_transform_edt(padded) > radius + _EPS)[1:-1, 1:-1][keep]
+    return out
+
+
+def close_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Close a binary mask by a disk: dilation then erosion (outside the image is False).
+
+    Parameters
+    ----------
+    mask
+        (H, W) bool.
+    radius
+        Disk radius in pixels, >= 0 (0 returns a copy).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) bool; equal to ``ndimage.binary_closing(mask, morphology.disk(radius))``.
+    """
+    return erode_disk(dilate_disk(mask, radius), radius)
