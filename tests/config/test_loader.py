@@ -55,6 +55,29 @@ def test_tissue_model_settings_are_validated_and_resolved(tmp_path):
     assert config.workflow.tiling.tissue.model.path == str((tmp_path / "models" / "seg.pt").resolve())
 
 
+def test_files_read_on_workers_are_resolved_from_the_manifest_folder_not_the_working_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the client's working folder is not the manifest's
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = write_manifest(folder, overrides={
+        "features": {"weights": "weights/uni.safetensors", "stain_normalisation": {"method": "macenko", "target": "refs"}},
+        "tiling": {"tissue": {"method": "model", "model": {"path": "~/seg.pt", "mpp": 16}}},
+    })
+    workflow = load_run_config(path).workflow
+    assert workflow.features.weights == str(folder / "weights" / "uni.safetensors")
+    assert workflow.features.stain_normalisation.target == str(folder / "refs")
+    assert workflow.tiling.tissue.model.path == str(tmp_path / "home" / "seg.pt")  # ~ expanded, not joined
+    # Absolute paths and the built-in stain reference are left as they are.
+    absolute = str(tmp_path / "w.pt")
+    kept = load_run_config(write_manifest(folder, overrides={
+        "features": {"weights": absolute, "stain_normalisation": {"method": "macenko", "target": "default"}},
+    })).workflow
+    assert kept.features.weights == absolute and kept.features.stain_normalisation.target == "default"
+
+
 def test_magnification_aliases_and_tolerance(tmp_path):
     path = write_manifest(tmp_path, overrides={"tiling": {"mpp": "40x", "mpp_tolerance": 0.05}})
     tiling = load_run_config(path).workflow.tiling

@@ -249,14 +249,34 @@ def find_preset(reference: str, manifest_dir: Path) -> Path:
     )
 
 
-def with_absolute_tissue_model(workflow: WorkflowPreset, base: Path) -> WorkflowPreset:
-    """Resolve a relative tissue-model path from the manifest's folder, so workers find it anywhere."""
+def with_absolute_paths(workflow: WorkflowPreset, base: Path) -> WorkflowPreset:
+    """Resolve the workflow's relative file paths from the manifest's folder, so workers find them anywhere.
+
+    The tissue model (``tiling.tissue.model.path``), the encoder's checkpoint
+    (``features.weights``) and the stain reference (``features.stain_normalisation.target``,
+    unless ``default``) are read on the workers, whose working folder is not the client's on a
+    cluster; like every other path of a manifest, a relative one starts from the manifest's folder.
+    """
+
+    def absolute(path: str) -> str:
+        expanded = Path(path).expanduser()
+        return str(expanded if expanded.is_absolute() else (base / expanded).resolve())
+
     tissue = workflow.tiling.tissue
-    if tissue.model is None or Path(tissue.model.path).expanduser().is_absolute():
-        return workflow
-    model = tissue.model.model_copy(update={"path": str((base / Path(tissue.model.path).expanduser()).resolve())})
-    tiling = workflow.tiling.model_copy(update={"tissue": tissue.model_copy(update={"model": model})})
-    return workflow.model_copy(update={"tiling": tiling})
+    if tissue.model is not None:
+        model = tissue.model.model_copy(update={"path": absolute(tissue.model.path)})
+        tiling = workflow.tiling.model_copy(update={"tissue": tissue.model_copy(update={"model": model})})
+        workflow = workflow.model_copy(update={"tiling": tiling})
+    features = workflow.features
+    updates: dict[str, Any] = {}
+    if features.weights is not None:
+        updates["weights"] = absolute(features.weights)
+    stain = features.stain_normalisation
+    if stain is not None and stain.target != "default":
+        updates["stain_normalisation"] = stain.model_copy(update={"target": absolute(stain.target)})
+    if updates:
+        workflow = workflow.model_copy(update={"features": features.model_copy(update=updates)})
+    return workflow
 
 
 def load_run_config(
@@ -303,7 +323,7 @@ def load_run_config(
             WorkflowPreset, merged, manifest_path, "manifest overrides", prefix="overrides."
         )
 
-    workflow = with_absolute_tissue_model(workflow, base)
+    workflow = with_absolute_paths(workflow, base)
     output_dir = Path(output).resolve() if output is not None else (base / manifest.output).resolve()
     store_path = resolve_store(manifest.store, base, output_dir)
 
