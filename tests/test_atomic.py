@@ -16,9 +16,8 @@ def test_write_replaces_content(tmp_path):
 def test_failure_keeps_old_file_and_cleans_up(tmp_path):
     path = tmp_path / "f.txt"
     path.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(path) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]

@@ -7,7 +7,6 @@ as on a cluster; the pipeline is the ``wsi-pipeline`` command line, as a user ru
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess

@@ -18,8 +18,18 @@ from rich.console import Console
 from wsi_pipeline.cohort.table import load_cohort
 from wsi_pipeline.config import ClusterConfig, load_run_config
 from wsi_pipeline.engine import cluster as cluster_module
-from wsi_pipeline.engine.cluster import GPU_SLOT, cluster_layout, dask_client, local_worker_specs
-from wsi_pipeline.engine.runner import EXIT_ITEMS_FAILED, EXIT_OK, encoder_id_of, run_pipeline
+from wsi_pipeline.engine.cluster import (
+    GPU_SLOT,
+    cluster_layout,
+    dask_client,
+    local_worker_specs,
+)
+from wsi_pipeline.engine.runner import (
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    encoder_id_of,
+    run_pipeline,
+)
 from wsi_pipeline.engine.tasks import TILING_FAILED, extract_task
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.synthetic import generate_cohort

@@ -48,7 +48,7 @@ def cohort(tmp_path):
 
 
 def test_override_gives_new_entries_and_a_warning(cohort):
-    tmp_path, folder, table = cohort
+    tmp_path, _folder, table = cohort
     manifest = write_manifest(tmp_path, str(table))
     first, _ = run(manifest, stages=("tile", "extract"))
     assert first.exit_code == EXIT_OK
@@ -79,9 +79,9 @@ def test_override_gives_new_entries_and_a_warning(cohort):
 
 
 def test_every_slide_gets_qc_files_and_a_row_even_when_skipped(cohort):
-    tmp_path, folder, table = cohort
+    tmp_path, _folder, table = cohort
     manifest = write_manifest(tmp_path, str(table))
-    first, console = run(manifest)
+    _first, console = run(manifest)
     qc = tmp_path / "out" / "qc"
     slides = pd.read_csv(table)["slide_id"].tolist()
     assert sorted(p.stem for p in qc.glob("*.png")) == sorted(slides)
@@ -105,7 +105,7 @@ def test_slide_without_mpp_fails_alone_naming_the_column(cohort):
     tifffile.imwrite(folder / "plain.tiff", np.full((512, 512, 3), 200, np.uint8), tile=(256, 256), photometric="rgb")
     extra = pd.DataFrame([{"patient_id": "X", "slide_id": "plain", "slide_path": "plain.tiff", "label": 0}])
     pd.concat([rows, extra]).to_csv(table, index=False)
-    result, console = run(write_manifest(tmp_path, str(table)))
+    result, _console = run(write_manifest(tmp_path, str(table)))
     assert result.exit_code == EXIT_ITEMS_FAILED
     (failure,) = result.record.failures
     assert failure.item == "plain" and "µm/px" in failure.reason and "'mpp' column" in failure.reason
@@ -126,7 +126,7 @@ def test_a_segmentation_model_named_in_the_manifest_runs_on_the_workers(cohort):
         def forward(self, x):
             return 40.0 * ((x[:, 0:1] + x[:, 2:3]) / 2 - x[:, 1:2] - 0.05)
 
-    tmp_path, folder, table = cohort
+    tmp_path, _folder, table = cohort
     (tmp_path / "models").mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

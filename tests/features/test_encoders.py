@@ -115,7 +115,6 @@ def test_precision_and_memory_format_follow_the_device():
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("fp8", cuda)
     assert is_convolutional(build_network(get_encoder_spec("demo-resnet18-random"), None))
-    import timm
 
     assert not is_convolutional(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0))
 

@@ -171,11 +171,11 @@ def test_scaled_decode_at_edges_and_outside(cmu):
 def test_reduce_must_divide_the_region(cmu):
     with _open(cmu) as raw:
         for kwargs in (
-            dict(left=1, top=0, width=64, height=64, reduce=2),
-            dict(left=0, top=0, width=66, height=64, reduce=4),
-            dict(left=0, top=4, width=64, height=64, reduce=8),
-            dict(left=0, top=0, width=64, height=64, reduce=3),
-            dict(left=0, top=0, width=0, height=64, reduce=1),
+            {"left": 1, "top": 0, "width": 64, "height": 64, "reduce": 2},
+            {"left": 0, "top": 0, "width": 66, "height": 64, "reduce": 4},
+            {"left": 0, "top": 4, "width": 64, "height": 64, "reduce": 8},
+            {"left": 0, "top": 0, "width": 64, "height": 64, "reduce": 3},
+            {"left": 0, "top": 0, "width": 0, "height": 64, "reduce": 1},
         ):
             with pytest.raises(ValueError):
                 raw.read_region(0, **kwargs)

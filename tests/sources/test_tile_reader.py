@@ -8,7 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from wsi_pipeline.sources.tile_reader import Strip, cut_strip, jpeg_reduction, plan_strips, read_tiles_in_strips
+from wsi_pipeline.sources.tile_reader import (
+    Strip,
+    cut_strip,
+    jpeg_reduction,
+    plan_strips,
+    read_tiles_in_strips,
+)
 from wsi_pipeline.sources.wsi import resize_rgb
 
 
@@ -111,10 +117,8 @@ def test_reads_in_flight_are_bounded_and_an_early_stop_does_not_hang(level_image
     coords = np.array([(x, y) for y in range(0, 1024, 64) for x in range(0, 3072, 128)], dtype=np.int64)[::2]
     calls: list = []
     reader = read_tiles_in_strips(make_reader(level_image, calls, delay=0.002), coords, 64, 0, 1.0, 32, 1, resize=resize_rgb, workers=2)
-    consumed = 0
-    for _ in range(10):
+    for consumed in range(1, 11):
         next(reader)
-        consumed += 1
         time.sleep(0.01)  # a slow consumer: readers must wait, not run ahead
         assert len(calls) <= consumed + 2 * 2 + 1
     started = time.perf_counter()

@@ -13,7 +13,11 @@ from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources import wsi as wsi_module
 from wsi_pipeline.sources.fingerprint import slide_uid
 from wsi_pipeline.sources.protocol import TileSource, mpp_disagreement, require_mpp
-from wsi_pipeline.sources.synthetic import SyntheticSlideSpec, render_slide, write_pyramidal_tiff
+from wsi_pipeline.sources.synthetic import (
+    SyntheticSlideSpec,
+    render_slide,
+    write_pyramidal_tiff,
+)
 from wsi_pipeline.sources.wsi import OpenSlideSource, flatten_on_white
 
 

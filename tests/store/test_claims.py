@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 
-import json
-import os
-
 import fsspec
 import numpy as np
 import pytest
 
-from wsi_pipeline.store import FeatureStore
-from wsi_pipeline.store import claims
+from wsi_pipeline.store import FeatureStore, claims
 from wsi_pipeline.store.claims import entry_lock, local_root
 from wsi_pipeline.store.feature_store import tiling_key
 
@@ -91,16 +89,15 @@ def test_a_writer_whose_lease_was_taken_over_does_not_mark_complete():
     store = FeatureStore("memory://lease-lost")
     key = "features/e/t/u"
     fs = fsspec.filesystem("memory")
-    with pytest.raises(claims.ClaimLost):
-        with store.claim(key) as must_write:
-            assert must_write
-            writer = store.begin_features("e", "t", "u", n_rows=2, dim=2, attrs={})
-            writer.write(np.zeros((2, 2)))
-            # Another writer takes the lease over (as if ours had gone stale).
-            path = f"/lease-lost/.locks/{claims._lock_name(key)}.claim"
-            fs.pipe(path, json.dumps({"owner": "someone else", "renewed": time.time()}).encode())
-            claims._HELD[(store.root, key)].set()  # what the renewer notices at its next renewal
-            writer.complete()
+    with pytest.raises(claims.ClaimLost), store.claim(key) as must_write:
+        assert must_write
+        writer = store.begin_features("e", "t", "u", n_rows=2, dim=2, attrs={})
+        writer.write(np.zeros((2, 2)))
+        # Another writer takes the lease over (as if ours had gone stale).
+        path = f"/lease-lost/.locks/{claims._lock_name(key)}.claim"
+        fs.pipe(path, json.dumps({"owner": "someone else", "renewed": time.time()}).encode())
+        claims._HELD[(store.root, key)].set()  # what the renewer notices at its next renewal
+        writer.complete()
     assert not store.is_complete(key)
 
 

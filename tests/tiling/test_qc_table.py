@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from wsi_pipeline.tiling.qc_table import QC_TABLE_COLUMNS, qc_frame, tiles_summary, write_qc_table
+from wsi_pipeline.tiling.qc_table import (
+    QC_TABLE_COLUMNS,
+    qc_frame,
+    tiles_summary,
+    write_qc_table,
+)
 
 
 def row(slide_id: str, **values) -> dict:

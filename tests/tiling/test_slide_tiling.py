@@ -10,7 +10,11 @@ import pytest
 from wsi_pipeline.config import TilingConfig
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.registry import open_source
-from wsi_pipeline.sources.synthetic import SyntheticSlideSpec, render_slide, write_pyramidal_tiff
+from wsi_pipeline.sources.synthetic import (
+    SyntheticSlideSpec,
+    render_slide,
+    write_pyramidal_tiff,
+)
 from wsi_pipeline.tiling import QC_COLUMNS, tile_slide, tiling_id
 from wsi_pipeline.tiling.tile_qc import background_pixels
 
@@ -141,7 +145,7 @@ def artefact_slide(tmp_path_factory):
 
 def truth_fraction(mask: np.ndarray, coords: np.ndarray, size: float) -> np.ndarray:
     """Fraction of each tile a full-resolution truth mask covers (outside the slide: not covered)."""
-    side = int(round(size))
+    side = round(size)
     return np.array([mask[y : y + side, x : x + side].sum() / side**2 for x, y in coords])
 
 

@@ -38,7 +38,7 @@ class StrictModel(BaseModel):
 _MAGNIFICATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[xX]\s*$")
 
 
-def parse_mpp(value: float | int | str) -> float:
+def parse_mpp(value: float | str) -> float:
     """Return µm/px from a number or a magnification alias.
 
     Parameters
@@ -104,7 +104,7 @@ class TissueConfig(StrictModel):
     model: TissueModelConfig | None = Field(None, description="the segmentation model, for method 'model'")
 
     @model_validator(mode="after")
-    def _model_given_for_model_method(self) -> "TissueConfig":
+    def _model_given_for_model_method(self) -> TissueConfig:
         if self.method == "model" and self.model is None:
             raise ValueError("method 'model' needs a 'model' section with at least 'path' and 'mpp'")
         return self
@@ -150,7 +150,7 @@ class TilingConfig(StrictModel):
 
     @field_validator("overlap_px")
     @classmethod
-    def _overlap_below_tile(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
+    def _overlap_below_tile(cls, value: int, info) -> int:
         tile_px = info.data.get("tile_px")
         if tile_px is not None and value >= tile_px:
             raise ValueError(f"overlap_px ({value}) must be smaller than tile_px ({tile_px})")

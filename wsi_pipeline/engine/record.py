@@ -9,11 +9,12 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from wsi_pipeline.atomic import atomic_write_text
 from wsi_pipeline.engine.outcome import STATUSES, ItemOutcome
@@ -59,7 +60,7 @@ class RunRecord:
 
     config: dict[str, Any]
     seed: int
-    started: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     timings: dict[str, float] = field(default_factory=dict)
     wall_seconds: float | None = None
     outcomes: list[ItemOutcome] = field(default_factory=list)
@@ -132,7 +133,7 @@ class RunRecord:
             {
                 "status": status,
                 "started": self.started,
-                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "seed": self.seed,
                 "versions": package_versions(),
                 "cluster": self.cluster,

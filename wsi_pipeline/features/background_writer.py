@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from types import TracebackType
+from typing import Self
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class BackgroundWriter:
             self._thread.join()
         self._raise_if_failed()
 
-    def __enter__(self) -> "BackgroundWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

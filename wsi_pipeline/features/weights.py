@@ -129,7 +129,7 @@ def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable checkpoint is the user's file to fix
+    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is the user's file to fix
         raise WSIPipelineError(
             f"cannot read the checkpoint of encoder '{name}': {error}",
             where=str(path),

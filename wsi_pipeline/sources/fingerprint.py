@@ -48,7 +48,7 @@ def slide_uid(
     return digest.hexdigest()
 
 
-def _hash_file(digest: "hashlib._Hash", path: Path, sample: int, *, tail: bool) -> None:
+def _hash_file(digest: hashlib._Hash, path: Path, sample: int, *, tail: bool) -> None:
     size = path.stat().st_size
     digest.update(str(size).encode())
     with path.open("rb") as handle:

@@ -278,7 +278,7 @@ def _take(iterator: Iterator[Strip], n: int) -> list[Strip]:
 
 
 
-def resize_rgb_tensor(rgb, width: int, height: int):  # noqa: ANN001, ANN201 - torch imported on use
+def resize_rgb_tensor(rgb, width: int, height: int):
     """Resize an (H, W, 3) uint8 tensor on its device: area filter when shrinking, bicubic when enlarging.
 
     The tensor counterpart of :func:`wsi_pipeline.sources.wsi.resize_rgb`, for tiles decoded on a

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import numpy as np
 import openslide
@@ -251,7 +252,7 @@ class OpenSlideSource:
         if self._decodes_on_device:
             device = self.read_options.device
 
-            def on_device(level: int, left: int, top: int, width: int, height: int, reduce: int = 1):  # noqa: ANN202
+            def on_device(level: int, left: int, top: int, width: int, height: int, reduce: int = 1):
                 return raw.read_region_torch(level, left, top, width, height, device)
 
             return on_device, False
@@ -357,7 +358,7 @@ class OpenSlideSource:
         self._closers.clear()
         self._slide.close()
 
-    def __enter__(self) -> "OpenSlideSource":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -162,7 +162,7 @@ def still_held(root: str, key: str) -> bool:
     return lost is None or not lost.is_set()
 
 
-def _acquire(fs, path: str, token: str, lease_seconds: float, poll_seconds: float) -> None:  # noqa: ANN001 - fsspec filesystem
+def _acquire(fs, path: str, token: str, lease_seconds: float, poll_seconds: float) -> None:
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     while True:
         try:
@@ -183,13 +183,13 @@ def _acquire(fs, path: str, token: str, lease_seconds: float, poll_seconds: floa
         time.sleep(poll_seconds)
 
 
-def _write_claim(fs, path: str, token: str, mode: str) -> None:  # noqa: ANN001
+def _write_claim(fs, path: str, token: str, mode: str) -> None:
     body = {"owner": token, "host": socket.gethostname(), "pid": os.getpid(), "renewed": time.time()}
     with fs.open(path, mode) as handle:
         handle.write(json.dumps(body).encode())
 
 
-def _read_claim(fs, path: str) -> dict:  # noqa: ANN001
+def _read_claim(fs, path: str) -> dict:
     try:
         with fs.open(path, "rb") as handle:
             return json.loads(handle.read() or b"{}")

@@ -92,7 +92,7 @@ def export_tiles(
     sheet = output / "contact_sheet.png"
     with atomic_path(sheet) as tmp:
         contact_sheet(tiles, [f"x{x} y{y}" for x, y in coords]).save(tmp, format="PNG")
-    return TileExport(written, sheet, int(len(tiling.coords)), tiling.geometry.mpp)
+    return TileExport(written, sheet, len(tiling.coords), tiling.geometry.mpp)
 
 
 def contact_sheet(tiles: np.ndarray, labels: list[str], columns: int = SHEET_COLUMNS) -> Image.Image:

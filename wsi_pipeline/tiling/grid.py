@@ -45,7 +45,7 @@ class GridGeometry:
         overlap_px: int = 0,
         level_downsamples: tuple[float, ...] = (1.0,),
         tolerance: float = 0.0,
-    ) -> "GridGeometry":
+    ) -> GridGeometry:
         """Geometry of ``tile_px`` tiles at ``target_mpp`` on a slide scanned at ``slide_mpp``.
 
         Parameters

@@ -83,12 +83,12 @@ def caption_lines(slide_id: str, attrs: dict) -> list[str]:
     """The QC picture's caption: slide, scale, tiles kept and why others were dropped, areas."""
     width, height = attrs.get("level0_size", (0, 0))
     lines = [
-        f"{slide_id} ({attrs.get('vendor', '?')}, {attrs.get('modality', '?')}): {width:,} x {height:,} px "
-        f"at {float(attrs['slide_mpp']):.4g} µm/px ({attrs.get('mpp_source', 'metadata')})",
-        f"tiles kept: {attrs.get('n_kept', attrs.get('n_tiles', 0)):,} at {float(attrs['effective_mpp']):.4g} µm/px, "
+        (f"{slide_id} ({attrs.get('vendor', '?')}, {attrs.get('modality', '?')}): {width:,} x {height:,} px "
+        f"at {float(attrs['slide_mpp']):.4g} µm/px ({attrs.get('mpp_source', 'metadata')})"),
+        (f"tiles kept: {attrs.get('n_kept', attrs.get('n_tiles', 0)):,} at {float(attrs['effective_mpp']):.4g} µm/px, "
         f"{attrs['tile_px']} px; dropped: {attrs.get('dropped_tissue', 0):,} low tissue, "
-        f"{attrs.get('dropped_pen', 0):,} pen, {attrs.get('dropped_blur', 0):,} blurred",
-        f"tissue {float(attrs.get('tissue_area_mm2', 0.0)):.2f} mm², pen {float(attrs.get('pen_area_mm2', 0.0)):.2f} mm²; "
-        f"{attrs.get('n_blurred', 0):,} tiles below the blur flag",
+        f"{attrs.get('dropped_pen', 0):,} pen, {attrs.get('dropped_blur', 0):,} blurred"),
+        (f"tissue {float(attrs.get('tissue_area_mm2', 0.0)):.2f} mm², pen {float(attrs.get('pen_area_mm2', 0.0)):.2f} mm²; "
+        f"{attrs.get('n_blurred', 0):,} tiles below the blur flag"),
     ]
     return lines

@@ -144,8 +144,8 @@ def tiles_summary(frame: pd.DataFrame) -> str:
     if tiled.any():
         values = kept[tiled]
         parts = [
-            f"tiles kept per slide: min {values.min():,.0f}, median {_number(float(np.median(values)))}, "
-            f"max {values.max():,.0f} ({tiled.sum()} slide{'s' if tiled.sum() != 1 else ''})"
+            (f"tiles kept per slide: min {values.min():,.0f}, median {_number(float(np.median(values)))}, "
+            f"max {values.max():,.0f} ({tiled.sum()} slide{'s' if tiled.sum() != 1 else ''})")
         ]
         empty = tiled & (kept == 0)
         parts.append(f"no tiles: {_names(ids[empty])}" if empty.any() else "all slides have tiles")

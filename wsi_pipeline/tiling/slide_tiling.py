@@ -84,7 +84,7 @@ class SlideTiling:
             "tissue_area_mm2": round(self.tissue_area_mm2, 4),
             "pen_area_mm2": round(self.pen_area_mm2, 4),
             "n_grid_tiles": int(self.n_grid_tiles),
-            "n_kept": int(len(self.coords)),
+            "n_kept": len(self.coords),
             **{f"dropped_{reason}": int(self.dropped.get(reason, 0)) for reason in DROP_REASONS},
             "n_blurred": int(self.n_blurred),
             "median_blur": round(float(np.median(blur)), 3) if len(blur) else None,

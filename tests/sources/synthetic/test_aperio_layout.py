@@ -177,7 +177,7 @@ def test_unshared_tables_fail_loudly(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(level_downsample=3), "level_downsample"), (dict(jpeg_colour="cmyk"), "jpeg_colour"), (dict(level_downsample=4, n_levels=7), "n_levels")],
+    [({"level_downsample": 3}, "level_downsample"), ({"jpeg_colour": "cmyk"}, "jpeg_colour"), ({"level_downsample": 4, "n_levels": 7}, "n_levels")],
 )
 def test_rejects_unusable_layout_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

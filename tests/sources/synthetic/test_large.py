@@ -137,7 +137,7 @@ def test_flat_slide_has_one_level(tmp_path):
 
 
 def test_same_arguments_same_bytes_and_atomic(tmp_path):
-    kwargs = dict(width=2600, height=1700, n_levels=2, seed=3, tissue_fraction=0.4)
+    kwargs = {"width": 2600, "height": 1700, "n_levels": 2, "seed": 3, "tissue_fraction": 0.4}
     first, second = tmp_path / "a" / "one.tiff", tmp_path / "two.tiff"
     write_large_slide(first, **kwargs)
     write_large_slide(second, workers=2, **kwargs)  # threads do not change the output
@@ -172,13 +172,13 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(width=10, height=4000), "width"),
-        (dict(tile=500), "tile"),
-        (dict(quality=0), "quality"),
-        (dict(tissue_fraction=1.0), "tissue_fraction"),
-        (dict(n_levels=12), "n_levels"),
-        (dict(mpp=0.0), "mpp"),
-        (dict(seed=-1), "seed"),
+        ({"width": 10, "height": 4000}, "width"),
+        ({"tile": 500}, "tile"),
+        ({"quality": 0}, "quality"),
+        ({"tissue_fraction": 1.0}, "tissue_fraction"),
+        ({"n_levels": 12}, "n_levels"),
+        ({"mpp": 0.0}, "mpp"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_rejects_unusable_arguments(tmp_path, kwargs, match):

@@ -93,7 +93,7 @@ def test_cohort_table(tmp_path):
 
 
 def test_generate_cohort_writes_missing_slides_only(tmp_path):
-    kwargs = dict(width=512, height=512, n_levels=3, positive_fraction=0.5, two_slide_fraction=0.5)
+    kwargs = {"width": 512, "height": 512, "n_levels": 3, "positive_fraction": 0.5, "two_slide_fraction": 0.5}
     csv = generate_cohort(tmp_path, 2, seed=8, **kwargs)
     table = pd.read_csv(csv)
     assert len(table) == 3

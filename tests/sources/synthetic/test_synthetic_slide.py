@@ -9,7 +9,11 @@ import pytest
 from scipy import ndimage
 
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.sources.synthetic import MASK_DOWNSAMPLE, SyntheticSlideSpec, render_slide
+from wsi_pipeline.sources.synthetic import (
+    MASK_DOWNSAMPLE,
+    SyntheticSlideSpec,
+    render_slide,
+)
 from wsi_pipeline.sources.synthetic.nuclei import LYMPHOCYTE, TUMOUR, make_stamp_bank
 
 # Grey level below which a pixel counts as "dark" (lymphocyte chromatin; tumour nuclei are paler).

@@ -53,7 +53,7 @@ def test_openslide_mpp_other_resolutions(tmp_path, mpp):
 
 
 def test_openslide_pixels_match_rendered(written):
-    spec, path, rgb, _ = written
+    _spec, path, rgb, _ = written
     with openslide.OpenSlide(str(path)) as slide:
         level0 = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"))
         level1 = np.asarray(slide.read_region((0, 0), 1, slide.level_dimensions[1]).convert("RGB"))

@@ -12,7 +12,11 @@ from scipy import ndimage
 
 from wsi_pipeline.config.workflow import TissueConfig
 from wsi_pipeline.sources.registry import open_source
-from wsi_pipeline.sources.synthetic import ArtefactTruth, render_artefact_slide, write_pyramidal_tiff
+from wsi_pipeline.sources.synthetic import (
+    ArtefactTruth,
+    render_artefact_slide,
+    write_pyramidal_tiff,
+)
 from wsi_pipeline.tiling.tissue import TissueMap, segment_tissue
 
 #: The artefact slide of these tests: 6 x 4 mm at 3 µm/px, segmented at 6 µm/px (1024 px wide).

@@ -7,7 +7,11 @@ import pytest
 
 from wsi_pipeline.config.workflow import TissueConfig
 from wsi_pipeline.sources.synthetic import render_fluorescence_slide
-from wsi_pipeline.tiling.tissue import fluorescence_mask, looks_fluorescent, segment_tissue
+from wsi_pipeline.tiling.tissue import (
+    fluorescence_mask,
+    looks_fluorescent,
+    segment_tissue,
+)
 
 
 @pytest.fixture(scope="module")

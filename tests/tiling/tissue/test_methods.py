@@ -10,6 +10,7 @@ from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.tiling.tissue import (
     TissueMap,
+    base,
     get_tissue_method,
     otsu_saturation_mask,
     register_tissue_method,
@@ -18,7 +19,6 @@ from wsi_pipeline.tiling.tissue import (
     segmentation_thumbnail,
     tissue_method_names,
 )
-from wsi_pipeline.tiling.tissue import base
 
 
 def test_builtin_methods_registered():
@@ -138,7 +138,10 @@ def test_small_component_removal_matches_scikit_image():
     import numpy as np
     from skimage import morphology
 
-    from wsi_pipeline.tiling.tissue.components import remove_small_holes, remove_small_objects
+    from wsi_pipeline.tiling.tissue.components import (
+        remove_small_holes,
+        remove_small_objects,
+    )
 
     rng = np.random.default_rng(3)
     for density in (0.3, 0.55, 0.8):

@@ -7,10 +7,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from wsi_pipeline.config.workflow import TissueConfig, TissueModelConfig  # noqa: E402
-from wsi_pipeline.errors import WSIPipelineError  # noqa: E402
-from wsi_pipeline.sources.synthetic import MASK_DOWNSAMPLE, SyntheticSlideSpec, render_slide  # noqa: E402
-from wsi_pipeline.tiling.tissue import segment_tissue  # noqa: E402
+from wsi_pipeline.config.workflow import TissueConfig, TissueModelConfig
+from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.sources.synthetic import (
+    MASK_DOWNSAMPLE,
+    SyntheticSlideSpec,
+    render_slide,
+)
+from wsi_pipeline.tiling.tissue import segment_tissue
 
 # Building the test models with torch.jit.trace/save warns on recent torch (TorchScript is
 # deprecated there in favour of torch.export); the pipeline's contract is still TorchScript.

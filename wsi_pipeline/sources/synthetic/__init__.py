@@ -35,11 +35,11 @@ from .spec import MASK_DOWNSAMPLE, SlideTruth, SyntheticSlideSpec
 from .tiff import write_pyramidal_tiff
 
 __all__ = [
-    "ArtefactTruth",
     "COHORT_TABLE",
-    "LargeSlideTruth",
     "MASK_DOWNSAMPLE",
     "TABLE_COLUMNS",
+    "ArtefactTruth",
+    "LargeSlideTruth",
     "SlideTruth",
     "SyntheticCohortPlan",
     "SyntheticSlideEntry",

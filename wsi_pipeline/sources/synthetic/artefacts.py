@@ -149,7 +149,7 @@ def _blur_patches(
     if ys.size == 0:
         return blur
     sigma = 6.0 / mpp
-    margin = int(math.ceil(4 * sigma))
+    margin = math.ceil(4 * sigma)
     for index in rng.choice(ys.size, size=min(n, ys.size), replace=False):
         half_h = int(rng.uniform(150, 250) / mpp)
         half_w = int(rng.uniform(150, 250) / mpp)
@@ -266,7 +266,7 @@ def _draw_debris(
         index = rng.integers(ys.size)
         cy, cx = int(ys[index]) * 8 + 4, int(xs[index]) * 8 + 4
         r = diameter / 2
-        radius = int(math.ceil(1.4 * r)) + 1
+        radius = math.ceil(1.4 * r) + 1
         y0, y1 = max(0, cy - radius), min(height, cy + radius + 1)
         x0, x1 = max(0, cx - radius), min(width, cx + radius + 1)
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)

@@ -374,8 +374,8 @@ class _SlideModel:
         """Cells (first, last inclusive) that bilinear sampling of pixels start..start+n touches."""
         u0 = max((start + 0.5) * scale - 0.5, 0.0)
         u1 = min((start + n - 0.5) * scale - 0.5, n_cells - 1.0)
-        first = min(int(math.floor(u0)), n_cells - 1)
-        last = min(max(int(math.ceil(u1)), first), n_cells - 1)
+        first = min(math.floor(u0), n_cells - 1)
+        last = min(max(math.ceil(u1), first), n_cells - 1)
         return first, last
 
     def tile_kind(self, level: int, y0: int, x0: int) -> str:
@@ -685,18 +685,17 @@ def write_large_slide(
 
     raw_bytes = sum(model.levels[level].width * model.levels[level].height * 3 for level in written)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with tifffile.TiffWriter(tmp, bigtiff=raw_bytes > 2**31) as writer:
-            for level in written:
-                spec = model.levels[level]
-                writer.write(
-                    level_tiles(level),
-                    shape=(spec.height, spec.width, 3),
-                    dtype=np.uint8,
-                    **page_options(level),
-                )
-                if level == 0 and thumbnail is not None:
-                    _write_thumbnail(writer, model.render_level(thumbnail), width, height, quality)
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=raw_bytes > 2**31) as writer:
+        for level in written:
+            spec = model.levels[level]
+            writer.write(
+                level_tiles(level),
+                shape=(spec.height, spec.width, 3),
+                dtype=np.uint8,
+                **page_options(level),
+            )
+            if level == 0 and thumbnail is not None:
+                _write_thumbnail(writer, model.render_level(thumbnail), width, height, quality)
     return LargeSlideTruth(
         tissue_mask=model.mask,
         cell_px=CELL_PX,

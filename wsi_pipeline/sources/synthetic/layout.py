@@ -103,7 +103,7 @@ def _tissue_potential(rng: np.random.Generator, shape: tuple[int, int]) -> np.nd
 def _signal_mask(rng: np.random.Generator, tissue: np.ndarray, fraction: float) -> np.ndarray:
     """A few irregular blobs inside the tissue covering ``fraction`` of its cells."""
     n_tissue = int(tissue.sum())
-    n_target = int(round(fraction * n_tissue))
+    n_target = round(fraction * n_tissue)
     if n_target == 0:
         return np.zeros_like(tissue)
     depth = ndimage.distance_transform_edt(tissue)

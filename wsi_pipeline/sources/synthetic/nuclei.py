@@ -73,7 +73,7 @@ def make_stamp(length_px: float, width_px: float, angle: float, rim: float) -> S
     """
     a = max(length_px, 1.0) / 2
     b = max(width_px, 1.0) / 2
-    radius = int(math.ceil(a)) + 1
+    radius = math.ceil(a) + 1
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1].astype(np.float32)
     along = xx * math.cos(angle) + yy * math.sin(angle)
     across = -xx * math.sin(angle) + yy * math.cos(angle)
