@@ -15,6 +15,8 @@ halo of ``radius`` rows: no pixel farther than the radius can change a band's re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage
 
@@ -40,18 +42,12 @@ def dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
     numpy.ndarray
         (H, W) bool; equal to ``ndimage.binary_dilation(mask, morphology.disk(radius))``.
     """
-    mask = np.asarray(mask, dtype=bool)
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
-    if radius == 0 or not mask.any():
-        return mask.copy()
-    if mask.all():
-        return mask.copy()
-    out = np.empty_like(mask)
-    for read, keep, rows in row_bands(*mask.shape, halo=radius):
+
+    def within_radius_of_true(block: np.ndarray) -> np.ndarray:
         # Distance of each pixel to the nearest True pixel (0 on True pixels).
-        out[rows] = (ndimage.distance_transform_edt(~mask[read]) <= radius + _EPS)[keep]
-    return out
+        return ndimage.distance_transform_edt(~block) <= radius + _EPS
+
+    return _by_bands(mask, radius, within_radius_of_true)
 
 
 def erode_disk(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -69,18 +65,27 @@ def erode_disk(mask: np.ndarray, radius: int) -> np.ndarray:
     numpy.ndarray
         (H, W) bool; equal to ``ndimage.binary_erosion(mask, morphology.disk(radius))``.
     """
-    mask = np.asarray(mask, dtype=bool)
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
-    if radius == 0 or not mask.any():
-        return mask.copy()
-    out = np.empty_like(mask)
-    for read, keep, rows in row_bands(*mask.shape, halo=radius):
+
+    def farther_than_radius_from_false(block: np.ndarray) -> np.ndarray:
         # Outside the block counts as False: one False pixel of padding makes the transform see
         # it. At the image's edges that is the outside; inside the image the padding row lies
         # radius + 1 rows from the band, too far to erode it.
-        padded = np.pad(mask[read], 1, constant_values=False)
-        out[rows] = (ndimage.distance_transform_edt(padded) > radius + _EPS)[1:-1, 1:-1][keep]
+        padded = np.pad(block, 1, constant_values=False)
+        return (ndimage.distance_transform_edt(padded) > radius + _EPS)[1:-1, 1:-1]
+
+    return _by_bands(mask, radius, farther_than_radius_from_false)
+
+
+def _by_bands(mask: np.ndarray, radius: int, on_block: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``on_block`` to bands of rows with a halo of ``radius`` rows (nothing farther can matter)."""
+    mask = np.asarray(mask, dtype=bool)
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    if radius == 0 or not mask.any():  # an empty mask stays empty under both
+        return mask.copy()
+    out = np.empty_like(mask)
+    for read, keep, rows in row_bands(*mask.shape, halo=radius):
+        out[rows] = on_block(mask[read])[keep]
     return out
 
 
