@@ -199,7 +199,7 @@ def _one_bag(bag: np.ndarray | Tensor, device: torch.device) -> tuple[Tensor, Te
     return tensor.unsqueeze(0), torch.ones((1, tensor.shape[0]), dtype=torch.bool, device=tensor.device)
 
 
-def bag_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str], *, amp: bool = True) -> np.ndarray:
+def bag_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence[str], *, amp: bool = False) -> np.ndarray:
     """Return the model's outputs for each bag, whole bags, one at a time, in eval mode.
 
     Parameters
@@ -211,7 +211,9 @@ def bag_outputs(model: Aggregator, bags: Mapping[str, np.ndarray], ids: Sequence
     ids
         The patients to score, in the order of the result.
     amp
-        bfloat16 autocast when the model is on a CUDA device.
+        bfloat16 autocast when the model is on a CUDA device. Off by default: predictions are
+        made once, in float32, so a checkpoint reloaded later gives them again exactly; only
+        the per-epoch validation pass of training follows ``model.amp``, for speed.
 
     Returns
     -------
