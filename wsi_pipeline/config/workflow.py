@@ -300,7 +300,7 @@ class ModelConfig(StrictModel):
         "(classification tasks; set the task's balanced: false, which weights the loss instead)",
     )
     grad_accumulation: int = Field(1, ge=1, description="batches whose gradients make one optimiser step")
-    amp: bool = Field(True, description="bfloat16 autocast on a CUDA device (ignored on the CPU)")
+    amp: bool = Field(True, description="bfloat16 autocast of training on a CUDA device (ignored on the CPU); predictions stay float32")
     bag_memory_gb: float | None = Field(
         None,
         gt=0,
