@@ -108,3 +108,12 @@ def test_task_variant_runs_end_to_end(tmp_path, workflow):
     record = json.loads((out / "run.json").read_text())
     trained = [item for item in record["items"] if item["stage"] == "train"]
     assert len(trained) == 2 * 2 and all(item["info"]["training"]["epochs_run"] >= 1 for item in trained)
+    if workflow == "demo_survival":
+        # The risk groups are split at the median risk of each model's inner-validation predictions,
+        # never at a value taken from the test predictions.
+        validation = pd.read_csv(out / "validation_predictions.csv", dtype={"patient_id": str})
+        for model in ("abmil", "meanpool"):
+            groups = metrics[model]["risk_groups"]
+            assert groups["rule"] == "validation"
+            assert groups["cutoff"] == pytest.approx(validation.loc[validation["model"] == model, "risk"].median())
+        assert "the median predicted risk of the validation rows" in report

@@ -11,7 +11,10 @@ from sklearn.metrics import accuracy_score
 
 from wsi_pipeline.config.workflow import ScoringConfig, WorkflowPreset
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.scoring.run_threshold import validation_thresholds
+from wsi_pipeline.scoring.run_threshold import (
+    validation_risk_cutoffs,
+    validation_thresholds,
+)
 from wsi_pipeline.scoring.stage import score_predictions
 from wsi_pipeline.scoring.threshold import youden_threshold
 
@@ -73,3 +76,14 @@ def test_threshold_settings_are_checked_when_the_workflow_loads():
     with pytest.raises(ValueError, match="regression task has none"):
         WorkflowPreset(name="x", task={"type": "regression"}, scoring={"threshold_method": "youden"})
     assert WorkflowPreset(name="x", scoring={"threshold_method": "youden"}).scoring.threshold_method == "youden"
+
+
+def test_survival_cutoffs_are_each_models_median_validation_risk(tmp_path):
+    path = tmp_path / "validation_predictions.csv"
+    pd.DataFrame({"patient_id": ["a", "b", "c", "a", "b"], "model": ["m1", "m1", "m1", "m2", "m2"],
+                  "risk": [0.1, 0.9, 0.4, 2.0, float("nan")]}).to_csv(path, index=False)
+    cutoffs = validation_risk_cutoffs(path, ["m1", "m2", "m3"])
+    assert cutoffs["m1"].value == pytest.approx(0.4) and cutoffs["m1"].rule == "validation"
+    assert cutoffs["m2"].value == pytest.approx(2.0)  # a missing risk is left out
+    assert "m3" not in cutoffs  # no validation rows: the stage falls back to the scored rows' median, and says so
+    assert validation_risk_cutoffs(tmp_path / "absent.csv", ["m1"]) == {}

@@ -339,11 +339,14 @@ def score_stage(
     task = task or workflow_task(config.workflow)
     validation_path = config.output_dir / VALIDATION_PREDICTIONS_FILE
     tuned = scoring.threshold_method != "fixed"
+    # Fixed on the validation predictions too: a tuned threshold, a survival task's risk cut-off.
+    uses_validation = tuned or task.name == "survival"
     summary = cohort_summary(config, cohort, record) if cohort is not None else None
     key = stage_key(
         {"predictions": content, "scoring": scoring.model_dump(mode="json"), "task": config.workflow.task_settings(), "seed": config.seed,
-         # A tuned threshold depends on the validation predictions too (absent: keys of runs before it stay fresh).
-         **({"validation": file_sha256(validation_path) if validation_path.is_file() else None} if tuned else {}),
+         # A tuned threshold or a risk cut-off depends on the validation predictions too (absent: keys of
+         # runs before it stay fresh).
+         **({"validation": file_sha256(validation_path) if validation_path.is_file() else None} if uses_validation else {}),
          # What the report says about the cohort: another run's failures must not be left standing in it.
          **({"cohort": summary.as_dict()} if summary is not None else {})}
     )
@@ -367,6 +370,12 @@ def score_stage(
             record.add([ItemOutcome("score", "report", "failed", reason=error.format())])
             report_stage(console, record, "score", "")
             return
+    cutoffs = None
+    if task.name == "survival":
+        from wsi_pipeline.scoring.run_threshold import validation_risk_cutoffs
+
+        cutoffs = validation_risk_cutoffs(validation_path, sorted(predictions["model"].unique()),
+                                          risk_column=task.prediction_columns[0])
     context = report_context(config)
     metrics = score_predictions(
         predictions,
@@ -383,6 +392,7 @@ def score_stage(
         time_auc_horizons=scoring.time_auc_horizons,
         submission=scoring.submission,
         thresholds=thresholds,
+        risk_cutoffs=cutoffs,
         compare=True,
         per_fold=True,
         cohort=summary,

@@ -1,12 +1,17 @@
-"""A run's binary decision thresholds, chosen per model on the folds' inner validation predictions.
+"""A run's decision rules, fixed per model on the folds' inner validation predictions.
 
 Each fold's kept model also predicts the fold's inner validation patients (the patients its
 epoch was selected on, never its test patients); the train stage writes those rows to
-``validation_predictions.csv``. With ``scoring.threshold_method`` ``youden`` or
-``sensitivity``, a model's threshold is chosen once on all its validation rows pooled over
-folds and repeats, then every test row of that model is scored at it. One threshold per model
-rather than per fold keeps the test metrics those of one decision rule, as a deployed model
-would have; the rows it is chosen on are out of every test set they could inflate.
+``validation_predictions.csv``. Two rules are fixed on them, once per model on its validation
+rows pooled over folds and repeats, then applied to every test row of that model:
+
+- a binary task's decision threshold, with ``scoring.threshold_method`` ``youden`` or
+  ``sensitivity`` (:func:`validation_thresholds`);
+- a survival task's cut-off between predicted risk groups (Kaplan-Meier curves, log-rank test,
+  hazard ratio): the median validation risk (:func:`validation_risk_cutoffs`).
+
+One rule per model rather than per fold keeps the test metrics those of one decision rule, as a
+deployed model would have; the rows it is fixed on are out of every test set they could inflate.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from wsi_pipeline.errors import WSIPipelineError
+from wsi_pipeline.scoring.survival_metrics import RiskCutoff, risk_cutoff
 from wsi_pipeline.scoring.threshold import Threshold, choose_threshold
 
 
@@ -65,3 +71,36 @@ def validation_thresholds(
             method, validation_labels=labels, validation_scores=rows["score"].to_numpy(), target_sensitivity=target_sensitivity
         )
     return chosen
+
+
+def validation_risk_cutoffs(path: str | Path, models: list[str], *, risk_column: str = "risk") -> dict[str, RiskCutoff]:
+    """Model -> the median predicted risk of its validation rows (survival), for models that have any.
+
+    Parameters
+    ----------
+    path
+        ``validation_predictions.csv`` of the run; when it is absent (a run trained before the
+        file existed), no model gets a cut-off.
+    models
+        The models being scored.
+    risk_column
+        The survival task's prediction column.
+
+    Returns
+    -------
+    dict
+        Model -> its cut-off (rule ``validation``). A model left out is split at the median risk
+        of its scored rows, and the report says so.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype={"patient_id": str})
+    if risk_column not in table:
+        return {}
+    cutoffs = {}
+    for model in models:
+        risk = table.loc[table["model"] == model, risk_column].dropna().to_numpy()
+        if risk.size:
+            cutoffs[model] = risk_cutoff([], risk)
+    return cutoffs
