@@ -7,8 +7,18 @@ import pytest
 from scipy import ndimage
 from skimage import morphology
 
+from wsi_pipeline.tiling.tissue import disk
 from wsi_pipeline.tiling.tissue.bands import row_bands
 from wsi_pipeline.tiling.tissue.disk import close_disk, dilate_disk, erode_disk
+
+
+@pytest.fixture(params=["auto", "transform"], autouse=True)
+def route(request, monkeypatch):
+    """Every test twice: as the code chooses (scipy below EDT_FROM_RADIUS), and the distance transform at every radius."""
+    if request.param == "transform":
+        monkeypatch.setattr(disk, "EDT_FROM_RADIUS", 1)
+    return request.param
+
 
 OPERATIONS = [(dilate_disk, ndimage.binary_dilation), (erode_disk, ndimage.binary_erosion), (close_disk, ndimage.binary_closing)]
 
