@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import yaml
 
-from wsi_pipeline.sources.synthetic import generate_cohort
 from wsi_pipeline.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,28 +62,19 @@ def complete_count(store_root: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cohort")
-    return generate_cohort(folder, n_patients=8, seed=5, positive_fraction=0.5, two_slide_fraction=0.0,
-                           width=1536, height=1536, n_levels=3)
+def cohort(eight_patients):
+    """The engine tests' eight-patient cohort (conftest)."""
+    return eight_patients
 
 
 @pytest.fixture(scope="module")
-def clean_features(cohort, tmp_path_factory):
-    """Features of an uninterrupted run on a local cluster: what every other run must equal."""
-    from io import StringIO
+def clean_features(clean_run):
+    """Features of the undisturbed run on that cohort (conftest): what every run here must equal.
 
-    from rich.console import Console
-
-    from wsi_pipeline.config import load_run_config
-    from wsi_pipeline.engine.runner import EXIT_OK, run_pipeline
-
-    folder = tmp_path_factory.mktemp("clean")
-    store = folder / "store"
-    config = load_run_config(write_manifest(folder, cohort, store, "out"))
-    result = run_pipeline(config, stages=("tile", "extract"), console=Console(file=StringIO()))
-    assert result.exit_code == EXIT_OK
-    return all_features(store)
+    That run trains other aggregators with another seed; neither reaches the features, which
+    depend on the slides, the tiling and the encoder only.
+    """
+    return all_features(Path(yaml.safe_load(clean_run.read_text())["output"]) / "store")
 
 
 @pytest.mark.slow

@@ -9,26 +9,22 @@ import signal
 import subprocess
 import sys
 import time
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from rich.console import Console
 
-from wsi_pipeline.sources.synthetic import generate_cohort
 from wsi_pipeline.store import FeatureStore
 
-OVERRIDES = {"features": {"batch_size": 8}, "model": {"max_epochs": 3, "patience": 2},
-             "validation": {"n_folds": 2}, "scoring": {"bootstrap_resamples": 100}}
 
-
-def write_manifest(folder: Path, table: Path, output: str) -> Path:
-    path = folder / f"{output}.yaml"
-    path.write_text(yaml.safe_dump({"workflow": "demo", "cohort": {"table": str(table)}, "output": output, "seed": 1,
-                                    "cluster": {"n_workers": 2, "threads_per_worker": 1}, "overrides": OVERRIDES}))
+def same_settings_as(clean_manifest: Path, output: Path) -> Path:
+    """A manifest with the undisturbed run's settings, writing to ``output``."""
+    data = yaml.safe_load(clean_manifest.read_text())
+    data["output"] = str(output)
+    path = output.parent / f"{output.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
     return path
 
 
@@ -51,16 +47,9 @@ def count_complete_features(store_root: Path) -> int:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_redoing_finished_slides_and_equals_an_uninterrupted_run(tmp_path):
-    from wsi_pipeline.config import load_run_config
-    from wsi_pipeline.engine.runner import EXIT_OK, run_pipeline
-
-    table = generate_cohort(tmp_path / "cohort", n_patients=8, seed=3, positive_fraction=0.5, two_slide_fraction=0.0,
-                            width=1536, height=1536, n_levels=3)
-    clean = run_pipeline(load_run_config(write_manifest(tmp_path, table, "clean")), console=Console(file=StringIO()))
-    assert clean.exit_code == EXIT_OK
-
-    command = [sys.executable, "-m", "wsi_pipeline.cli.main", "run", str(write_manifest(tmp_path, table, "out"))]
+def test_killed_run_resumes_without_redoing_finished_slides_and_equals_an_uninterrupted_run(tmp_path, clean_run):
+    clean = Path(yaml.safe_load(clean_run.read_text())["output"])  # the undisturbed run, same settings (conftest)
+    command = [sys.executable, "-m", "wsi_pipeline.cli.main", "run", str(same_settings_as(clean_run, tmp_path / "out"))]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     store_root = tmp_path / "out" / "store"
     deadline = time.monotonic() + 240
@@ -85,14 +74,14 @@ def test_killed_run_resumes_without_redoing_finished_slides_and_equals_an_uninte
     assert "skipped" in second.stderr
 
     # The resumed run's outputs are the uninterrupted run's: features, predictions, metrics.
-    resumed, reference = store_features(store_root), store_features(tmp_path / "clean" / "store")
+    resumed, reference = store_features(store_root), store_features(clean / "store")
     assert resumed.keys() == reference.keys() and len(resumed) == 8
     for uid, values in reference.items():
         np.testing.assert_array_equal(resumed[uid], values)
     columns = ["patient_id", "model", "fold", "label"]
     predictions = pd.read_csv(tmp_path / "out" / "predictions.csv").sort_values(columns, ignore_index=True)
-    expected = pd.read_csv(tmp_path / "clean" / "predictions.csv").sort_values(columns, ignore_index=True)
+    expected = pd.read_csv(clean / "predictions.csv").sort_values(columns, ignore_index=True)
     pd.testing.assert_frame_equal(predictions, expected, atol=1e-6, rtol=0)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["abmil"]["auc"]["value"] is not None
-    assert metrics == json.loads((tmp_path / "clean" / "metrics.json").read_text())
+    assert metrics == json.loads((clean / "metrics.json").read_text())
