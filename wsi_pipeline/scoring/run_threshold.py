@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from wsi_pipeline.errors import WSIPipelineError
-from wsi_pipeline.scoring.survival_metrics import RiskCutoff, risk_cutoff
+from wsi_pipeline.scoring.survival_metrics import RiskCutoff
 from wsi_pipeline.scoring.threshold import Threshold, choose_threshold
 
 
@@ -102,5 +103,5 @@ def validation_risk_cutoffs(path: str | Path, models: list[str], *, risk_column:
     for model in models:
         risk = table.loc[table["model"] == model, risk_column].dropna().to_numpy()
         if risk.size:
-            cutoffs[model] = risk_cutoff([], risk)
+            cutoffs[model] = RiskCutoff(float(np.median(risk)), "validation")
     return cutoffs

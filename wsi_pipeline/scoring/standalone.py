@@ -46,7 +46,7 @@ from wsi_pipeline.scoring.layout import (
 from wsi_pipeline.scoring.per_fold import PER_FOLD_KEY, per_fold_entries
 from wsi_pipeline.scoring.permutation import auc_permutation_p
 from wsi_pipeline.scoring.predictions import REPEAT_COLUMN, SLIDE_COLUMN
-from wsi_pipeline.scoring.stage import with_threshold
+from wsi_pipeline.scoring.stage import score_predictions, with_threshold
 from wsi_pipeline.scoring.standalone_report import write_binary_report
 from wsi_pipeline.scoring.subgroups import (
     SUBGROUPS_KEY,
@@ -175,8 +175,6 @@ def score_files(
 
 
 def _score_with_stage(inputs: ScoringInputs, out: Path, settings: ScoringSettings) -> dict[str, Any]:
-    from wsi_pipeline.scoring.stage import score_predictions
-
     if not inputs.validation.empty and inputs.task.name != "survival":
         raise WSIPipelineError(
             "validation rows fix a binary decision threshold or a survival risk cut-off; "

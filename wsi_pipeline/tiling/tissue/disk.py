@@ -52,14 +52,11 @@ def dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
         (H, W) bool; equal to ``ndimage.binary_dilation(mask, morphology.disk(radius))``.
     """
 
-    if 0 < radius < EDT_FROM_RADIUS:
-        return ndimage.binary_dilation(np.asarray(mask, dtype=bool), morphology.disk(radius))
-
     def within_radius_of_true(block: np.ndarray) -> np.ndarray:
         # Distance of each pixel to the nearest True pixel (0 on True pixels).
         return ndimage.distance_transform_edt(~block) <= radius + _EPS
 
-    return _by_bands(mask, radius, within_radius_of_true)
+    return _by_disk(mask, radius, ndimage.binary_dilation, within_radius_of_true)
 
 
 def erode_disk(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -78,9 +75,6 @@ def erode_disk(mask: np.ndarray, radius: int) -> np.ndarray:
         (H, W) bool; equal to ``ndimage.binary_erosion(mask, morphology.disk(radius))``.
     """
 
-    if 0 < radius < EDT_FROM_RADIUS:
-        return ndimage.binary_erosion(np.asarray(mask, dtype=bool), morphology.disk(radius))
-
     def farther_than_radius_from_false(block: np.ndarray) -> np.ndarray:
         # Outside the block counts as False: one False pixel of padding makes the transform see
         # it. At the image's edges that is the outside; inside the image the padding row lies
@@ -88,16 +82,26 @@ def erode_disk(mask: np.ndarray, radius: int) -> np.ndarray:
         padded = np.pad(block, 1, constant_values=False)
         return (ndimage.distance_transform_edt(padded) > radius + _EPS)[1:-1, 1:-1]
 
-    return _by_bands(mask, radius, farther_than_radius_from_false)
+    return _by_disk(mask, radius, ndimage.binary_erosion, farther_than_radius_from_false)
 
 
-def _by_bands(mask: np.ndarray, radius: int, on_block: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Apply ``on_block`` to bands of rows with a halo of ``radius`` rows (nothing farther can matter)."""
+def _by_disk(
+    mask: np.ndarray,
+    radius: int,
+    morphology_op: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    on_block: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """``morphology_op`` with a disk below :data:`EDT_FROM_RADIUS`, else ``on_block`` on bands of rows.
+
+    Each band carries a halo of ``radius`` rows: nothing farther can change its result.
+    """
     mask = np.asarray(mask, dtype=bool)
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
     if radius == 0 or not mask.any():  # an empty mask stays empty under both
         return mask.copy()
+    if radius < EDT_FROM_RADIUS:
+        return morphology_op(mask, morphology.disk(radius))
     out = np.empty_like(mask)
     for read, keep, rows in row_bands(*mask.shape, halo=radius):
         out[rows] = on_block(mask[read])[keep]
