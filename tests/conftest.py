@@ -17,3 +17,26 @@ def shared_slides() -> Path:
     if not folder.is_dir():
         pytest.skip(f"real test slides not available: {folder} is absent (../shared is not checked out beside the repo)")
     return folder
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start local Dask workers from a fork server that has imported the pipeline already.
+
+    Every engine test starts a local cluster of worker processes, and a spawned worker spends
+    about 5 s importing torch, timm and the pipeline before its first task; over the suite that
+    was minutes of CI. A fork server imports them once, and each worker forks from it already
+    loaded. What the tests exercise is unchanged: workers are still separate processes that share
+    nothing with the test process but what is pickled to them (the fork server is a fresh
+    interpreter, not a fork of pytest). Dask sets its own preload list the first time it asks
+    for the fork server context; marking it set keeps ours, which includes Dask's.
+    """
+    import multiprocessing
+
+    import dask
+    import distributed.utils
+
+    preload = ["distributed", "numpy", "pandas", "wsi_pipeline.engine.tasks", "wsi_pipeline.features.extract",
+               "wsi_pipeline.tiling.qc_files"]
+    multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
+    distributed.utils._forkserver_preload_set = True
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})

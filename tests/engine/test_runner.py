@@ -218,7 +218,8 @@ def test_an_external_scheduler_without_gpu_slots_still_extracts_with_a_warning(s
     from distributed import LocalCluster
 
     config, _ = synthetic_run
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    # A worker process, as in the test above (and as cheap: workers fork from the suite's fork server).
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         other = load_run_config(config.manifest_path, scheduler=cluster.scheduler_address)
         result = run_pipeline(other, stages=("extract",), console=quiet())
         address = cluster.scheduler_address
