@@ -15,6 +15,7 @@ from wsi_pipeline.mil.bag_cache import StreamedBags, plan_bags, prefetched, run_
 from wsi_pipeline.mil.cohort_bags import StoreBagSource
 from wsi_pipeline.mil.cv import train_fold
 from wsi_pipeline.mil.splits import FoldPlan
+from wsi_pipeline.mil.standardise import clear_stats_memo
 from wsi_pipeline.mil.train import TrainConfig
 from wsi_pipeline.store.feature_store import FeatureStore
 
@@ -134,6 +135,7 @@ def test_training_on_streamed_bags_equals_training_on_bags_in_memory(tmp_path, l
     in_memory, _ = run_bags(source, ids, by_slide=by_slide, budget=10**9)
     streamed, _ = run_bags(source, ids, by_slide=by_slide, budget=1)
     a = train_fold(plan, "abmil", in_memory, labels, config, seed=3)
+    clear_stats_memo()  # the streamed run takes its own statistics, from bags read one by one
     b = train_fold(plan, "abmil", streamed, labels, config, seed=3)
     pd.testing.assert_frame_equal(a, b)
     assert a.attrs["history"]["val_loss"] == b.attrs["history"]["val_loss"]
@@ -191,3 +193,29 @@ def test_a_sources_size_is_asked_once_per_process(tmp_path, monkeypatch):
     for _ in range(3):
         run_bags(source, source.patients, budget=10**9)
     assert len(calls) == 1 and plan_bags(source, 1).nbytes == original(source)
+
+
+@pytest.mark.parametrize("budget", [10**9, 1], ids=["memory", "streamed"])
+def test_every_aggregator_of_a_fold_shares_one_read_of_the_fit_bags_for_statistics(tmp_path, budget):
+    plain, labels = store_source(tmp_path, n_patients=10)
+    source = counting(plain)
+    ids = list(source.patients)
+    plan = FoldPlan(fold=0, fit_ids=tuple(ids[:6]), val_ids=tuple(ids[6:8]), test_ids=tuple(ids[8:]))
+    config = TrainConfig.from_model(ModelConfig(max_epochs=1, patience=1, hidden_dim=8, max_instances=16))
+    stats, reads = [], []
+    for aggregator in ("meanpool", "abmil"):  # two training tasks of one fold on a worker
+        CountingSource.reads = []
+        bags, _ = run_bags(source, ids, budget=budget)
+        rows = train_fold(plan, aggregator, bags, labels, config, seed=3)
+        stats.append(rows.attrs["history"]["feature_stats"])
+        reads.append([p for patients, _ in CountingSource.reads for p in patients])
+        if budget == 1:
+            bags.close()
+    assert stats[1] is stats[0]
+    if budget == 1:
+        # Streamed: the first task reads each fit bag once more than the second (for the
+        # statistics); validation and test bags are read as often by both.
+        for pid in ids:
+            assert reads[0].count(pid) == reads[1].count(pid) + (pid in plan.fit_ids) >= 1, (pid, reads)
+    else:
+        assert sorted(reads[0]) == sorted(ids) and reads[1] == []  # held: read once, by the first task

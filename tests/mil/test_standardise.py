@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from wsi_pipeline.config.workflow import ModelConfig
-from wsi_pipeline.mil import cv
+from wsi_pipeline.mil import cv, standardise
 from wsi_pipeline.mil.splits import FoldPlan
-from wsi_pipeline.mil.standardise import fit_stats, standardised
+from wsi_pipeline.mil.standardise import clear_stats_memo, fit_stats, standardised
 from wsi_pipeline.mil.train import TrainConfig
 
 
@@ -42,9 +42,9 @@ def test_train_fold_takes_statistics_from_fit_patients_only(monkeypatch, standar
     seen = []
     original = cv.standardised
 
-    def spy(bags, fit_ids):
+    def spy(bags, fit_ids, **options):
         seen.append(tuple(fit_ids))
-        return original(bags, fit_ids)
+        return original(bags, fit_ids, **options)
 
     monkeypatch.setattr(cv, "standardised", spy)
     config = TrainConfig.from_model(ModelConfig(max_epochs=1, patience=1, hidden_dim=8, standardise=standardise))
@@ -62,3 +62,34 @@ def test_statistics_stay_exact_for_a_feature_whose_mean_dwarfs_its_spread():
     stats = fit_stats(bags, list(bags))
     np.testing.assert_allclose(stats.mean, stacked.mean(axis=0), rtol=1e-7, atol=1e-6)
     np.testing.assert_allclose(stats.std, stacked.std(axis=0), rtol=1e-4)
+
+
+def test_statistics_of_named_bag_data_are_taken_once_per_fit_set(monkeypatch):
+    rng = np.random.default_rng(1)
+    bags = {f"P{i}": rng.normal(3.0, 2.0, size=(7 + i, 5)).astype(np.float16) for i in range(6)}
+    taken = []
+
+    def counted(bags, ids):
+        taken.append(tuple(ids))
+        return fit_stats(bags, ids)
+
+    monkeypatch.setattr(standardise, "fit_stats", counted)
+    clear_stats_memo()
+    fit = ("P0", "P1", "P2")
+    first = standardised(bags, fit, data_key="cohort-a")
+    second = standardised(bags, list(fit), data_key="cohort-a")
+    assert second.stats is first.stats and taken == [fit]  # the second aggregator of the fold reuses them
+    # Exactly what taking them again gives: the memo changes nothing but the time.
+    unnamed = standardised(bags, fit)
+    np.testing.assert_array_equal(unnamed.stats.mean, first.stats.mean)
+    np.testing.assert_array_equal(unnamed.stats.std, first.stats.std)
+    assert len(taken) == 2  # without a data key, always taken
+    # Other fit keys, or other data under the same ids, are other statistics.
+    other_fit = standardised(bags, ("P3", "P4"), data_key="cohort-a")
+    other_data = standardised({k: v * 2 for k, v in bags.items()}, fit, data_key="cohort-b")
+    assert len(taken) == 4
+    assert not np.allclose(other_fit.stats.mean, first.stats.mean)
+    np.testing.assert_allclose(other_data.stats.std, 2 * first.stats.std, rtol=1e-3)
+    clear_stats_memo()
+    standardised(bags, fit, data_key="cohort-a")
+    assert len(taken) == 5

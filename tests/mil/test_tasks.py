@@ -308,6 +308,19 @@ def test_binary_metrics_match_sklearn_at_the_threshold():
     assert tuple(got) == task.metric_names
 
 
+def test_binary_task_at_another_threshold_keeps_its_settings_and_fit():
+    task = fitted_binary(threshold=0.6)
+    moved = task.at_threshold(0.3)
+    assert isinstance(moved, BinaryTask) and moved.config.threshold == 0.3
+    assert moved.config == BinaryConfig(**{**task.config.__dict__, "threshold": 0.3})
+    assert moved.pos_weight == task.pos_weight and task.config.threshold == 0.6  # the original is untouched
+    score = sigmoid(BIN_LOGITS)
+    got = moved.metrics(pd.DataFrame({"label": BIN_Y.astype(int), "score": score}))
+    assert got["accuracy"] == pytest.approx(accuracy_score(BIN_Y, score >= 0.3))
+    with pytest.raises(WSIPipelineError, match="threshold must be in"):
+        task.at_threshold(1.0)
+
+
 def test_multiclass_metrics_match_sklearn():
     task = fitted_multiclass()
     y = task.targets({"label": MC_LABELS})

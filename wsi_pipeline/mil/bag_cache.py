@@ -104,7 +104,7 @@ def plan_bags(source: BagSource, budget: int) -> BagPlan:
     A source's size is asked of it once per process (it opens every store entry, or reads a
     table's id column): a run's tasks, one per fold and aggregator, all ask about the same source.
     """
-    key = _cache_key(source, by_slide=False)
+    key = bag_data_key(source, by_slide=False)
     nbytes = _SIZES.get(key)
     if nbytes is None:
         nbytes = _SIZES[key] = source.nbytes()
@@ -120,7 +120,7 @@ class _ProcessCache:
         self.bags: dict[str, Any] = {}
 
     def get(self, source: BagSource, patients: Iterable[str], by_slide: bool) -> dict[str, Any]:
-        key = _cache_key(source, by_slide)
+        key = bag_data_key(source, by_slide)
         wanted = list(patients)
         # One lock for reading too: two threads of a worker starting tasks at once would
         # otherwise both read the cohort, holding it twice for a while.
@@ -134,7 +134,7 @@ class _ProcessCache:
                     for part in bag if by_slide else [bag]:
                         check_bags({patient: part}, [patient])
                 self.bags.update(loaded)
-            return CheckedBags({p: self.bags[p] for p in wanted if p in self.bags})
+            return CheckedBags({p: self.bags[p] for p in wanted if p in self.bags}, data_key=key)
 
     def clear(self) -> None:
         with self.lock:
@@ -151,7 +151,15 @@ class CheckedBags(dict):
 
     Scanning every value of every bag for NaN again in each task (each fold of each
     aggregator) would cost seconds per task on a cohort that was checked once, when cached.
+
+    ``data_key`` names the bag data (:func:`bag_data_key`): two mappings with the same key hold
+    the same bag for the same id, so what is computed from them (a fold's standardisation
+    statistics) can be reused.
     """
+
+    def __init__(self, bags: Mapping[str, Any], *, data_key: str | None = None) -> None:
+        super().__init__(bags)
+        self.data_key = data_key
 
     def check_ids(self, ids: Iterable[str]) -> int:
         """The feature width common to ``ids``' bags; missing patients and width mismatches raise as check_bags does."""
@@ -171,14 +179,19 @@ class CheckedBags(dict):
         return int(np.shape(bag)[1]) if isinstance(bag, np.ndarray) else int(np.shape(bag[0])[1])
 
 
-def _cache_key(source: BagSource, by_slide: bool) -> str:
+def bag_data_key(source: BagSource, by_slide: bool) -> str:
+    """What identifies the bags read from ``source``: its fingerprint, its type and the bag shape asked for."""
     return short_hash({"source": source.fingerprint(), "type": type(source).__name__, "by_slide": by_slide}, length=64)
 
 
 def clear_cache() -> None:
-    """Drop this process's cached bags and sizes (tests; a notebook that wants its memory back)."""
+    """Drop this process's cached bags, sizes and standardisation statistics (tests; a notebook that wants its memory back)."""
+    # Imported here: standardise imports this module.
+    from wsi_pipeline.mil.standardise import clear_stats_memo
+
     _CACHE.clear()
     _SIZES.clear()
+    clear_stats_memo()
 
 
 def cached_patients() -> int:
@@ -233,6 +246,7 @@ class StreamedBags(Mapping[str, Any]):
         self._setup(source, keys, lambda patient: load_bags(source, [patient], by_slide=by_slide)[patient])
         self._patients = keys
         self._by_slide = by_slide
+        self.data_key = bag_data_key(source, by_slide)  # as CheckedBags.data_key
 
     def _setup(self, source: BagSource, keys: list[str], read: Callable[[str], Any]) -> None:
         self._source = source
@@ -259,6 +273,7 @@ class StreamedBags(Mapping[str, Any]):
         view = StreamedBags.__new__(StreamedBags)
         view._setup(source, keys, read)
         view._patients = self._patients
+        view.data_key = self.data_key
         return view
 
     def _checked(self, key: str, bag: Any) -> Any:

@@ -134,6 +134,7 @@ def train_fold(
         raise LeakageError(f"{plan.title} has no test patients")
     fit_ids, val_ids, test_ids, bag_targets = plan.fit_ids, plan.val_ids, plan.test_ids, targets
     by_slide = config.bags == "slide"
+    data_key = getattr(bags, "data_key", None)  # the bag cache's mappings name their data; kept across the slide view
     if config.bags != "patient-early":  # each slide a bag with its patient's target; the splits stay the patients'
         bags = slide_bags(bags)
         fit_ids, val_ids, test_ids = (slides_of(bags, ids) for ids in (plan.fit_ids, plan.val_ids, plan.test_ids))
@@ -144,7 +145,7 @@ def train_fold(
     check_bags(bags, test_ids)
     if config.standardise:  # statistics of the fit patients' instances only, applied to every bag of the fold
         check_bags(bags, fit_ids)
-        bags = standardised(bags, fit_ids)
+        bags = standardised(bags, fit_ids, data_key=data_key)
     model, history = fit_aggregator(aggregator, bags, bag_targets, fit_ids, val_ids, config, seed, task=task, device=device)
     fitted: Task = history["task"]
 

@@ -8,6 +8,8 @@ fold's bags), not copied: a fold of large float16 bags is not doubled in memory.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -103,6 +105,45 @@ class StandardisedBags(Mapping[str, np.ndarray]):
         return pid in self.raw
 
 
-def standardised(bags: Mapping[str, np.ndarray], fit_ids: Iterable[str]) -> StandardisedBags:
-    """The fold's bags standardised with the statistics of ``fit_ids``' instances only."""
-    return StandardisedBags(bags, fit_stats(bags, fit_ids))
+#: Statistics already taken in this process: (bag data key, fit keys in order) -> stats. Every
+#: aggregator of a fold, and every grid point of nested CV's inner folds, standardises with the
+#: same fit patients; the statistics are two (D,) vectors, where taking them reads every fit bag
+#: (seconds on a large cohort, and a second read of the store when bags are streamed).
+_STATS_MEMO: OrderedDict[tuple[str, tuple[str, ...]], FeatureStats] = OrderedDict()
+_STATS_MEMO_SIZE = 512
+_STATS_LOCK = threading.Lock()
+
+
+def standardised(bags: Mapping[str, np.ndarray], fit_ids: Iterable[str], *, data_key: str | None = None) -> StandardisedBags:
+    """The fold's bags standardised with the statistics of ``fit_ids``' instances only.
+
+    Parameters
+    ----------
+    bags
+        Key -> bag.
+    fit_ids
+        The fit keys whose instances the statistics are taken over.
+    data_key
+        What identifies ``bags``' data (``data_key`` of the bag cache's mappings): with it, the
+        statistics of the same fit keys, in the same order, are taken once per process and
+        reused, identical to the bit. None: always taken.
+    """
+    fit_ids = tuple(fit_ids)
+    if data_key is None:
+        return StandardisedBags(bags, fit_stats(bags, fit_ids))
+    key = (data_key, fit_ids)
+    with _STATS_LOCK:
+        stats = _STATS_MEMO.get(key)
+    if stats is None:
+        stats = fit_stats(bags, fit_ids)
+        with _STATS_LOCK:
+            _STATS_MEMO[key] = stats
+            while len(_STATS_MEMO) > _STATS_MEMO_SIZE:
+                _STATS_MEMO.popitem(last=False)
+    return StandardisedBags(bags, stats)
+
+
+def clear_stats_memo() -> None:
+    """Forget the statistics :func:`standardised` has kept."""
+    with _STATS_LOCK:
+        _STATS_MEMO.clear()

@@ -6,7 +6,6 @@ Runs once per run, on CPU, after all folds are trained. It is a pure function of
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -208,7 +207,7 @@ def score_predictions(
     metrics: dict[str, dict[str, Any]] = {}
     for model, rows in df.groupby("model", sort=True):
         chosen = (thresholds or {}).get(model)
-        model_task = task if chosen is None else with_threshold(task, chosen.value)
+        model_task = task if chosen is None else task.at_threshold(chosen.value)
         metrics[model], model_notes = _score_model(model, rows, model_task, n_resamples, seed, follow_up, source, ci_level,
                                                    cutoffs.get(model), breakdown, time_auc_horizons)
         if chosen is not None:
@@ -261,15 +260,6 @@ def score_predictions(
     atomic_write_text(out / METRICS_FILE, json.dumps(result, indent=2, allow_nan=False) + "\n")
     log.info("scored %d model(s) into %s", len(metrics), out)
     return result
-
-
-def with_threshold(task: Task, value: float) -> Task:
-    """A binary task like ``task`` deciding at ``value`` (its other settings and fitted state kept)."""
-    from dataclasses import replace
-
-    clone = copy.copy(task)
-    clone.config = replace(task.config, threshold=float(value))
-    return clone
 
 
 def _score_model(

@@ -46,7 +46,7 @@ from wsi_pipeline.scoring.layout import (
 from wsi_pipeline.scoring.per_fold import PER_FOLD_KEY, per_fold_entries
 from wsi_pipeline.scoring.permutation import auc_permutation_p
 from wsi_pipeline.scoring.predictions import REPEAT_COLUMN, SLIDE_COLUMN
-from wsi_pipeline.scoring.stage import score_predictions, with_threshold
+from wsi_pipeline.scoring.stage import score_predictions
 from wsi_pipeline.scoring.standalone_report import write_binary_report
 from wsi_pipeline.scoring.subgroups import (
     SUBGROUPS_KEY,
@@ -61,7 +61,7 @@ from wsi_pipeline.scoring.threshold import (
 )
 
 if TYPE_CHECKING:
-    from wsi_pipeline.mil.tasks.base import Task
+    from wsi_pipeline.mil.tasks.binary import BinaryTask
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def _threshold(inputs: ScoringInputs, model: str, label: str, settings: ScoringS
 
 
 def _score_binary_model(
-    rows: pd.DataFrame, task: Task, threshold: Threshold, grouped: bool, settings: ScoringSettings
+    rows: pd.DataFrame, task: BinaryTask, threshold: Threshold, grouped: bool, settings: ScoringSettings
 ) -> tuple[dict[str, Any], list[str]]:
     label = task.target_columns[0]
     y = rows[label].to_numpy(dtype=np.float64)
@@ -275,7 +275,7 @@ def _score_binary_model(
     entry["n_permutations"] = settings.n_permutations
     if rows["fold"].nunique() > 1:
         # The run stage's per-fold entries (one repeat here), at this model's threshold.
-        entry[PER_FOLD_KEY] = per_fold_entries(rows.assign(**{REPEAT_COLUMN: 0}), with_threshold(task, threshold.value),
+        entry[PER_FOLD_KEY] = per_fold_entries(rows.assign(**{REPEAT_COLUMN: 0}), task.at_threshold(threshold.value),
                                                n_resamples=settings.n_resamples, level=settings.ci_level, seed=settings.seed,
                                                n_bins=settings.n_bins)
     return entry, notes

@@ -10,6 +10,7 @@ scoring reports AUC, accuracy and balanced accuracy at ``threshold`` (the functi
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -67,6 +68,13 @@ class BinaryTask(Task):
     @property
     def target_columns(self) -> tuple[str, ...]:
         return (self.config.label_column,)
+
+    def at_threshold(self, value: float) -> BinaryTask:
+        """This task deciding at ``value`` instead: its other settings and its fitted ``pos_weight`` kept.
+
+        Scoring uses it for a threshold chosen on validation predictions (``scoring.threshold``).
+        """
+        return BinaryTask(replace(self.config, threshold=float(value)), pos_weight=self._pos_weight)
 
     @property
     def pos_weight(self) -> float | None:
