@@ -126,3 +126,17 @@ def test_brightfield_masks_rejects_bad_input():
         brightfield_masks(np.zeros((4, 4), dtype=np.uint8), 8.0)
     with pytest.raises(ValueError, match="mpp"):
         brightfield_masks(np.zeros((4, 4, 3), dtype=np.uint8), 0.0)
+
+
+def test_masks_are_the_same_in_one_band_and_in_many(artefact_slide, monkeypatch):
+    """A small image is smoothed once and both passes use it; a large one is smoothed a band at a time, twice."""
+    from wsi_pipeline.tiling.tissue import bands, brightfield
+
+    rgb = artefact_slide[0][::2, ::2]  # 1024 x 683 at 6 µm/px: one band of 2**20 pixels
+    assert len(list(bands.row_bands(*rgb.shape[:2]))) == 1
+    whole = brightfield_masks(rgb, 6.0)
+    monkeypatch.setattr(brightfield, "row_bands", lambda h, w, halo=0: bands.row_bands(h, w, halo, pixels=50 * w))
+    banded = brightfield_masks(rgb, 6.0)
+    assert whole[0].any() and not whole[0].all()
+    np.testing.assert_array_equal(banded[0], whole[0])
+    np.testing.assert_array_equal(banded[1], whole[1])

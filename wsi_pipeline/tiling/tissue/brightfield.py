@@ -270,15 +270,19 @@ def brightfield_masks(
             od = ndimage.gaussian_filter(od, sigma=(sigma, sigma, 0))
         return channel_max(od)[keep], channel_min(od)[keep]
 
+    bands = list(row_bands(height, width, halo))
     glass_od = []
-    for read, keep, out in row_bands(height, width, halo):
-        od_max, _ = od_extremes(read, keep)
+    kept: tuple[np.ndarray, np.ndarray] | None = None
+    for read, keep, out in bands:
+        extremes = od_extremes(read, keep)
         glass = glass_pixels(rgb[out][::stride, ::stride])
-        glass_od.append(od_max[::stride, ::stride][glass])
+        glass_od.append(extremes[0][::stride, ::stride][glass])
+        if len(bands) == 1:  # a small image: the second pass reuses it instead of smoothing again
+            kept = extremes
     threshold = od_threshold(np.concatenate(glass_od))
     stained = np.zeros((height, width), dtype=bool)
-    for read, keep, out in row_bands(height, width, halo):
-        od_max, od_min = od_extremes(read, keep)
+    for read, keep, out in bands:
+        od_max, od_min = kept if kept is not None else od_extremes(read, keep)
         chroma = 1.0 - od_min / np.maximum(od_max, 1e-6)
         stained[out] = (od_max > threshold) & (chroma >= MIN_OD_CHROMA)
 
