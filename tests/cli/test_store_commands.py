@@ -129,6 +129,31 @@ def test_export_then_import_into_a_fresh_store(tmp_path, capsys):
     assert main(["store", "verify", str(tmp_path / "fresh")]) == 0
 
 
+def test_import_over_a_tiling_with_other_coordinates_names_the_features_it_invalidates(tmp_path, capsys):
+    (tmp_path / "clam").mkdir()
+    path = tmp_path / "clam" / "slide-A.h5"
+
+    def write(offset: int) -> None:
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("features", data=np.random.default_rng(offset).normal(size=(20, 8)).astype(np.float32))
+            coords = h5.create_dataset("coords", data=np.arange(40).reshape(20, 2) * 256 + offset)
+            coords.attrs.update({"patch_size": 256, "patch_level": 0, "downsample": [1.0, 1.0]})
+
+    store = str(tmp_path / "store")
+    write(0)
+    for encoder in ("uni-ext", "conch-ext"):  # one tiling entry, two encoders' features on it
+        assert main(["store", "import-h5", str(tmp_path / "clam"), "--store", store, "--encoder-id", encoder]) == 0
+    capsys.readouterr()
+    write(128)  # the same slide tiled elsewhere
+    assert main(["store", "import-h5", str(tmp_path / "clam"), "--store", store, "--encoder-id", "uni-ext", "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    tiling = _only_tiling(tmp_path / "store")
+    assert f"overwritten: {path}" in out
+    assert f"invalidated features/conch-ext/{tiling}/slide-A: computed on the tiles this import replaced" in out
+    assert not FeatureStore(store).is_complete(f"features/conch-ext/{tiling}/slide-A")
+    assert main(["store", "verify", store]) == 0
+
+
 def test_import_of_a_foreign_file_needs_encoder_id(tmp_path, capsys):
     (tmp_path / "clam").mkdir()
     with h5py.File(tmp_path / "clam" / "slide-A.h5", "w") as h5:

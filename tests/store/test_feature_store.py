@@ -8,6 +8,7 @@ import zarr
 
 from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.store import FeatureStore, features_key, short_hash, tiling_key
+from wsi_pipeline.store.checksum import rows_sha256
 
 
 def test_tiling_round_trip_with_provenance(tmp_path):
@@ -120,3 +121,31 @@ def test_features_reach_the_array_in_whole_chunks(tmp_path, monkeypatch):
     writer.complete()
     assert writes == [(0, 100), (100, 200), (200, 250)]
     np.testing.assert_array_equal(store.read_features("e", "t", "u").features, rows.astype(np.float16))
+
+
+def test_features_record_the_coordinates_of_the_tiling_they_follow(tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    coords = np.array([[0, 0], [512, 0], [0, 512]])
+    store.write_tiling("t1", "slide_0.5um", coords, {"tissue_fraction": np.ones(3)}, {})
+    writer = store.begin_features("enc", "t1", "slide_0.5um", 3, 4, {})
+    writer.write(np.ones((3, 4)))
+    writer.complete()
+    recorded = store.attrs(features_key("enc", "t1", "slide_0.5um"))["tiling_coords_sha256"]
+    assert recorded == store.attrs(tiling_key("t1", "slide_0.5um"))["coords_sha256"] == rows_sha256(coords, "int64")
+    # No tiling entry (features brought in alone): nothing to record.
+    store.begin_features("enc", "t1", "other_0.5um", 3, 4, {}).write(np.ones((3, 4)))
+    assert "tiling_coords_sha256" not in store.attrs(features_key("enc", "t1", "other_0.5um"))
+
+
+def test_an_invalidated_entry_is_incomplete_says_why_and_is_written_again(tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    writer = store.begin_features("enc", "t1", "slide_0.5um", 2, 3, {})
+    writer.write(np.ones((2, 3)))
+    writer.complete()
+    key = features_key("enc", "t1", "slide_0.5um")
+    assert store.feature_keys_on("t1", "slide_0.5um") == [key] and store.feature_keys_on("t1", "nothing") == []
+    store.invalidate(key, "its tiling entry was replaced")
+    assert not store.is_complete(key)
+    assert store.attrs(key)["invalidated"]["reason"] == "its tiling entry was replaced"
+    with store.claim(key) as must_write:
+        assert must_write

@@ -130,6 +130,41 @@ def test_importing_other_content_over_an_entry_needs_overwrite(tmp_path):
     assert verify_store(str(tmp_path / "store")).clean
 
 
+def test_overwriting_a_tiling_invalidates_the_other_encoders_features_on_it(tmp_path):
+    other = "uni-fedcba987654"
+    build_store(tmp_path / "store", slides=("s1", "s2"), encoders=(ENCODER, other), seed=0)
+    build_store(tmp_path / "new", slides=("s1",), seed=7)  # other tiles for s1, features of ENCODER only
+    export_h5(tmp_path / "new", tmp_path / "h5")
+    (result,) = import_h5(tmp_path / "h5", tmp_path / "store", overwrite=True)
+    store = FeatureStore(tmp_path / "store")
+    stale = features_key(other, TILING, "s1uid_0.25um")
+    assert result.status == "overwritten" and result.invalidated == (stale,)
+    assert result.to_dict()["invalidated"] == [stale]
+    assert not store.is_complete(stale) and "import-h5 --overwrite" in store.attrs(stale)["invalidated"]["reason"]
+    # The imported encoder's entry and the other slide are untouched otherwise; the store verifies
+    # clean (an incomplete entry is not damage), and a run would extract the stale one again.
+    assert store.is_complete(features_key(ENCODER, TILING, "s1uid_0.25um"))
+    assert store.is_complete(features_key(other, TILING, "s2uid_0.25um"))
+    report = verify_store(str(tmp_path / "store"))
+    assert report.clean and [check.key for check in report.incomplete] == [stale]
+    # Importing it again changes nothing and invalidates nothing.
+    assert [(r.status, r.invalidated) for r in import_h5(tmp_path / "h5", tmp_path / "store", overwrite=True)] == [("identical", ())]
+
+
+def test_overwriting_features_alone_leaves_the_other_encoders_features_complete(tmp_path):
+    other = "uni-fedcba987654"
+    build_store(tmp_path / "store", slides=("s1",), encoders=(ENCODER, other), seed=0)
+    export_h5(tmp_path / "store", tmp_path / "h5", encoder_id=ENCODER)
+    with h5py.File(next((tmp_path / "h5").rglob("*.h5")), "a") as h5:
+        h5["features"][0] += 1  # other features, same tiles (and no checksum that would refuse them)
+        attrs = json.loads(h5.attrs["feature_attrs"])
+        del attrs["features_sha256"]
+        h5.attrs["feature_attrs"] = json.dumps(attrs)
+    (result,) = import_h5(tmp_path / "h5", tmp_path / "store", overwrite=True)
+    assert result.status == "overwritten" and result.invalidated == ()
+    assert FeatureStore(tmp_path / "store").is_complete(features_key(other, TILING, "s1uid_0.25um"))
+
+
 def test_two_encoders_go_to_subfolders_and_filters_pick_one(tmp_path):
     build_store(tmp_path / "store", encoders=(ENCODER, "uni-fedcba987654"))
     paths = export_h5(tmp_path / "store", tmp_path / "all")

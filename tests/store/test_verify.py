@@ -180,3 +180,19 @@ def test_a_memory_store_verifies_and_a_lost_chunk_is_found():
     fs.rm(f"{base}/{features_key(ENCODER, TILING, entry_name('m1'))}/features/c/0/0")
     report = verify_store(root)
     assert [check.key for check in report.bad] == [features_key(ENCODER, TILING, entry_name("m1"))]
+
+
+def test_features_computed_on_other_coordinates_than_their_tiling_now_holds_are_bad(tmp_path):
+    store = build_store(tmp_path / "store", slides=("s1", "s2"))
+    tiling = store.attrs(tiling_key(TILING, entry_name("s1")))
+    assert store.attrs(features_key(ENCODER, TILING, entry_name("s1")))["tiling_coords_sha256"] == tiling["coords_sha256"]
+    # The same number of tiles elsewhere: only the recorded coordinates tell the rows are stale.
+    shifted = store.read_tiling(TILING, entry_name("s1")).coords + 256
+    store.write_tiling(TILING, entry_name("s1"), shifted, {}, {})
+    bad = {check.key: check.reasons for check in verify_store(str(tmp_path / "store")).bad}
+    assert bad == {
+        features_key(ENCODER, TILING, entry_name("s1")): [
+            (f"computed on other coordinates than tiling/{TILING}/{entry_name('s1')} holds now (that tiling entry was "
+             "replaced since): its rows are not those tiles'")
+        ]
+    }

@@ -69,6 +69,8 @@ def store_command(args: argparse.Namespace) -> int:
     )
     for result in results:
         out.print(f"{result.status}: {result.file} -> {result.key} ({result.rows} x {result.dim}; slide entry from {result.slide_from})")
+        for key in result.invalidated:
+            out.print(f"  invalidated {key}: computed on the tiles this import replaced; the next run extracts it again")
     written = sum(result.status != "identical" for result in results)
     out.print(f"{written} of {len(results)} file(s) written to {args.store}; {len(results) - written} already there")
     return 0

@@ -303,7 +303,14 @@ class FeatureStore:
     def begin_features(
         self, encoder_id: str, tiling_id: str, slide_uid: str, n_rows: int, dim: int, attrs: dict[str, Any]
     ) -> FeatureWriter:
-        """Start a feature entry (wiping an incomplete one); rows are written through the writer."""
+        """Start a feature entry (wiping an incomplete one); rows are written through the writer.
+
+        The entry records the ``coords_sha256`` of the tiling entry its rows follow
+        (``tiling_coords_sha256``), when that entry is complete: ``store verify`` then tells
+        features computed on other coordinates (a tiling replaced since) from good ones.
+        """
+        tiling = self.attrs(tiling_key(tiling_id, slide_uid))
+        follows = {"tiling_coords_sha256": tiling["coords_sha256"]} if tiling.get("complete") is True and "coords_sha256" in tiling else {}
         group = self._open("a").create_group(features_key(encoder_id, tiling_id, slide_uid), overwrite=True)
         group.create_array(
             "features",
@@ -315,6 +322,7 @@ class FeatureStore:
         group.attrs.update(
             {
                 **attrs,
+                **follows,
                 "n_tiles": int(n_rows),
                 "dim": int(dim),
                 "dtype": "float16",
@@ -324,6 +332,25 @@ class FeatureStore:
             }
         )
         return FeatureWriter(group, n_rows, self.root, features_key(encoder_id, tiling_id, slide_uid))
+
+    def feature_keys_on(self, tiling_id: str, slide_uid: str) -> list[str]:
+        """Keys of every encoder's feature entry (complete or not) on the tiling entry ``tiling_id``/``slide_uid``."""
+        try:
+            features = self._open("r").get("features")
+        except WSIPipelineError:
+            return []
+        if not isinstance(features, zarr.Group):
+            return []
+        keys = [features_key(encoder_id, tiling_id, slide_uid) for encoder_id in sorted(features.group_keys())]
+        return [key for key in keys if self._entry(key) is not None]
+
+    def invalidate(self, key: str, reason: str) -> None:
+        """Mark the entry at ``key`` incomplete, recording why: readers then ignore it and the next run writes it again.
+
+        Its arrays stay until then; ``invalidated`` in its attrs holds ``reason`` and the time.
+        """
+        group = self._open("a")[key]
+        group.attrs.update({"complete": False, "invalidated": {"reason": reason, "at": _now()}})
 
     def read_features(self, encoder_id: str, tiling_id: str, slide_uid: str) -> FeatureEntry:
         """Read a complete feature entry."""

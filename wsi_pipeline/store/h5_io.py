@@ -54,7 +54,8 @@ ROWS_PER_COPY = 8192
 
 #: Attrs that record a write, not what was computed: set again by the store when an entry is
 #: imported (the originals are kept under ``imported_from``).
-FEATURE_BOOKKEEPING = ("n_tiles", "dim", "dtype", "package_version", "created", "completed_at", "complete", "features_sha256")
+FEATURE_BOOKKEEPING = ("n_tiles", "dim", "dtype", "package_version", "created", "completed_at", "complete", "features_sha256",
+                       "tiling_coords_sha256", "invalidated")
 TILING_BOOKKEEPING = ("n_tiles", "columns", "masks", "package_version", "created", "complete", "coords_sha256")
 #: ``coords`` attrs of other tools that name a file rather than describe the patches.
 NAMING_ATTRS = ("name", "savetodir", "save_path")
@@ -228,6 +229,10 @@ class ImportedEntry:
         ``"imported"``, ``"overwritten"`` or ``"identical"`` (already in the store; nothing written).
     rows, dim
         The features' shape.
+    invalidated
+        Other encoders' feature entries on a tiling entry this import replaced with other
+        coordinates: marked incomplete (:meth:`FeatureStore.invalidate`), so the next run
+        extracts them again instead of pairing their rows with the new tiles.
     """
 
     file: str
@@ -240,10 +245,11 @@ class ImportedEntry:
     status: str
     rows: int
     dim: int
+    invalidated: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-serialisable values."""
-        return asdict(self)
+        return {**asdict(self), "invalidated": list(self.invalidated)}
 
 
 @dataclass(frozen=True)
@@ -293,8 +299,9 @@ def import_h5(
         the same name in this folder (as a pipeline run would), instead of after the file name.
     overwrite
         Replace a complete entry whose content differs; without it that is an error. An entry
-        with the same content is left as it is. Replacing a tiling entry leaves any other
-        encoder's features on it mismatched, which ``store verify`` reports.
+        with the same content is left as it is. Replacing a tiling entry with other coordinates
+        marks every other encoder's features on it incomplete (``invalidated`` in the result):
+        their rows follow the old tiles, and the next run extracts them again.
     source_name
         The image source that opens the slide files of ``slides_dir``.
 
@@ -511,11 +518,14 @@ def _import_one(store: FeatureStore, plan: _Plan, overwrite: bool) -> ImportedEn
         tkey = tiling_key(plan.tiling_id, plan.slide)
         fkey = features_key(plan.encoder_id, plan.tiling_id, plan.slide)
         states = {key: _existing(store, key, sha, overwrite, plan.file) for key, sha in ((tkey, coords_sha), (fkey, features_sha))}
+        invalidated: list[str] = []
         if states[tkey] != "identical":
             with entry_lock(store.root, tkey):
                 store.write_tiling(
                     plan.tiling_id, plan.slide, coords, columns, _imported(plan.tiling_attrs, TILING_BOOKKEEPING, plan.file), masks=masks
                 )
+            if states[tkey] == "overwritten":
+                invalidated = _invalidate_other_features(store, plan, fkey)
         if states[fkey] != "identical":
             with entry_lock(store.root, fkey):
                 writer = store.begin_features(
@@ -527,7 +537,26 @@ def _import_one(store: FeatureStore, plan: _Plan, overwrite: bool) -> ImportedEn
                 writer.complete()
     written = [state for state in states.values() if state != "identical"]
     status = "identical" if not written else ("overwritten" if "overwritten" in written else "imported")
-    return ImportedEntry(str(plan.file), fkey, tkey, plan.encoder_id, plan.tiling_id, plan.slide, plan.slide_from, status, plan.rows, plan.dim)
+    return ImportedEntry(str(plan.file), fkey, tkey, plan.encoder_id, plan.tiling_id, plan.slide, plan.slide_from, status, plan.rows, plan.dim,
+                         tuple(invalidated))
+
+
+def _invalidate_other_features(store: FeatureStore, plan: _Plan, own_key: str) -> list[str]:
+    """Mark incomplete every other encoder's complete features on the tiling entry just replaced; their keys.
+
+    Their rows follow the old coordinates: kept complete, a run would skip them and train on
+    features of other tiles than the store now lists (with as many rows, nothing would tell).
+    """
+    reason = f"its tiling entry was replaced with other coordinates (import-h5 --overwrite of {plan.file})"
+    invalidated = []
+    for key in store.feature_keys_on(plan.tiling_id, plan.slide):
+        if key == own_key:
+            continue
+        with entry_lock(store.root, key):
+            if store.is_complete(key):
+                store.invalidate(key, reason)
+                invalidated.append(key)
+    return invalidated
 
 
 def _existing(store: FeatureStore, key: str, sha: str, overwrite: bool, file: Path) -> str:

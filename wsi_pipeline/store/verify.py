@@ -11,7 +11,8 @@ For every complete entry:
   ``features`` and ``coords`` (whose chunks are never all zeros) and is a note elsewhere;
 - the values hash to the checksum recorded at write time (``features_sha256``, ``coords_sha256``),
   when the entry has one; entries written before checksums are checked without (and say so);
-- a feature entry has a complete tiling entry with as many tiles.
+- a feature entry has a complete tiling entry with as many tiles, and, when it recorded them, the
+  same coordinates it was computed on (``tiling_coords_sha256``).
 
 Incomplete entries (a run interrupted, or in progress) are listed but are not damage: readers
 ignore them and the next run rewrites them.
@@ -169,6 +170,11 @@ def _check_features(group: zarr.Group, info: EntryInfo, tiling: EntryInfo | None
         check.reasons.append(f"no complete tiling entry at tiling/{info.tiling_id}/{info.slide}: its rows have no coordinates")
     elif n is not None and tiling.rows != n:
         check.reasons.append(f"{n} feature rows but its tiling entry has {tiling.rows} tiles")
+    elif None not in (followed := attrs.get("tiling_coords_sha256"), now := tiling.attrs.get("coords_sha256")) and followed != now:
+        check.reasons.append(
+            f"computed on other coordinates than tiling/{info.tiling_id}/{info.slide} holds now (that tiling entry was "
+            "replaced since): its rows are not those tiles'"
+        )
 
 
 def _count(attrs: dict[str, Any], name: str, check: EntryCheck) -> int | None:
