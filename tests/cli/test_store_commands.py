@@ -81,6 +81,38 @@ def test_verify_exits_1_naming_the_entry_that_lost_a_chunk(tmp_path, capsys):
     assert "s1uid" not in out and "5 ok, 1 bad" in out
 
 
+def test_verify_repair_marks_the_bad_entry_for_the_next_run_to_rebuild(tmp_path, capsys):
+    store = build_store(tmp_path / "store")
+    feature_chunk(tmp_path / "store").unlink()
+    key = features_key(ENCODER, TILING, "s2uid_0.25um")
+    assert main(["store", "verify", str(tmp_path / "store"), "--repair"]) == 1
+    out = capsys.readouterr().out
+    assert f"BAD {key}" in out and "-> marked incomplete: the next run rebuilds it" in out and "--repair" not in out
+    assert not store.is_complete(key)
+    assert store.attrs(key)["invalidated"]["reason"].startswith("store verify: array 'features' lacks 1 of")
+    # Now a clean store with one entry to rebuild; a writer claims it and the store is whole again.
+    assert main(["store", "verify", str(tmp_path / "store"), "--json", "--repair"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["incomplete"] == 1 and report["repaired"] == {}
+    (entry,) = [e for e in report["entries"] if e["status"] == "incomplete"]
+    assert entry["key"] == key and entry["notes"][1].startswith("invalidated: store verify: array 'features' lacks")
+    with store.claim(key) as must_write:
+        assert must_write
+        writer = store.begin_features(ENCODER, TILING, "s2uid_0.25um", ROWS, DIM, {"encoder": "demo"})
+        writer.write(np.zeros((ROWS, DIM)))
+        writer.complete()
+    assert main(["store", "verify", str(tmp_path / "store")]) == 0
+    assert "6 ok, 0 bad, 0 incomplete" in capsys.readouterr().out
+
+
+def test_verify_without_repair_says_how_to_repair(tmp_path, capsys):
+    build_store(tmp_path / "store")
+    feature_chunk(tmp_path / "store").unlink()
+    assert main(["store", "verify", str(tmp_path / "store")]) == 1
+    assert "run again with --repair" in capsys.readouterr().out
+    assert FeatureStore(tmp_path / "store").is_complete(features_key(ENCODER, TILING, "s2uid_0.25um"))  # nothing changed
+
+
 def test_verify_exits_1_on_a_truncated_chunk(tmp_path, capsys):
     build_store(tmp_path / "store")
     chunk = feature_chunk(tmp_path / "store", slide="s3", chunk=0)

@@ -31,6 +31,10 @@ def add_store_parser(commands: Any) -> None:  # argparse's private _SubParsersAc
     )
     verify.add_argument("store", help=STORE_HELP)
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--repair", action="store_true",
+        help="mark each bad entry incomplete (with its reasons) so that the next run rebuilds it; exit status stays 1",
+    )
     export = sub.add_parser("export-h5", help="write one <slide>.h5 per feature entry in the CLAM/TRIDENT layout")
     export.add_argument("store", help=STORE_HELP)
     export.add_argument("--output", required=True, help="output folder")
@@ -98,25 +102,31 @@ def _ls(args: argparse.Namespace, out: Console) -> int:
 
 
 def _verify(args: argparse.Namespace, out: Console) -> int:
-    from wsi_pipeline.store.verify import verify_store
+    from wsi_pipeline.store.verify import invalidate_bad, verify_store
 
     report = verify_store(args.store)
+    repaired = invalidate_bad(report) if args.repair else {}
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
+        print(json.dumps({**report.to_dict(), **({"repaired": repaired} if args.repair else {})}, indent=2, default=str))
         return 0 if report.clean else 1
     for check in report.bad:
         out.print(f"BAD {check.key}")
         for reason in check.reasons:
             out.print(f"    {reason}")
+        if check.key in repaired:
+            problem = repaired[check.key]
+            out.print("    -> marked incomplete: the next run rebuilds it (import it again if it was imported)" if problem is None
+                      else f"    -> could not be marked ({problem}): delete its folder <store>/{check.key}")
     if report.incomplete:
         out.print(f"incomplete (ignored by readers, rewritten by the next run): {len(report.incomplete)}")
         for check in report.incomplete:
-            out.print(f"    {check.key}")
+            out.print(f"    {check.key}" + "".join(f" ({note})" for note in check.notes if note.startswith("invalidated:")))
     if report.without_checksum:
         out.print(f"{len(report.without_checksum)} entries written before checksums: checked for shapes and chunks only")
     out.print(
         f"{len(report.ok)} ok, {len(report.bad)} bad, {len(report.incomplete)} incomplete in {args.store}"
-        + ("" if report.clean else ": delete each bad entry (its folder <store>/<key>) and re-run the pipeline to rebuild it")
+        + ("" if report.clean or args.repair else
+           ": run again with --repair (or delete each bad entry's folder <store>/<key>), then re-run the pipeline to rebuild them")
     )
     return 0 if report.clean else 1
 

@@ -133,7 +133,9 @@ def verify_store(root: str) -> VerifyReport:
             checks.append(EntryCheck(info.key, info.kind, "bad", [f"{info.error}: cannot tell whether it is complete"]))
             continue
         if not info.complete:
-            checks.append(EntryCheck(info.key, info.kind, "incomplete", notes=["not marked complete: ignored by readers"]))
+            invalidated = (info.attrs or {}).get("invalidated")
+            why = f"invalidated: {invalidated['reason']}" if isinstance(invalidated, dict) and "reason" in invalidated else None
+            checks.append(EntryCheck(info.key, info.kind, "incomplete", notes=["not marked complete: ignored by readers", *filter(None, [why])]))
             continue
         check = EntryCheck(info.key, info.kind, "ok")
         group = store[info.key]
@@ -145,6 +147,34 @@ def verify_store(root: str) -> VerifyReport:
             check.status = "bad"
         checks.append(check)
     return VerifyReport(str(root), checks)
+
+
+def invalidate_bad(report: VerifyReport) -> dict[str, str | None]:
+    """Mark every bad entry of ``report`` incomplete, with its reasons: the next run rebuilds it.
+
+    Each is marked under its write lock (:meth:`FeatureStore.invalidate`), so a run writing
+    the same entry meanwhile is waited for. An imported entry has no slide for a run to rebuild
+    it from: import it again.
+
+    Returns
+    -------
+    dict
+        Bad entry key -> None when it was marked, or why it could not be (attrs that cannot be
+        written: delete its folder instead).
+    """
+    from wsi_pipeline.store.claims import entry_lock
+    from wsi_pipeline.store.feature_store import FeatureStore
+
+    store = FeatureStore(report.root)
+    outcome: dict[str, str | None] = {}
+    for check in report.bad:
+        try:
+            with entry_lock(store.root, check.key):
+                store.invalidate(check.key, "store verify: " + "; ".join(check.reasons))
+            outcome[check.key] = None
+        except Exception as error:  # noqa: BLE001 - reported per entry; the others are still marked
+            outcome[check.key] = f"{type(error).__name__}: {error}"
+    return outcome
 
 
 def _check_tiling(group: zarr.Group, info: EntryInfo, check: EntryCheck) -> None:
