@@ -293,3 +293,25 @@ def test_store_tools_on_a_store_the_pipeline_wrote(synthetic_run, tmp_path, caps
     chunk.unlink()
     assert main(["store", "verify", str(store)]) == 1
     assert victim in capsys.readouterr().out
+
+
+def test_a_slide_image_listed_for_two_patients_is_a_run_warning(synthetic_run, tmp_path):
+    from wsi_pipeline.cohort import load_cohort
+    from wsi_pipeline.engine.record import RunRecord
+    from wsi_pipeline.engine.runner import encoder_id_of, gather_bags, workflow_task
+
+    config, _ = synthetic_run
+    folder = config.output_dir / "cohort"
+    rows = pd.read_csv(folder / "cohort.csv", dtype={"patient_id": str})
+    # The same file copied (the table refuses one path twice): one content fingerprint, one store entry.
+    shutil.copyfile(folder / rows["slide_path"].iloc[0], tmp_path / "copy.tiff")
+    copy = rows.iloc[[0]].assign(patient_id="someone-else", slide_id="copy-of-first", slide_path=str(tmp_path / "copy.tiff"))
+    table = tmp_path / "cohort.csv"
+    pd.concat([rows.assign(slide_path=[str(folder / p) for p in rows["slide_path"]]), copy]).to_csv(table, index=False)
+    cohort = load_cohort(table, tmp_path, workflow_task(config.workflow))
+    record = RunRecord(config={}, seed=0)
+    source = gather_bags(config, cohort, record, encoder_id_of(config))
+    (warning,) = record.run_warnings
+    first = rows["slide_id"].iloc[0]
+    assert f"listed for 2 patients: {rows['patient_id'].iloc[0]} ({first}); someone-else (copy-of-first)" in warning
+    assert dict(source.patient_slides)["someone-else"] == dict(source.patient_slides)[rows["patient_id"].iloc[0]]

@@ -80,7 +80,7 @@ def test_available_bags_excludes_patients_without_features_and_notes_missing_sli
     # Slide e failed this run (no uid); f has a uid but was never extracted.
     uids = {"a": "ua", "b": "ub", "c": "uc", "d": "ud", "f": "uf"}
 
-    patient_slides, excluded, notes = available_bags(store, cohort, uids, ENCODER, TILING)
+    patient_slides, excluded, notes, warnings = available_bags(store, cohort, uids, ENCODER, TILING)
 
     assert patient_slides == (("P1", ("ua", "ub")), ("P2", ("uc",)))
     assert excluded == {
@@ -88,6 +88,28 @@ def test_available_bags_excludes_patients_without_features_and_notes_missing_sli
         "P4": "no slide with features (failed or missing: f)",
     }
     assert notes == ["patient P2: trained without slide(s) d (failed)"]
+    assert warnings == []
+
+
+def test_one_image_listed_twice_enters_a_bag_once_and_across_patients_is_a_warning(tmp_path):
+    # P1 lists one image as a and a2 (same content: one store entry); P2's c is P3's d.
+    cohort = write_cohort(tmp_path, [("P1", "a", 1), ("P1", "a2", 1), ("P1", "b", 1), ("P2", "c", 0), ("P3", "d", 1)])
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    for uid in ("ua", "ub", "uc"):
+        put_features(store, uid, rng.normal(size=(3, 4)))
+    uids = {"a": "ua", "a2": "ua", "b": "ub", "c": "uc", "d": "uc"}
+    found = available_bags(store, cohort, uids, ENCODER, TILING)
+    assert found.patient_slides == (("P1", ("ua", "ub")), ("P2", ("uc",)), ("P3", ("uc",)))
+    assert found.notes == ["patient P1: slides a, a2 are one image (store entry ua); its features enter the bag once"]
+    (warning,) = found.warnings
+    assert warning.startswith("one slide image is listed for 2 patients: P2 (c); P3 (d) (store entry uc)")
+    assert "training and a test fold" in warning and "one patient_id" in warning
+    # The entry is named after the first slide that lists it; the source's bag holds it once.
+    names = entry_slide_ids(cohort, uids, found.patient_slides)
+    assert names == (("P1", ("a", "b")), ("P2", ("c",)), ("P3", ("d",)))
+    source = StoreBagSource(found.patient_slides, str(tmp_path / "store"), ENCODER, TILING, slide_ids=names)
+    assert source.load(["P1"])["P1"].shape == (6, 4)
 
 
 def test_another_encoder_has_no_bags_in_this_store(tmp_path):

@@ -194,6 +194,7 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
     bags = available_bags(FeatureStore(config.store_path), cohort, uids, encoder_id, tid)
     record.excluded_patients.update(bags.excluded)
     record.notes.extend(bags.notes)
+    record.run_warnings.extend(bags.warnings)
     filters = config.workflow.model.tile_filters()
     if filters:
         shown = ", ".join(f"{column} {op} {threshold:g}" for column, op, threshold in filters)

@@ -182,12 +182,17 @@ class AvailableBags(NamedTuple):
     excluded
         Patient id -> why the patient has no bag (every slide failed or lacks features).
     notes
-        One line per patient trained on fewer slides than the cohort lists.
+        One line per patient trained on fewer slides than the cohort lists, or listing one
+        image twice (its features enter the bag once).
+    warnings
+        One line per slide image that several patients list: the same image can then sit in a
+        training and a test fold, which patient-level splits exist to prevent.
     """
 
     patient_slides: PatientSlides
     excluded: dict[str, str]
     notes: list[str]
+    warnings: list[str]
 
 
 def slide_entries(
@@ -263,10 +268,15 @@ def available_bags(
     patient_slides = []
     excluded: dict[str, str] = {}
     notes: list[str] = []
+    listed_by: dict[str, dict[str, list[str]]] = {}  # entry -> patient -> their slide ids with that image
     for patient, group in cohort.slides.groupby("patient_id", sort=True):
-        available = [
-            uids[s] for s in group["slide_id"] if s in uids and store.is_complete(features_key(encoder_id, tiling_id, uids[s]))
-        ]
+        available: list[str] = []
+        for slide in group["slide_id"]:
+            if slide not in uids or not store.is_complete(features_key(encoder_id, tiling_id, uids[slide])):
+                continue
+            listed_by.setdefault(uids[slide], {}).setdefault(patient, []).append(slide)
+            if uids[slide] not in available:  # one image listed twice (same content fingerprint) is one slide of the bag
+                available.append(uids[slide])
         missing = [s for s in group["slide_id"] if s not in uids or uids[s] not in available]
         if not available:
             excluded[patient] = f"no slide with features (failed or missing: {', '.join(missing)})"
@@ -274,7 +284,19 @@ def available_bags(
         if missing:
             notes.append(f"patient {patient}: trained without slide(s) {', '.join(missing)} (failed)")
         patient_slides.append((patient, tuple(available)))
-    return AvailableBags(tuple(patient_slides), excluded, notes)
+    warnings = []
+    for entry, patients in listed_by.items():
+        for patient, slides in patients.items():
+            if len(slides) > 1:
+                notes.append(f"patient {patient}: slides {', '.join(slides)} are one image (store entry {entry}); "
+                             "its features enter the bag once")
+        if len(patients) > 1:
+            listed = "; ".join(f"{patient} ({', '.join(slides)})" for patient, slides in patients.items())
+            warnings.append(
+                f"one slide image is listed for {len(patients)} patients: {listed} (store entry {entry}). It can sit in a "
+                "training and a test fold at once; if they are one patient, give their rows one patient_id"
+            )
+    return AvailableBags(tuple(patient_slides), excluded, notes, warnings)
 
 
 def entry_slide_ids(cohort: Cohort, uids: Mapping[str, str], patient_slides: PatientSlides) -> PatientSlides:
@@ -302,7 +324,11 @@ def entry_slide_ids(cohort: Cohort, uids: Mapping[str, str], patient_slides: Pat
     named = []
     for patient, entries in patient_slides:
         chosen = set(entries)
-        names = tuple(s for s in slides.get_group(patient) if s in uids and uids[s] in chosen)
+        named_entries: dict[str, str] = {}  # entry -> its first slide id (an image listed twice is one entry)
+        for slide in slides.get_group(patient):
+            if slide in uids and uids[slide] in chosen:
+                named_entries.setdefault(uids[slide], slide)
+        names = tuple(named_entries.values())
         if len(names) != len(entries):  # the entries did not come from this cohort and these uids: a bug
             raise ValueError(f"patient {patient}: {len(entries)} store entries but {len(names)} matching slides")
         named.append((patient, names))
