@@ -295,7 +295,7 @@ def test_store_tools_on_a_store_the_pipeline_wrote(synthetic_run, tmp_path, caps
     assert victim in capsys.readouterr().out
 
 
-def test_a_slide_image_listed_for_two_patients_is_a_run_warning(synthetic_run, tmp_path):
+def test_gathered_bags_warn_of_one_image_for_two_patients_and_carry_checksums(synthetic_run, tmp_path):
     from wsi_pipeline.cohort import load_cohort
     from wsi_pipeline.engine.record import RunRecord
     from wsi_pipeline.engine.runner import encoder_id_of, gather_bags, workflow_task
@@ -315,3 +315,11 @@ def test_a_slide_image_listed_for_two_patients_is_a_run_warning(synthetic_run, t
     first = rows["slide_id"].iloc[0]
     assert f"listed for 2 patients: {rows['patient_id'].iloc[0]} ({first}); someone-else (copy-of-first)" in warning
     assert dict(source.patient_slides)["someone-else"] == dict(source.patient_slides)[rows["patient_id"].iloc[0]]
+    # The train stage's key holds what the features are, not only where: each entry's checksum.
+    from wsi_pipeline.store import FeatureStore, features_key
+
+    store = FeatureStore(config.store_path)
+    checksums = dict(source.fingerprint()["features_sha256"])
+    assert checksums.keys() == {uid for _, uids in source.patient_slides for uid in uids}
+    assert all(sha == store.attrs(features_key(source.encoder_id, source.tiling_id, uid))["features_sha256"]
+               for uid, sha in checksums.items())

@@ -12,6 +12,7 @@ import pytest
 
 from wsi_pipeline.cohort.table import Cohort, load_cohort
 from wsi_pipeline.config.workflow import ModelConfig
+from wsi_pipeline.mil.bag_cache import bag_data_key
 from wsi_pipeline.mil.cohort_bags import (
     StoreBagSource,
     available_bags,
@@ -23,6 +24,7 @@ from wsi_pipeline.mil.cv import train_fold
 from wsi_pipeline.mil.splits import FoldPlan
 from wsi_pipeline.mil.tasks import BinaryTask
 from wsi_pipeline.mil.train import TrainConfig
+from wsi_pipeline.store import features_key
 from wsi_pipeline.store.feature_store import FeatureStore
 
 ENCODER, TILING = "enc-1", "til-1"
@@ -80,7 +82,7 @@ def test_available_bags_excludes_patients_without_features_and_notes_missing_sli
     # Slide e failed this run (no uid); f has a uid but was never extracted.
     uids = {"a": "ua", "b": "ub", "c": "uc", "d": "ud", "f": "uf"}
 
-    patient_slides, excluded, notes, warnings = available_bags(store, cohort, uids, ENCODER, TILING)
+    patient_slides, excluded, notes, warnings, checksums = available_bags(store, cohort, uids, ENCODER, TILING)
 
     assert patient_slides == (("P1", ("ua", "ub")), ("P2", ("uc",)))
     assert excluded == {
@@ -89,6 +91,8 @@ def test_available_bags_excludes_patients_without_features_and_notes_missing_sli
     }
     assert notes == ["patient P2: trained without slide(s) d (failed)"]
     assert warnings == []
+    recorded = {uid: store.attrs(features_key(ENCODER, TILING, uid))["features_sha256"] for uid in ("ua", "ub", "uc")}
+    assert checksums == recorded and all(recorded.values())
 
 
 def test_one_image_listed_twice_enters_a_bag_once_and_across_patients_is_a_warning(tmp_path):
@@ -110,6 +114,27 @@ def test_one_image_listed_twice_enters_a_bag_once_and_across_patients_is_a_warni
     assert names == (("P1", ("a", "b")), ("P2", ("c",)), ("P3", ("d",)))
     source = StoreBagSource(found.patient_slides, str(tmp_path / "store"), ENCODER, TILING, slide_ids=names)
     assert source.load(["P1"])["P1"].shape == (6, 4)
+
+
+def test_features_written_again_with_other_values_change_the_fingerprint(tmp_path):
+    cohort = write_cohort(tmp_path, [("P1", "a", 1), ("P2", "b", 0)])
+    store = FeatureStore(tmp_path / "store")
+    put_features(store, "ua", np.ones((3, 4)))
+    put_features(store, "ub", np.zeros((3, 4)))
+    uids = {"a": "ua", "b": "ub"}
+
+    def source() -> StoreBagSource:
+        found = available_bags(store, cohort, uids, ENCODER, TILING)
+        return StoreBagSource(found.patient_slides, str(tmp_path / "store"), ENCODER, TILING,
+                              checksums=tuple(sorted(found.checksums.items())))
+
+    before = source().fingerprint()
+    assert source().fingerprint() == before  # same entries, same values
+    put_features(store, "ua", np.ones((3, 4)) * 2)  # same entry, other values
+    after = source().fingerprint()
+    assert after["bags"] == before["bags"] and after != before
+    # The bag cache keys on the fingerprint too: a worker holding the old values reads again.
+    assert bag_data_key(source(), False) != bag_data_key(dataclasses.replace(source(), checksums=before["features_sha256"]), False)
 
 
 def test_another_encoder_has_no_bags_in_this_store(tmp_path):

@@ -201,7 +201,8 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
         record.notes.append(f"training bags keep the tiles with {shown} (a column a tiling entry lacks filters nothing)")
     # The cohort's slide ids travel with the entries: slide-level predictions name slides by them.
     names = entry_slide_ids(cohort, uids, bags.patient_slides)
-    return StoreBagSource(bags.patient_slides, str(config.store_path), encoder_id, tid, filters, slide_ids=names)
+    return StoreBagSource(bags.patient_slides, str(config.store_path), encoder_id, tid, filters, slide_ids=names,
+                          checksums=tuple(sorted(bags.checksums.items())))
 
 
 def train_stage(

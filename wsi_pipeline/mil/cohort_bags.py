@@ -105,6 +105,11 @@ class StoreBagSource(BagSource):
     slide_ids
         The cohort's slide ids of the entries, shaped like ``patient_slides``
         (:func:`entry_slide_ids`); empty: the slides are named by their store entries.
+    checksums
+        (store entry, ``features_sha256``) of the entries, sorted (``available_bags(...).checksums``):
+        part of :meth:`fingerprint`, so features written again with other values (a tiling
+        replaced by ``store import-h5 --overwrite``, then extracted again) make the train stage
+        and the bag cache stale. Empty: the fingerprint names the entries only.
     """
 
     store_root: str = ""
@@ -112,6 +117,7 @@ class StoreBagSource(BagSource):
     tiling_id: str = ""
     tile_filters: tuple[tuple[str, str, float], ...] = ()
     slide_ids: PatientSlides = ()
+    checksums: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def features_id(self) -> str:
@@ -119,10 +125,12 @@ class StoreBagSource(BagSource):
         return self.encoder_id
 
     def fingerprint(self) -> dict[str, Any]:
-        """The slide entries, encoder and tiling ids (the key the train stage always had)."""
+        """The slide entries, encoder and tiling ids, tile filters and the entries' checksums when known."""
         key: dict[str, Any] = {"bags": self.patient_slides, "encoder_id": self.encoder_id, "tiling_id": self.tiling_id}
         if self.tile_filters:  # absent without filters: the key runs before filters existed stay fresh
             key["tile_filters"] = self.tile_filters
+        if self.checksums:
+            key["features_sha256"] = self.checksums
         return key
 
     def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
@@ -187,12 +195,16 @@ class AvailableBags(NamedTuple):
     warnings
         One line per slide image that several patients list: the same image can then sit in a
         training and a test fold, which patient-level splits exist to prevent.
+    checksums
+        Store entry -> its ``features_sha256`` (None for an entry written before checksums), for
+        every entry of ``patient_slides``: what the features are, not only where.
     """
 
     patient_slides: PatientSlides
     excluded: dict[str, str]
     notes: list[str]
     warnings: list[str]
+    checksums: dict[str, str | None]
 
 
 def slide_entries(
@@ -269,11 +281,14 @@ def available_bags(
     excluded: dict[str, str] = {}
     notes: list[str] = []
     listed_by: dict[str, dict[str, list[str]]] = {}  # entry -> patient -> their slide ids with that image
+    checksums: dict[str, str | None] = {}
     for patient, group in cohort.slides.groupby("patient_id", sort=True):
         available: list[str] = []
         for slide in group["slide_id"]:
-            if slide not in uids or not store.is_complete(features_key(encoder_id, tiling_id, uids[slide])):
+            attrs = store.complete_attrs(features_key(encoder_id, tiling_id, uids[slide])) if slide in uids else None
+            if attrs is None:
                 continue
+            checksums[uids[slide]] = attrs.get("features_sha256")
             listed_by.setdefault(uids[slide], {}).setdefault(patient, []).append(slide)
             if uids[slide] not in available:  # one image listed twice (same content fingerprint) is one slide of the bag
                 available.append(uids[slide])
@@ -296,7 +311,7 @@ def available_bags(
                 f"one slide image is listed for {len(patients)} patients: {listed} (store entry {entry}). It can sit in a "
                 "training and a test fold at once; if they are one patient, give their rows one patient_id"
             )
-    return AvailableBags(tuple(patient_slides), excluded, notes, warnings)
+    return AvailableBags(tuple(patient_slides), excluded, notes, warnings, checksums)
 
 
 def entry_slide_ids(cohort: Cohort, uids: Mapping[str, str], patient_slides: PatientSlides) -> PatientSlides:

@@ -211,6 +211,15 @@ class FeatureStore:
         except (ValueError, OSError):  # attrs half-written by a killed writer
             return False
 
+    def complete_attrs(self, key: str) -> dict[str, Any] | None:
+        """The attrs of the entry at ``key`` when it is complete, else None (one read: :meth:`is_complete` and :meth:`attrs` together)."""
+        group = self._entry(key)
+        try:
+            attrs = None if group is None else dict(group.attrs)
+        except (ValueError, OSError):  # attrs half-written by a killed writer
+            return None
+        return attrs if attrs is not None and attrs.get("complete") is True else None
+
     @contextmanager
     def claim(self, key: str) -> Iterator[bool]:
         """Claim the right to write entry ``key``; yields whether the caller must write it.
