@@ -29,6 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
     nothing with the test process but what is pickled to them (the fork server is a fresh
     interpreter, not a fork of pytest). Dask sets its own preload list the first time it asks
     for the fork server context; marking it set keeps ours, which includes Dask's.
+
+    One difference from spawned workers: a worker inherits the environment the fork server
+    started with, not the test process's at the time, so a variable a worker needs goes in its
+    spec's ``env`` (as the pipeline's own ``CUDA_VISIBLE_DEVICES`` does), not ``monkeypatch.setenv``.
     """
     import multiprocessing
 
