@@ -90,6 +90,9 @@ def test_verify_repair_marks_the_bad_entry_for_the_next_run_to_rebuild(tmp_path,
     assert f"BAD {key}" in out and "-> marked incomplete: the next run rebuilds it" in out and "--repair" not in out
     assert not store.is_complete(key)
     assert store.attrs(key)["invalidated"]["reason"].startswith("store verify: array 'features' lacks 1 of")
+    assert main(["store", "ls", str(tmp_path / "store")]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("no (invalidated)") == 1 and "6 entries, 5 complete" in listing
     # Now a clean store with one entry to rebuild; a writer claims it and the store is whole again.
     assert main(["store", "verify", str(tmp_path / "store"), "--json", "--repair"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from wsi_pipeline.store.inventory import EntryInfo
 
 STORE_HELP = "the feature store: a folder or fsspec URL (the manifest's 'store', default <output>/store)"
 
@@ -91,7 +94,7 @@ def _ls(args: argparse.Namespace, out: Console) -> int:
     for entry in entries:
         table.add_row(
             entry.kind, entry.encoder_id or "", entry.tiling_id, entry.slide, entry.slide_id or "",
-            _text(entry.rows), _text(entry.dim), "yes" if entry.complete else ("unreadable" if entry.error else "no"),
+            _text(entry.rows), _text(entry.dim), _completeness(entry),
         )
     if not out.is_terminal:
         out.width = 1000  # piped or captured: whole ids on one line each, never wrapped at 80 columns
@@ -129,6 +132,14 @@ def _verify(args: argparse.Namespace, out: Console) -> int:
            ": run again with --repair (or delete each bad entry's folder <store>/<key>), then re-run the pipeline to rebuild them")
     )
     return 0 if report.clean else 1
+
+
+def _completeness(entry: EntryInfo) -> str:
+    if entry.complete:
+        return "yes"
+    if entry.error:
+        return "unreadable"
+    return "no (invalidated)" if entry.attrs.get("invalidated") else "no"
 
 
 def _text(value: int | None) -> str:
