@@ -315,11 +315,11 @@ def test_gathered_bags_warn_of_one_image_for_two_patients_and_carry_checksums(sy
     first = rows["slide_id"].iloc[0]
     assert f"listed for 2 patients: {rows['patient_id'].iloc[0]} ({first}); someone-else (copy-of-first)" in warning
     assert dict(source.patient_slides)["someone-else"] == dict(source.patient_slides)[rows["patient_id"].iloc[0]]
-    # The train stage's key holds what the features are, not only where: each entry's checksum.
-    from wsi_pipeline.store import FeatureStore, features_key
+    # The train stage's key holds what the features are, not only where: a digest of each entry's checksum.
+    from wsi_pipeline.store import FeatureStore, features_key, short_hash
 
     store = FeatureStore(config.store_path)
-    checksums = dict(source.fingerprint()["features_sha256"])
-    assert checksums.keys() == {uid for _, uids in source.patient_slides for uid in uids}
-    assert all(sha == store.attrs(features_key(source.encoder_id, source.tiling_id, uid))["features_sha256"]
-               for uid, sha in checksums.items())
+    uids = {uid for _, entries in source.patient_slides for uid in entries}
+    checksums = {uid: store.attrs(features_key(source.encoder_id, source.tiling_id, uid))["features_sha256"] for uid in uids}
+    assert all(checksums.values())
+    assert source.fingerprint()["features_digest"] == short_hash({"features_sha256": checksums}, length=64)

@@ -202,7 +202,7 @@ def gather_bags(config: RunConfig, cohort: Cohort, record: RunRecord, encoder_id
     # The cohort's slide ids travel with the entries: slide-level predictions name slides by them.
     names = entry_slide_ids(cohort, uids, bags.patient_slides)
     return StoreBagSource(bags.patient_slides, str(config.store_path), encoder_id, tid, filters, slide_ids=names,
-                          checksums=tuple(sorted(bags.checksums.items())))
+                          features_digest=bags.features_digest)
 
 
 def train_stage(

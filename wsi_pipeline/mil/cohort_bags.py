@@ -20,6 +20,7 @@ from wsi_pipeline.errors import WSIPipelineError
 from wsi_pipeline.sources.protocol import require_mpp
 from wsi_pipeline.sources.registry import open_source
 from wsi_pipeline.store.feature_store import FeatureStore, features_key, slide_entry
+from wsi_pipeline.store.keys import short_hash
 
 #: (patient id, store entries of the patient's slides), the shape a bag source lists patients in.
 PatientSlides = tuple[tuple[str, tuple[str, ...]], ...]
@@ -105,11 +106,12 @@ class StoreBagSource(BagSource):
     slide_ids
         The cohort's slide ids of the entries, shaped like ``patient_slides``
         (:func:`entry_slide_ids`); empty: the slides are named by their store entries.
-    checksums
-        (store entry, ``features_sha256``) of the entries, sorted (``available_bags(...).checksums``):
+    features_digest
+        One hash of the entries' ``features_sha256`` (``available_bags(...).features_digest``):
         part of :meth:`fingerprint`, so features written again with other values (a tiling
         replaced by ``store import-h5 --overwrite``, then extracted again) make the train stage
-        and the bag cache stale. Empty: the fingerprint names the entries only.
+        and the bag cache stale. One string, not the checksums themselves: the source travels
+        with every training task. Empty: the fingerprint names the entries only.
     """
 
     store_root: str = ""
@@ -117,7 +119,7 @@ class StoreBagSource(BagSource):
     tiling_id: str = ""
     tile_filters: tuple[tuple[str, str, float], ...] = ()
     slide_ids: PatientSlides = ()
-    checksums: tuple[tuple[str, str | None], ...] = ()
+    features_digest: str = ""
 
     @property
     def features_id(self) -> str:
@@ -125,12 +127,12 @@ class StoreBagSource(BagSource):
         return self.encoder_id
 
     def fingerprint(self) -> dict[str, Any]:
-        """The slide entries, encoder and tiling ids, tile filters and the entries' checksums when known."""
+        """The slide entries, encoder and tiling ids, tile filters and the digest of their values when known."""
         key: dict[str, Any] = {"bags": self.patient_slides, "encoder_id": self.encoder_id, "tiling_id": self.tiling_id}
         if self.tile_filters:  # absent without filters: the key runs before filters existed stay fresh
             key["tile_filters"] = self.tile_filters
-        if self.checksums:
-            key["features_sha256"] = self.checksums
+        if self.features_digest:
+            key["features_digest"] = self.features_digest
         return key
 
     def load_parts(self, patients: Iterable[str]) -> dict[str, list[np.ndarray]]:
@@ -205,6 +207,11 @@ class AvailableBags(NamedTuple):
     notes: list[str]
     warnings: list[str]
     checksums: dict[str, str | None]
+
+    @property
+    def features_digest(self) -> str:
+        """One hash of :attr:`checksums` (:attr:`StoreBagSource.features_digest`)."""
+        return short_hash({"features_sha256": self.checksums}, length=64)
 
 
 def slide_entries(

@@ -205,14 +205,10 @@ class FeatureStore:
 
     def is_complete(self, key: str) -> bool:
         """Return whether the entry at ``key`` exists and was marked complete."""
-        group = self._entry(key)
-        try:
-            return bool(group is not None and group.attrs.get("complete") is True)
-        except (ValueError, OSError):  # attrs half-written by a killed writer
-            return False
+        return self.complete_attrs(key) is not None
 
     def complete_attrs(self, key: str) -> dict[str, Any] | None:
-        """The attrs of the entry at ``key`` when it is complete, else None (one read: :meth:`is_complete` and :meth:`attrs` together)."""
+        """The attrs of the entry at ``key`` when it is complete, else None (:meth:`is_complete` and :meth:`attrs` in one read)."""
         group = self._entry(key)
         try:
             attrs = None if group is None else dict(group.attrs)

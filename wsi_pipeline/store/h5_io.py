@@ -55,7 +55,7 @@ ROWS_PER_COPY = 8192
 #: Attrs that record a write, not what was computed: set again by the store when an entry is
 #: imported (the originals are kept under ``imported_from``).
 FEATURE_BOOKKEEPING = ("n_tiles", "dim", "dtype", "package_version", "created", "completed_at", "complete", "features_sha256",
-                       "tiling_coords_sha256", "invalidated")
+                       "tiling_coords_sha256")
 TILING_BOOKKEEPING = ("n_tiles", "columns", "masks", "package_version", "created", "complete", "coords_sha256")
 #: ``coords`` attrs of other tools that name a file rather than describe the patches.
 NAMING_ATTRS = ("name", "savetodir", "save_path")

@@ -30,6 +30,8 @@ import zarr
 from zarr.core.sync import sync
 
 from wsi_pipeline.store.checksum import RowsDigest
+from wsi_pipeline.store.claims import entry_lock
+from wsi_pipeline.store.feature_store import FeatureStore
 from wsi_pipeline.store.inventory import EntryInfo, list_entries, open_store
 
 
@@ -133,9 +135,11 @@ def verify_store(root: str) -> VerifyReport:
             checks.append(EntryCheck(info.key, info.kind, "bad", [f"{info.error}: cannot tell whether it is complete"]))
             continue
         if not info.complete:
-            invalidated = (info.attrs or {}).get("invalidated")
-            why = f"invalidated: {invalidated['reason']}" if isinstance(invalidated, dict) and "reason" in invalidated else None
-            checks.append(EntryCheck(info.key, info.kind, "incomplete", notes=["not marked complete: ignored by readers", *filter(None, [why])]))
+            notes = ["not marked complete: ignored by readers"]
+            invalidated = info.attrs.get("invalidated")
+            if isinstance(invalidated, dict) and "reason" in invalidated:
+                notes.append(f"invalidated: {invalidated['reason']}")
+            checks.append(EntryCheck(info.key, info.kind, "incomplete", notes=notes))
             continue
         check = EntryCheck(info.key, info.kind, "ok")
         group = store[info.key]
@@ -162,9 +166,6 @@ def invalidate_bad(report: VerifyReport) -> dict[str, str | None]:
         Bad entry key -> None when it was marked, or why it could not be (attrs that cannot be
         written: delete its folder instead).
     """
-    from wsi_pipeline.store.claims import entry_lock
-    from wsi_pipeline.store.feature_store import FeatureStore
-
     store = FeatureStore(report.root)
     outcome: dict[str, str | None] = {}
     for check in report.bad:
@@ -198,9 +199,11 @@ def _check_features(group: zarr.Group, info: EntryInfo, tiling: EntryInfo | None
     _compare_checksum(attrs, "features_sha256", digest, check)
     if tiling is None or not tiling.complete:
         check.reasons.append(f"no complete tiling entry at tiling/{info.tiling_id}/{info.slide}: its rows have no coordinates")
-    elif n is not None and tiling.rows != n:
+        return
+    followed, now = attrs.get("tiling_coords_sha256"), tiling.attrs.get("coords_sha256")  # None: written before either existed
+    if n is not None and tiling.rows != n:
         check.reasons.append(f"{n} feature rows but its tiling entry has {tiling.rows} tiles")
-    elif None not in (followed := attrs.get("tiling_coords_sha256"), now := tiling.attrs.get("coords_sha256")) and followed != now:
+    elif followed is not None and now is not None and followed != now:
         check.reasons.append(
             f"computed on other coordinates than tiling/{info.tiling_id}/{info.slide} holds now (that tiling entry was "
             "replaced since): its rows are not those tiles'"
